@@ -1,0 +1,123 @@
+"""Command line: a thin shell over run_backfill() and the demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .config import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_STALL_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    build_config,
+)
+from .errors import ConfigError
+from .messages import TaskWritten
+from .preflight import NoEndpointError
+from .run import Notice, RunResult, run_backfill
+from .summary import format_table
+
+EXIT_USAGE = 2
+
+
+@click.group()
+def cli() -> None:
+    """Backfill Ethereum event logs from many JSON-RPC endpoints into Parquet."""
+
+
+@cli.command()
+@click.option("--rpc", "rpc", multiple=True, metavar="[NAME=]URL",
+              help="JSON-RPC endpoint, repeatable (default: $RPC_URLS, comma-separated, "
+                   "else three public Sepolia endpoints).")
+@click.option("--from-block", default="0", show_default=True, help="First block.")
+@click.option("--to-block", default="latest", show_default=True,
+              help="Last block: a number, latest, safe or finalized.")
+@click.option("--address", multiple=True, help="Contract address, repeatable (default: $CONTRACT_ADDRESS).")
+@click.option("--topic0", multiple=True, help="Event signature topic, repeatable, ORed (default: $EVENT_TOPIC).")
+@click.option("--topic1", multiple=True, help="Topic 1 values, ORed.")
+@click.option("--topic2", multiple=True, help="Topic 2 values, ORed.")
+@click.option("--topic3", multiple=True, help="Topic 3 values, ORed.")
+@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, help="Blocks per task.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+              show_default=True, help="Output folder.")
+@click.option("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, show_default=True,
+              help="Attempts per task, across all endpoints, before it is reported as failed.")
+@click.option("--hex", "hex_output", is_flag=True, help="Write 0x hex strings instead of raw bytes.")
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds before one request is given up.")
+@click.option("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S, show_default=True,
+              help="End the run when every endpoint has failed for this many seconds.")
+@click.option("--overwrite", is_flag=True, help="Replace log files an earlier run left in --output.")
+@click.option("--quiet", "-q", is_flag=True, help="Print no per-task lines.")
+def backfill(rpc, from_block, to_block, address, topic0, topic1, topic2, topic3, quiet, **options) -> None:
+    """Fetch every matching log of a block range into Parquet files."""
+    config = build_config(
+        rpc=rpc,
+        from_block=from_block,
+        to_block=to_block,
+        addresses=address,
+        topics=(topic0, topic1, topic2, topic3),
+        env=os.environ,
+        **options,
+    )
+    result = run_backfill(config, report=ConsoleReport(quiet))
+    print_result(result)
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output/demo"),
+              show_default=True, help="Output folder (replaced on every demo run).")
+@click.option("--logs", type=int, default=200_000, show_default=True, help="Logs to seed.")
+@click.option("--blocks", type=int, default=5_000, show_default=True, help="Blocks to seed.")
+def demo(output: Path, logs: int, blocks: int) -> None:
+    """Run offline: a local anvil node behind three simulated providers, then a backfill."""
+    from .demo import run_demo
+
+    result = run_demo(output, logs=logs, blocks=blocks, report=ConsoleReport(False))
+    sys.exit(result.exit_code)
+
+
+class ConsoleReport:
+    """Prints task lines to stdout and notices to stderr as events arrive."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, TaskWritten) and not self.quiet:
+            task = event.task
+            click.echo(
+                f"[{event.endpoint}] completed task {task.task_id} "
+                f"(blocks {task.start}-{task.end}): {event.logs} logs"
+            )
+        elif isinstance(event, Notice):
+            click.echo(event.text, err=True)
+
+
+def print_result(result: RunResult) -> None:
+    """The per-endpoint table, then the verdict."""
+    click.echo("")
+    click.echo(format_table(result.summary["endpoints"]))
+    click.echo("")
+    click.echo(result.message, err=result.exit_code != 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every usage or input error is one line on stderr and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args or ["--help"], prog_name="pipeline", standalone_mode=False)
+    except (click.ClickException, ConfigError) as exc:
+        text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(f"error: {' '.join(text.split())}", err=True)
+        sys.exit(EXIT_USAGE)
+    except NoEndpointError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)

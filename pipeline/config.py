@@ -1,0 +1,152 @@
+"""Run configuration: command-line values, then environment, then defaults, validated once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_utils import is_checksum_address
+
+from .endpoints import Endpoint, parse_endpoints
+from .errors import ConfigError
+
+DEFAULT_RPC_URLS = (
+    "https://ethereum-sepolia-rpc.publicnode.com",
+    "https://rpc.ankr.com/eth_sepolia",
+    "https://sepolia.drpc.org",
+)
+BLOCK_TAGS = ("latest", "safe", "finalized")
+DEFAULT_CHUNK_SIZE = 1000
+DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_STALL_TIMEOUT_S = 60.0
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which logs to fetch: addresses ORed, and per topic position a list of values ORed."""
+
+    addresses: tuple[str, ...] = ()
+    topics: tuple[tuple[str, ...], ...] = ((), (), (), ())
+
+    def rpc_params(self, start: int, end: int) -> dict:
+        """The eth_getLogs filter object for blocks start..end inclusive."""
+        params: dict = {"fromBlock": hex(start), "toBlock": hex(end)}
+        if self.addresses:
+            params["address"] = list(self.addresses)
+        topics = list(self.topics)
+        while topics and not topics[-1]:
+            topics.pop()  # trailing wildcards are implied; some providers reject explicit nulls
+        if topics:
+            params["topics"] = [list(values) if values else None for values in topics]
+        return params
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """Everything one backfill run needs, already validated."""
+
+    endpoints: tuple[Endpoint, ...]
+    from_block: int
+    to_block: int | str  # a block number or one of BLOCK_TAGS, resolved against the endpoints
+    log_filter: LogFilter = field(default_factory=LogFilter)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    output: Path = Path("output")
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    hex_output: bool = False
+    timeout: float = DEFAULT_TIMEOUT_S
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
+    overwrite: bool = False
+
+
+def build_config(
+    *,
+    rpc: Sequence[str] = (),
+    from_block: str | int = 0,
+    to_block: str | int = "latest",
+    addresses: Sequence[str] = (),
+    topics: Sequence[Sequence[str]] = ((), (), (), ()),
+    env: Mapping[str, str] | None = None,
+    **options,
+) -> BackfillConfig:
+    """Validate raw values; `--rpc`, `--address` and `--topic0` fall back to RPC_URLS,
+    CONTRACT_ADDRESS and EVENT_TOPIC in `env`, then to the defaults."""
+    env = env or {}
+    rpc_specs = list(rpc) or _split_env(env.get("RPC_URLS")) or list(DEFAULT_RPC_URLS)
+    addresses = list(addresses) or _split_env(env.get("CONTRACT_ADDRESS"))
+    topic_lists = [list(t) for t in topics] + [[] for _ in range(4 - len(topics))]
+    topic_lists[0] = topic_lists[0] or _split_env(env.get("EVENT_TOPIC"))
+    start = parse_block_number(from_block, "--from-block")
+    end = parse_block_spec(to_block)
+    if isinstance(end, int) and start > end:
+        raise ConfigError(f"--from-block {start} is after --to-block {end}: swap them")
+    for name in ("chunk_size", "max_attempts"):
+        if name in options and int(options[name]) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("timeout", "stall_timeout"):
+        if name in options and float(options[name]) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    return BackfillConfig(
+        endpoints=tuple(parse_endpoints(rpc_specs)),
+        from_block=start,
+        to_block=end,
+        log_filter=LogFilter(
+            addresses=tuple(dict.fromkeys(parse_address(a) for a in addresses)),
+            topics=tuple(
+                tuple(dict.fromkeys(parse_topic(t, f"--topic{i}") for t in values))
+                for i, values in enumerate(topic_lists)
+            ),
+        ),
+        **options,
+    )
+
+
+def _split_env(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def parse_block_number(value: str | int, flag: str) -> int:
+    """A non-negative block number, decimal or 0x-hex."""
+    text = str(value).strip().replace("_", "")
+    try:
+        number = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise ConfigError(f"{flag} must be a block number, got {str(value)!r}") from None
+    if number < 0:
+        raise ConfigError(f"{flag} must not be negative, got {number}")
+    return number
+
+
+def parse_block_spec(value: str | int) -> int | str:
+    """A block number, or one of the tags latest, safe, finalized."""
+    text = str(value).strip().lower()
+    if text in BLOCK_TAGS:
+        return text
+    if not re.fullmatch(r"-?(0x[0-9a-f]+|[0-9_]+)", text):
+        raise ConfigError(
+            f"--to-block must be a block number or one of {', '.join(BLOCK_TAGS)}, got {value!r}"
+        )
+    return parse_block_number(text, "--to-block")
+
+
+def parse_address(value: str) -> str:
+    """A 20-byte 0x address, lower-cased; a mixed-case one must carry a valid checksum."""
+    text = value.strip()
+    if not _ADDRESS.match(text):
+        raise ConfigError(f"--address must be 0x followed by 40 hex digits, got {value!r}")
+    if text[2:] != text[2:].lower() and text[2:] != text[2:].upper() and not is_checksum_address(text):
+        raise ConfigError(f"--address {value} has a wrong checksum: check it for typos")
+    return text.lower()
+
+
+def parse_topic(value: str, flag: str) -> str:
+    """A 32-byte 0x topic, lower-cased."""
+    text = value.strip()
+    if not _TOPIC.match(text):
+        raise ConfigError(f"{flag} must be 0x followed by 64 hex digits, got {value!r}")
+    return text.lower()

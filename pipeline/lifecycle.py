@@ -1,0 +1,42 @@
+"""Child-process hygiene: signals belong to the supervisor, and orphans end themselves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+PARENT_CHECK_INTERVAL_S = 1.0
+
+
+def init_child(supervisor_pid: int) -> None:
+    """Ignore Ctrl-C/SIGTERM (the supervisor shuts us down in order) and exit if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch, args=(supervisor_pid,), daemon=True).start()
+
+
+def _watch(pid: int) -> None:
+    while _alive(pid):
+        time.sleep(PARENT_CHECK_INTERVAL_S)
+    # A SIGKILLed supervisor cannot stop us; a stray worker must not write into a re-run's output.
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.joinpath("self").exists():
+        try:
+            # A dead but unreaped parent is a zombie: state field "Z".
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,71 @@
+"""Before any task runs: ask every endpoint which chain it serves and where its head is."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .config import BackfillConfig
+from .endpoints import Endpoint
+from .errors import ConfigError, RpcError
+from .rpc import RpcClient
+
+PROBE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one endpoint answered at start; `error` is set when it did not answer."""
+
+    endpoint: Endpoint
+    chain_id: int | None = None
+    end_block: int | None = None  # its block for the requested --to-block tag, or its head
+    error: str = ""
+
+
+class NoEndpointError(RuntimeError):
+    """No endpoint answered at all (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved run: chain, inclusive block range, and the endpoints that failed to answer."""
+
+    chain_id: int
+    from_block: int
+    to_block: int
+    silent: tuple[Probe, ...]
+
+
+def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
+    """Ask one endpoint for its chain id and the number of its `tag` block."""
+    client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
+    try:
+        return Probe(endpoint, client.chain_id(), client.block_number(tag))
+    except RpcError as err:
+        return Probe(endpoint, error=str(err))
+    finally:
+        client.close()
+
+
+def resolve_plan(config: BackfillConfig) -> Plan:
+    """Probe all endpoints at once and pin down the chain and the block range to fetch."""
+    tag = config.to_block if isinstance(config.to_block, str) else "latest"
+    with ThreadPoolExecutor(max_workers=len(config.endpoints)) as pool:
+        probes = list(pool.map(lambda e: probe(e, tag, config.timeout), config.endpoints))
+    answered = [p for p in probes if not p.error]
+    if not answered:
+        reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes)
+        raise NoEndpointError(f"no endpoint answered ({reasons}); check the --rpc URLs and the network")
+    chains = {p.chain_id for p in answered}
+    if len(chains) > 1:
+        listing = ", ".join(f"{p.endpoint.name}={p.chain_id}" for p in answered)
+        raise ConfigError(f"the endpoints serve different chains ({listing}): pass endpoints of one chain")
+    # The lowest head is one every answering endpoint can serve in full.
+    head = min(p.end_block for p in answered)
+    end = config.to_block if isinstance(config.to_block, int) else head
+    if end > head:
+        raise ConfigError(f"--to-block {end} is beyond the chain head {head}: lower it or use latest")
+    if config.from_block > end:
+        raise ConfigError(f"--from-block {config.from_block} is after the end block {end}")
+    return Plan(chains.pop(), config.from_block, end, tuple(p for p in probes if p.error))

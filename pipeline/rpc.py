@@ -1,0 +1,87 @@
+"""JSON-RPC transport for one endpoint: web3's HTTP provider and session, orjson for the bodies.
+
+web3's own result formatting (checksummed addresses, HexBytes, AttributeDict) costs ~10x the
+fetch itself, so we post through the provider's HTTP session and parse the raw body with orjson.
+web3's retry layer is off: it ignores Retry-After and hides timeouts; the worker owns retries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+from web3 import HTTPProvider
+
+from .endpoints import Endpoint
+from .errors import ErrorKind, RpcError, classify_exception, decode_response
+
+
+class RpcClient:
+    """Posts JSON-RPC requests to one endpoint and returns decoded results or raises RpcError."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.session = requests.Session()
+        # urllib3 must not retry behind our back either: every attempt is counted and paced.
+        self.session.mount("http://", HTTPAdapter(max_retries=0))
+        self.session.mount("https://", HTTPAdapter(max_retries=0))
+        self.provider = HTTPProvider(
+            endpoint.url,
+            session=self.session,
+            exception_retry_configuration=None,
+            request_kwargs={"timeout": timeout},
+        )
+        self._headers = self.provider.get_request_headers()
+        self._ids = itertools.count(1)
+        self.last_latency_ms = 0.0
+
+    def call(self, method: str, params: list) -> Any:
+        """One request; the latency of the latest call is kept in `last_latency_ms`."""
+        body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
+        started = time.perf_counter()
+        try:
+            response = self.session.post(
+                self.provider.endpoint_uri, data=body, headers=self._headers, timeout=self.timeout
+            )
+            content = response.content  # reading the body may still fail (truncated, reset)
+        except requests.RequestException as exc:
+            raise classify_exception(exc) from None
+        finally:
+            self.last_latency_ms = (time.perf_counter() - started) * 1000
+        return decode_response(response.status_code, response.headers, content)
+
+    def get_logs(self, filter_params: dict) -> list[dict]:
+        """eth_getLogs; anything but a JSON array of objects is a malformed response."""
+        logs = self.call("eth_getLogs", [filter_params])
+        if not isinstance(logs, list):
+            raise RpcError(ErrorKind.MALFORMED, f"eth_getLogs returned {type(logs).__name__}, not a list")
+        return logs
+
+    def chain_id(self) -> int:
+        """The chain id the endpoint serves."""
+        return _quantity(self.call("eth_chainId", []), "eth_chainId")
+
+    def block_number(self, tag: str = "latest") -> int:
+        """The number of the endpoint's `latest`, `safe` or `finalized` block."""
+        if tag == "latest":
+            return _quantity(self.call("eth_blockNumber", []), "eth_blockNumber")
+        block = self.call("eth_getBlockByNumber", [tag, False])
+        if not isinstance(block, dict):
+            raise RpcError(ErrorKind.PERMANENT, f"the endpoint has no {tag!r} block")
+        return _quantity(block.get("number"), f"eth_getBlockByNumber({tag})")
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.session.close()
+
+
+def _quantity(value: Any, what: str) -> int:
+    try:
+        return int(value, 16)
+    except (TypeError, ValueError):
+        raise RpcError(ErrorKind.MALFORMED, f"{what} returned {str(value)[:80]!r}") from None

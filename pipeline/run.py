@@ -1,0 +1,296 @@
+"""The supervisor: plans the run, starts the queue, workers and writer, watches them, summarises.
+
+This is the library API the CLI and the tests call: `run_backfill(config, report)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .config import BackfillConfig
+from .lifecycle import init_child
+from .messages import Attempt, Task, TaskWritten, WriterFailed
+from .planning import plan_tasks
+from .preflight import Plan, resolve_plan
+from .storage import prepare_output
+from .summary import EndpointStats, ranges_json, write_summary
+from .taskqueue import QueueManager
+from .worker import WorkerSpec, worker_main
+from .writer import WriterSpec, writer_main
+
+POLL_S = 0.2
+MAX_RESTARTS_PER_ENDPOINT = 3
+RESULT_QUEUE_PER_WORKER = 2
+JOIN_GRACE_S = 5.0
+EXIT_OK, EXIT_INCOMPLETE = 0, 1
+EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should hear about while the run goes on."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class WorkerStarted:
+    """A worker process is up (tests use the pid to kill it)."""
+
+    endpoint: str
+    worker_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the run ended: exit code, the summary document, and a one-line verdict."""
+
+    exit_code: int
+    summary: dict
+    message: str
+
+
+Report = Callable[[object], None]
+
+
+def run_backfill(config: BackfillConfig, report: Report = lambda event: None) -> RunResult:
+    """Fetch every log of the configured range into config.output; RPC faults never raise.
+
+    Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
+    nothing has been written.
+    """
+    plan = resolve_plan(config)
+    for probe in plan.silent:
+        report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
+    prepare_output(config.output, config.overwrite)
+    supervisor = Supervisor(config, plan, report)
+    with _signals_recorded(supervisor):
+        supervisor.run()
+    return supervisor.result()
+
+
+@contextlib.contextmanager
+def _signals_recorded(supervisor: Supervisor) -> Iterator[None]:
+    """SIGINT/SIGTERM ask for a graceful stop; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame) -> None:
+        if supervisor.signal:
+            supervisor.force_stop = True
+        supervisor.signal = signum
+
+    previous = {s: signal.signal(s, handle) for s in EXIT_ON_SIGNAL}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class _Worker:
+    index: int
+    spec: WorkerSpec
+    process: mp.process.BaseProcess
+    restarts: int = 0
+    retired: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Owns the processes and the bookkeeping of one run."""
+
+    config: BackfillConfig
+    plan: Plan
+    report: Report
+    signal: int = 0
+    force_stop: bool = False
+    fatal: str = ""
+    stats: dict[str, EndpointStats] = field(default_factory=dict)
+    failed: list[Task] = field(default_factory=list)
+    unfetched: list[Task] = field(default_factory=list)
+    written_blocks: int = 0
+    files: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.stats = {e.name: EndpointStats(e) for e in self.config.endpoints}
+        self.ctx = mp.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
+
+    def run(self) -> None:
+        """Start everything, watch until the work settles, then shut down in order."""
+        manager = QueueManager(ctx=self.ctx)
+        manager.start(init_child, (os.getpid(),))
+        try:
+            tasks = plan_tasks(self.plan.from_block, self.plan.to_block, self.config.chunk_size)
+            self.board = manager.TaskBoard(tasks)
+            self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
+            self.events = manager.Queue()
+            self.stop = self.ctx.Event()
+            self.writer = self.ctx.Process(
+                target=writer_main,
+                args=(WriterSpec(self.config.output, os.getpid()), self.board, self.results, self.events),
+                name="writer",
+            )
+            self.writer.start()
+            self.workers = [self._start_worker(i, 0) for i in range(len(self.config.endpoints))]
+            self._watch()
+            self._shutdown()
+        finally:
+            self.seconds = time.monotonic() - self.started
+            manager.shutdown()
+
+    def _start_worker(self, index: int, restarts: int) -> _Worker:
+        endpoint = self.config.endpoints[index]
+        spec = WorkerSpec(
+            worker_id=f"{endpoint.name}#{restarts}",
+            endpoint=endpoint,
+            log_filter=self.config.log_filter,
+            chain_id=self.plan.chain_id,
+            hex_output=self.config.hex_output,
+            timeout=self.config.timeout,
+            max_attempts=self.config.max_attempts,
+            supervisor_pid=os.getpid(),
+        )
+        process = self.ctx.Process(
+            target=worker_main,
+            args=(spec, self.board, self.results, self.events, self.stop),
+            name=f"worker-{spec.worker_id}",
+        )
+        process.start()
+        self.report(WorkerStarted(endpoint.name, spec.worker_id, process.pid))
+        return _Worker(index, spec, process, restarts)
+
+    def _watch(self) -> None:
+        while not self.force_stop:
+            self._drain()
+            if self.fatal or self.board.state().settled:
+                return
+            if self.signal and not self.stop.is_set():
+                self.report(Notice("stopping: finishing the tasks in flight (press again to abort)"))
+                self.board.close()
+                self.stop.set()
+            self._replace_dead_workers()
+            self._check_stalled()
+
+    def _drain(self) -> None:
+        try:
+            event = self.events.get(timeout=POLL_S)
+            while True:
+                self._handle(event)
+                event = self.events.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, Attempt):
+            self.stats[event.endpoint].record_attempt(event)
+            if event.ok:
+                self.last_progress = time.monotonic()
+        elif isinstance(event, TaskWritten):
+            self.stats[event.endpoint].record_written(event)
+            self.written_blocks += event.task.blocks
+            self.files += bool(event.path)
+            self.last_progress = time.monotonic()
+        elif isinstance(event, WriterFailed):
+            self.fatal = event.message
+        self.report(event)
+
+    def _replace_dead_workers(self) -> None:
+        if not self.writer.is_alive() and not self.fatal:
+            self.fatal = f"the writer process died (exit code {self.writer.exitcode})"
+        for slot, worker in enumerate(self.workers):
+            exitcode = worker.process.exitcode
+            if worker.retired or exitcode is None or (exitcode == 0 and self.stop.is_set()):
+                continue
+            requeued = self.board.release(worker.spec.worker_id)
+            name = worker.spec.endpoint.name
+            text = f"worker for {name} died (exit code {exitcode}); {requeued} tasks requeued"
+            if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stop.is_set():
+                self.report(Notice(text))
+                worker.retired = True
+            else:
+                self.report(Notice(text + ", restarting it"))
+                self.workers[slot] = self._start_worker(worker.index, worker.restarts + 1)
+        if all(w.retired for w in self.workers):
+            self.fatal = "every worker process died"
+
+    def _check_stalled(self) -> None:
+        failing = all(s.consecutive_failures > 0 for s in self.stats.values())
+        if failing and time.monotonic() - self.last_progress > self.config.stall_timeout:
+            reasons = "; ".join(f"{s.endpoint.name}: {s.last_error}" for s in self.stats.values())
+            self.fatal = (
+                f"every endpoint has been failing for {self.config.stall_timeout:.0f}s ({reasons})"
+            )
+
+    def _shutdown(self) -> None:
+        if self.fatal:
+            self.board.abort(self.fatal)
+        self.stop.set()
+        self.board.close()
+        grace = 0.0 if self.force_stop else self.config.timeout + JOIN_GRACE_S
+        _join_all([w.process for w in self.workers], grace)
+        if self.writer.is_alive():
+            self.results.put(None)
+        _join_all([self.writer], 0.0 if self.force_stop else JOIN_GRACE_S * 6)
+        self._drain()
+        self.failed, self.unfetched = self.board.unfinished()
+
+    def result(self) -> RunResult:
+        """The exit code, summary.json document and one-line verdict of the finished run."""
+        logs = sum(s.logs for s in self.stats.values())
+        summary = {
+            "chain_id": self.plan.chain_id,
+            "from_block": self.plan.from_block,
+            "to_block": self.plan.to_block,
+            "blocks": self.written_blocks,
+            "logs": logs,
+            "files": self.files,
+            "seconds": round(self.seconds, 3),
+            "logs_per_second": round(logs / self.seconds, 1) if self.seconds else 0.0,
+            "endpoints": [s.to_json() for s in self.stats.values()],
+            "failed_ranges": ranges_json(self.failed),
+            "unfetched_ranges": ranges_json(self.unfetched),
+            "interrupted": bool(self.signal),
+            "error": self.fatal or None,
+        }
+        write_summary(self.config.output, summary)
+        total = self.plan.to_block - self.plan.from_block + 1
+        if self.signal:
+            code = EXIT_ON_SIGNAL[self.signal]
+            message = f"interrupted: {self.written_blocks} of {total} blocks written"
+        elif self.failed or self.unfetched:
+            code = EXIT_INCOMPLETE
+            missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
+            message = (
+                f"incomplete: {total - self.written_blocks} of {total} blocks in {missing} ranges "
+                f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json)"
+            )
+        else:
+            code = EXIT_OK
+            message = f"complete: {total} blocks, {logs} logs in {self.seconds:.1f}s"
+        return RunResult(code, summary, message)
+
+
+def _join_all(processes: list, grace: float) -> None:
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(2)

@@ -1,0 +1,114 @@
+"""Run statistics per endpoint, the summary.json document and the printed table."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from .endpoints import Endpoint
+from .messages import Attempt, Task, TaskWritten
+from .naming import SUMMARY_FILE
+from .planning import merge_ranges
+
+
+@dataclass
+class EndpointStats:
+    """Counters for one endpoint, fed by the events the workers and the writer send."""
+
+    endpoint: Endpoint
+    requests: int = 0
+    failures: int = 0
+    tasks: int = 0
+    logs: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    last_error: str = ""
+    consecutive_failures: int = 0
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Count one request."""
+        self.requests += 1
+        self.latencies_ms.append(attempt.latency_ms)
+        if attempt.ok:
+            self.consecutive_failures = 0
+        else:
+            self.failures += 1
+            self.consecutive_failures += 1
+            self.errors[attempt.error_kind] += 1
+            self.last_error = f"{attempt.error_kind}: {attempt.error}"
+
+    def record_written(self, written: TaskWritten) -> None:
+        """Credit a stored task to the endpoint that fetched it."""
+        self.tasks += 1
+        self.logs += written.logs
+
+    def to_json(self) -> dict:
+        """The endpoint's entry in summary.json; the URL is the redacted one."""
+        return {
+            "name": self.endpoint.name,
+            "url": self.endpoint.safe_url,
+            "requests": self.requests,
+            "failures": self.failures,
+            "tasks": self.tasks,
+            "logs": self.logs,
+            "avg_latency_ms": _round(sum(self.latencies_ms) / len(self.latencies_ms)) if self.latencies_ms else None,
+            "p50_latency_ms": _round(percentile(self.latencies_ms, 50)),
+            "p95_latency_ms": _round(percentile(self.latencies_ms, 95)),
+            "errors": dict(self.errors),
+            "last_error": self.last_error or None,
+        }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def ranges_json(tasks: list[Task]) -> list[dict]:
+    """Merged block ranges of `tasks`, with the last error seen in each."""
+    errors = {t.start: t.last_error for t in tasks}
+    out = []
+    for lo, hi in merge_ranges((t.start, t.end) for t in tasks):
+        reasons = sorted({errors[s] for s in errors if lo <= s <= hi and errors[s]})
+        out.append({"from_block": lo, "to_block": hi, "error": "; ".join(reasons[:3]) or None})
+    return out
+
+
+def write_summary(out_dir: Path, summary: dict) -> Path:
+    """Write summary.json atomically."""
+    path = out_dir / SUMMARY_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+    return path
+
+
+def format_table(endpoints: list[dict]) -> str:
+    """The per-endpoint statistics as an aligned text table."""
+    header = ("endpoint", "requests", "failures", "tasks", "logs", "avg ms", "p50 ms", "p95 ms")
+    rows = [
+        (
+            e["name"],
+            *(str(e[k]) for k in ("requests", "failures", "tasks", "logs")),
+            *("-" if e[k] is None else f"{e[k]:.1f}" for k in ("avg_latency_ms", "p50_latency_ms", "p95_latency_ms")),
+        )
+        for e in endpoints
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""Writer process: the single consumer of the result queue; stores each task as Parquet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .lifecycle import init_child
+from .messages import FetchedBatch, TaskWritten, WriterFailed
+from .storage import write_logs
+
+
+@dataclass(frozen=True)
+class WriterSpec:
+    """What the writer process needs to know."""
+
+    output: Path
+    supervisor_pid: int
+
+
+def writer_main(spec: WriterSpec, board, results, events) -> None:
+    """Store batches until a None arrives; a task is complete only once its file is on disk."""
+    init_child(spec.supervisor_pid)
+    while (batch := results.get()) is not None:
+        try:
+            written = store_batch(batch, spec.output, board)
+        except OSError as exc:
+            events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
+            return
+        if written is not None:
+            events.put(written)
+
+
+def store_batch(batch: FetchedBatch, output: Path, board) -> TaskWritten | None:
+    """Write one batch unless its task is already stored (a dead worker's task fetched twice)."""
+    task = batch.task
+    if board.is_done(task.task_id):
+        board.complete(task.task_id)  # ends the second lease
+        return None
+    path = write_logs(batch.table, output, task.start, task.end) if batch.table.num_rows else None
+    board.complete(task.task_id)
+    return TaskWritten(task, batch.endpoint, batch.table.num_rows, str(path or ""))
