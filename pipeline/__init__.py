@@ -5,4 +5,12 @@ from .errors import ConfigError
 from .preflight import NoEndpointError
 from .run import RunResult, run_backfill
 
-__all__ = ["BackfillConfig", "ConfigError", "LogFilter", "NoEndpointError", "RunResult", "build_config", "run_backfill"]
+__all__ = [
+    "BackfillConfig",
+    "ConfigError",
+    "LogFilter",
+    "NoEndpointError",
+    "RunResult",
+    "build_config",
+    "run_backfill",
+]

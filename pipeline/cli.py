@@ -30,30 +30,73 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--rpc", "rpc", multiple=True, metavar="[NAME=]URL",
-              help="JSON-RPC endpoint, repeatable (default: $RPC_URLS, comma-separated, "
-                   "else three public Sepolia endpoints).")
+@click.option(
+    "--rpc",
+    "rpc",
+    multiple=True,
+    metavar="[NAME=]URL",
+    help="JSON-RPC endpoint, repeatable (default: $RPC_URLS, comma-separated, "
+    "else three public Sepolia endpoints).",
+)
 @click.option("--from-block", default="0", show_default=True, help="First block.")
-@click.option("--to-block", default="latest", show_default=True,
-              help="Last block: a number, latest, safe or finalized.")
-@click.option("--address", multiple=True, help="Contract address, repeatable (default: $CONTRACT_ADDRESS).")
-@click.option("--topic0", multiple=True, help="Event signature topic, repeatable, ORed (default: $EVENT_TOPIC).")
+@click.option(
+    "--to-block",
+    default="latest",
+    show_default=True,
+    help="Last block: a number, latest, safe or finalized.",
+)
+@click.option(
+    "--address", multiple=True, help="Contract address, repeatable (default: $CONTRACT_ADDRESS)."
+)
+@click.option(
+    "--topic0",
+    multiple=True,
+    help="Event signature topic, repeatable, ORed (default: $EVENT_TOPIC).",
+)
 @click.option("--topic1", multiple=True, help="Topic 1 values, ORed.")
 @click.option("--topic2", multiple=True, help="Topic 2 values, ORed.")
 @click.option("--topic3", multiple=True, help="Topic 3 values, ORed.")
-@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, help="Blocks per task.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
-              show_default=True, help="Output folder.")
-@click.option("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, show_default=True,
-              help="Attempts per task, across all endpoints, before it is reported as failed.")
-@click.option("--hex", "hex_output", is_flag=True, help="Write 0x hex strings instead of raw bytes.")
-@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
-              help="Seconds before one request is given up.")
-@click.option("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S, show_default=True,
-              help="End the run when every endpoint has failed for this many seconds.")
-@click.option("--overwrite", is_flag=True, help="Replace log files an earlier run left in --output.")
+@click.option(
+    "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, help="Blocks per task."
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("output"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--max-attempts",
+    type=int,
+    default=DEFAULT_MAX_ATTEMPTS,
+    show_default=True,
+    help="Attempts per task, across all endpoints, before it is reported as failed.",
+)
+@click.option(
+    "--hex", "hex_output", is_flag=True, help="Write 0x hex strings instead of raw bytes."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds before one request is given up.",
+)
+@click.option(
+    "--stall-timeout",
+    type=float,
+    default=DEFAULT_STALL_TIMEOUT_S,
+    show_default=True,
+    help="End the run when every endpoint has failed for this many seconds.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace log files an earlier run left in --output."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print no per-task lines.")
-def backfill(rpc, from_block, to_block, address, topic0, topic1, topic2, topic3, quiet, **options) -> None:
+def backfill(
+    rpc, from_block, to_block, address, topic0, topic1, topic2, topic3, quiet, **options
+) -> None:
     """Fetch every matching log of a block range into Parquet files."""
     config = build_config(
         rpc=rpc,
@@ -70,8 +113,13 @@ def backfill(rpc, from_block, to_block, address, topic0, topic1, topic2, topic3,
 
 
 @cli.command()
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("output/demo"),
-              show_default=True, help="Output folder (replaced on every demo run).")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("output/demo"),
+    show_default=True,
+    help="Output folder (replaced on every demo run).",
+)
 @click.option("--logs", type=int, default=200_000, show_default=True, help="Logs to seed.")
 @click.option("--blocks", type=int, default=5_000, show_default=True, help="Blocks to seed.")
 def demo(output: Path, logs: int, blocks: int) -> None:

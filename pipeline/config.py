@@ -139,7 +139,11 @@ def parse_address(value: str) -> str:
     text = value.strip()
     if not _ADDRESS.match(text):
         raise ConfigError(f"--address must be 0x followed by 40 hex digits, got {value!r}")
-    if text[2:] != text[2:].lower() and text[2:] != text[2:].upper() and not is_checksum_address(text):
+    if (
+        text[2:] != text[2:].lower()
+        and text[2:] != text[2:].upper()
+        and not is_checksum_address(text)
+    ):
         raise ConfigError(f"--address {value} has a wrong checksum: check it for typos")
     return text.lower()
 

@@ -72,7 +72,7 @@ def _topic_column(topics: list[list[str]], position: int, field) -> pa.Array:
     if all(present):
         return field(list(map(itemgetter(position), topics)), HASH_BYTES)
     filler = "0x" + "00" * HASH_BYTES
-    values = [t[position] if has else filler for t, has in zip(topics, present)]
+    values = [t[position] if has else filler for t, has in zip(topics, present, strict=False)]
     return field(values, HASH_BYTES, pa.array(present, pa.bool_()))
 
 

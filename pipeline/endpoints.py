@@ -35,7 +35,9 @@ def redact_url(url: str) -> str:
     if parts.username or parts.password:
         netloc = "***@" + netloc
     path = "/".join(_redact_segment(s) for s in parts.path.split("/"))
-    query = "&".join(_redact_query_item(item) for item in parts.query.split("&")) if parts.query else ""
+    query = (
+        "&".join(_redact_query_item(item) for item in parts.query.split("&")) if parts.query else ""
+    )
     prefix = f"{parts.scheme}://{netloc}" if parts.scheme or netloc else ""
     return prefix + path + (f"?{query}" if query else "")
 
@@ -79,11 +81,13 @@ def parse_endpoints(specs: list[str]) -> list[Endpoint]:
     for spec in specs:
         spec = spec.strip()
         named = _NAMED_URL.match(spec)
-        name, url = (named["name"], named["url"]) if named and "//" not in named["name"] else (None, spec)
+        name, url = (
+            (named["name"], named["url"]) if named and "//" not in named["name"] else (None, spec)
+        )
         _validate_url(url)
         parsed.append((name, url))
     names = _unique([name or short_name(url) for name, url in parsed])
-    return [Endpoint(n, url, redact_url(url)) for n, (_, url) in zip(names, parsed)]
+    return [Endpoint(n, url, redact_url(url)) for n, (_, url) in zip(names, parsed, strict=False)]
 
 
 def _validate_url(url: str) -> None:
@@ -101,7 +105,7 @@ def _validate_url(url: str) -> None:
 
 
 def short_name(url: str) -> str:
-    """Name an endpoint after its provider (`publicnode`, `ankr`); loopback and IPs keep the port."""
+    """Name an endpoint after its provider (`publicnode`, `ankr`); IP hosts keep the port."""
     parts = urlsplit(url)
     host = (parts.hostname or "rpc").lower()
     port = _port_or_none(parts)

@@ -49,14 +49,26 @@ class RpcError(Exception):
 _MESSAGE_RULES: tuple[tuple[re.Pattern[str], ErrorKind], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind)
     for pattern, kind in (
-        (r"more than \d+ results|max results|too many (results|logs)|result.*(limit|cap)", ErrorKind.TOO_MANY_RESULTS),
+        (
+            r"more than \d+ results|max results|too many (results|logs)|result.*(limit|cap)",
+            ErrorKind.TOO_MANY_RESULTS,
+        ),
         (r"response size|response too (big|large)|size exceeded", ErrorKind.RESPONSE_TOO_BIG),
-        (r"beyond (the )?current head|beyond head|future block|block.*not (yet )?(available|found)", ErrorKind.BEYOND_HEAD),
-        (r"block range|range (is )?too (wide|large|big)|limited to .*range|ranges? over|max.*range", ErrorKind.RANGE_TOO_LARGE),
+        (
+            r"beyond (the )?current head|beyond head|future block|block.*not (yet )?(available|found)",  # noqa: E501
+            ErrorKind.BEYOND_HEAD,
+        ),
+        (
+            r"block range|range (is )?too (wide|large|big)|limited to .*range|ranges? over|max.*range",  # noqa: E501
+            ErrorKind.RANGE_TOO_LARGE,
+        ),
         (r"too many (addresses|topics)|address.*limit", ErrorKind.TOO_MANY_FILTERS),
         (r"rate|too many requests|throttl|backoff", ErrorKind.RATE_LIMITED),
         (r"capacity|quota|billing|credits|exhausted|upgrade your plan", ErrorKind.QUOTA),
-        (r"unauthori[sz]ed|forbidden|api key|invalid key|not allowed|access denied", ErrorKind.UNAUTHORIZED),
+        (
+            r"unauthori[sz]ed|forbidden|api key|invalid key|not allowed|access denied",
+            ErrorKind.UNAUTHORIZED,
+        ),
         (r"pruned|history.*unavailable|missing trie node", ErrorKind.PRUNED),
         (r"timeout|timed out", ErrorKind.TIMEOUT),
     )
@@ -80,7 +92,9 @@ _STATUS_RULES: Mapping[int, ErrorKind] = {
 }
 
 
-def classify_rpc_error(error: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> RpcError:
+def classify_rpc_error(
+    error: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> RpcError:
     """Classify a JSON-RPC error object (message, then code, then HTTP status)."""
     if not isinstance(error, dict):
         return RpcError(ErrorKind.MALFORMED, f"error object is not an object: {str(error)[:200]}")
@@ -92,7 +106,9 @@ def classify_rpc_error(error: Any, status: int = 200, headers: Mapping[str, str]
     if kind is None:
         kind = _kind_from_status(status) or ErrorKind.SERVER
     text = f"code {code}: {message}" if code is not None else message
-    return RpcError(kind, text, _retry_after(headers, error) if kind is ErrorKind.RATE_LIMITED else None)
+    return RpcError(
+        kind, text, _retry_after(headers, error) if kind is ErrorKind.RATE_LIMITED else None
+    )
 
 
 def _kind_from_message(message: str) -> ErrorKind | None:

@@ -56,16 +56,22 @@ def resolve_plan(config: BackfillConfig) -> Plan:
     answered = [p for p in probes if not p.error]
     if not answered:
         reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes)
-        raise NoEndpointError(f"no endpoint answered ({reasons}); check the --rpc URLs and the network")
+        raise NoEndpointError(
+            f"no endpoint answered ({reasons}); check the --rpc URLs and the network"
+        )
     chains = {p.chain_id for p in answered}
     if len(chains) > 1:
         listing = ", ".join(f"{p.endpoint.name}={p.chain_id}" for p in answered)
-        raise ConfigError(f"the endpoints serve different chains ({listing}): pass endpoints of one chain")
+        raise ConfigError(
+            f"the endpoints serve different chains ({listing}): pass endpoints of one chain"
+        )
     # The lowest head is one every answering endpoint can serve in full.
     head = min(p.end_block for p in answered)
     end = config.to_block if isinstance(config.to_block, int) else head
     if end > head:
-        raise ConfigError(f"--to-block {end} is beyond the chain head {head}: lower it or use latest")
+        raise ConfigError(
+            f"--to-block {end} is beyond the chain head {head}: lower it or use latest"
+        )
     if config.from_block > end:
         raise ConfigError(f"--from-block {config.from_block} is after the end block {end}")
     return Plan(chains.pop(), config.from_block, end, tuple(p for p in probes if p.error))

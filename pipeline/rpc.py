@@ -42,7 +42,9 @@ class RpcClient:
 
     def call(self, method: str, params: list) -> Any:
         """One request; the latency of the latest call is kept in `last_latency_ms`."""
-        body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
+        body = orjson.dumps(
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        )
         started = time.perf_counter()
         try:
             response = self.session.post(
@@ -59,7 +61,9 @@ class RpcClient:
         """eth_getLogs; anything but a JSON array of objects is a malformed response."""
         logs = self.call("eth_getLogs", [filter_params])
         if not isinstance(logs, list):
-            raise RpcError(ErrorKind.MALFORMED, f"eth_getLogs returned {type(logs).__name__}, not a list")
+            raise RpcError(
+                ErrorKind.MALFORMED, f"eth_getLogs returned {type(logs).__name__}, not a list"
+            )
         return logs
 
     def chain_id(self) -> int:

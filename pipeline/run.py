@@ -143,7 +143,12 @@ class Supervisor:
             self.stop = self.ctx.Event()
             self.writer = self.ctx.Process(
                 target=writer_main,
-                args=(WriterSpec(self.config.output, os.getpid()), self.board, self.results, self.events),
+                args=(
+                    WriterSpec(self.config.output, os.getpid()),
+                    self.board,
+                    self.results,
+                    self.events,
+                ),
                 name="writer",
             )
             self.writer.start()
@@ -181,7 +186,9 @@ class Supervisor:
             if self.fatal or self.board.state().settled:
                 return
             if self.signal and not self.stop.is_set():
-                self.report(Notice("stopping: finishing the tasks in flight (press again to abort)"))
+                self.report(
+                    Notice("stopping: finishing the tasks in flight (press again to abort)")
+                )
                 self.board.close()
                 self.stop.set()
             self._replace_dead_workers()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .naming import log_file_name, temp_path
+from .errors import ConfigError
+from .naming import LOGS_DIR, SUMMARY_FILE, existing_log_files, log_file_path, temp_path
 
 SORT_KEYS = [("block_number", "ascending"), ("log_index", "ascending")]
 
@@ -19,7 +20,7 @@ def write_logs(table: pa.Table, out_dir: Path, start: int, end: int) -> Path:
     The file is written and fsynced under a hidden temporary name, then renamed, so readers never
     see a partial file.
     """
-    final = out_dir / log_file_name(start, end)
+    final = log_file_path(out_dir, start, end)
     tmp = temp_path(final)
     try:
         pq.write_table(table.sort_by(SORT_KEYS), tmp, compression="zstd")
@@ -41,9 +42,6 @@ def _fsync(path: Path) -> None:
 
 def prepare_output(out_dir: Path, overwrite: bool) -> None:
     """Create the output folder; refuse one holding an earlier run's logs unless `overwrite`."""
-    from .errors import ConfigError
-    from .naming import SUMMARY_FILE, existing_log_files
-
     earlier = existing_log_files(out_dir)
     if earlier and not overwrite:
         raise ConfigError(
@@ -53,4 +51,4 @@ def prepare_output(out_dir: Path, overwrite: bool) -> None:
     for path in earlier:
         path.unlink()
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)

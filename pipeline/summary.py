@@ -56,7 +56,9 @@ class EndpointStats:
             "failures": self.failures,
             "tasks": self.tasks,
             "logs": self.logs,
-            "avg_latency_ms": _round(sum(self.latencies_ms) / len(self.latencies_ms)) if self.latencies_ms else None,
+            "avg_latency_ms": _round(sum(self.latencies_ms) / len(self.latencies_ms))
+            if self.latencies_ms
+            else None,
             "p50_latency_ms": _round(percentile(self.latencies_ms, 50)),
             "p95_latency_ms": _round(percentile(self.latencies_ms, 95)),
             "errors": dict(self.errors),
@@ -102,13 +104,18 @@ def format_table(endpoints: list[dict]) -> str:
         (
             e["name"],
             *(str(e[k]) for k in ("requests", "failures", "tasks", "logs")),
-            *("-" if e[k] is None else f"{e[k]:.1f}" for k in ("avg_latency_ms", "p50_latency_ms", "p95_latency_ms")),
+            *(
+                "-" if e[k] is None else f"{e[k]:.1f}"
+                for k in ("avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
+            ),
         )
         for e in endpoints
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=False))
+        )
         for r in [header, *rows]
     ]
     return "\n".join(lines)

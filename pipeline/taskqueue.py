@@ -110,7 +110,11 @@ class TaskBoard:
         """Snapshot of the counters."""
         with self._cond:
             return BoardState(
-                len(self._pending), len(self._leases), len(self._done), len(self._failed), self._closed
+                len(self._pending),
+                len(self._leases),
+                len(self._done),
+                len(self._failed),
+                self._closed,
             )
 
     def unfinished(self) -> tuple[list[Task], list[Task]]:

@@ -46,13 +46,19 @@ def worker_main(spec: WorkerSpec, board, results, events, stop) -> None:
         try:
             table = fetch_task(client, task, spec)
         except RpcError as err:
-            events.put(Attempt(name, False, client.last_latency_ms, task.task_id, err.kind.value, err.message))
-            _hand_back(board, replace(task, attempts=task.attempts + 1, last_error=f"{name}: {err}"), spec)
+            events.put(
+                Attempt(
+                    name, False, client.last_latency_ms, task.task_id, err.kind.value, err.message
+                )
+            )
+            _hand_back(
+                board, replace(task, attempts=task.attempts + 1, last_error=f"{name}: {err}"), spec
+            )
             stop.wait(backoff.next_delay(err.retry_after))
             continue
         backoff.reset()
         events.put(Attempt(name, True, client.last_latency_ms, task.task_id))
-        # The lease stays ours until the writer has stored the batch: if we die now, it is refetched.
+        # The lease stays ours until the writer has stored the batch: if we die now, it is redone.
         results.put(FetchedBatch(task, name, table))
     client.close()
 
