@@ -1,0 +1,311 @@
+"""Unit tests of single functions: planning, backoff, config precedence, redaction, conversion."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import DEFAULT_RPC_URLS, LogFilter, build_config
+from pipeline.convert import log_schema, logs_to_table
+from pipeline.endpoints import parse_endpoints, redact_url, scrub, short_name
+from pipeline.errors import ConfigError, ErrorKind, RpcError, decode_response
+from pipeline.messages import Task
+from pipeline.planning import merge_ranges, plan_tasks
+from pipeline.ratecontrol import Backoff
+from pipeline.taskqueue import TaskBoard
+
+ADDR = "0x" + "ab" * 20
+TOPIC = "0x" + "11" * 32
+
+
+# --- task planning -------------------------------------------------------------------------
+
+
+def test_plan_covers_range_exactly_with_aligned_boundaries():
+    tasks = plan_tasks(1234, 5678, 1000)
+    assert [(t.start, t.end) for t in tasks] == [
+        (1234, 1999),
+        (2000, 2999),
+        (3000, 3999),
+        (4000, 4999),
+        (5000, 5678),
+    ]
+    assert [t.task_id for t in tasks] == list(range(5))
+
+
+@pytest.mark.parametrize("start,end,chunk", [(0, 0, 1), (0, 999, 1000), (5, 5, 1000), (7, 1000, 3)])
+def test_plan_has_no_gap_or_overlap(start, end, chunk):
+    tasks = plan_tasks(start, end, chunk)
+    assert tasks[0].start == start and tasks[-1].end == end
+    assert all(a.end + 1 == b.start for a, b in zip(tasks, tasks[1:]))
+    assert all(t.blocks <= chunk for t in tasks)
+
+
+def test_merge_ranges_joins_touching_ranges():
+    assert merge_ranges([(10, 19), (0, 9), (30, 39), (35, 40)]) == [(0, 19), (30, 40)]
+
+
+# --- backoff ---------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_one_second_up_to_thirty_with_jitter():
+    backoff = Backoff(rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(8)]
+    for delay, nominal in zip(delays, [1, 2, 4, 8, 16, 30, 30, 30]):
+        assert nominal * 0.8 <= delay <= min(30, nominal * 1.2)
+    assert len(set(delays)) > 1
+
+
+def test_backoff_resets_after_success():
+    backoff = Backoff(rng=random.Random(2))
+    for _ in range(5):
+        backoff.next_delay()
+    backoff.reset()
+    assert backoff.next_delay() <= 1.2 and not Backoff().failing
+
+
+def test_backoff_honours_retry_after_but_clamps_it():
+    backoff = Backoff(rng=random.Random(3))
+    assert backoff.next_delay(retry_after=7) >= 7
+    assert backoff.next_delay(retry_after=10_000) <= 120
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_flags_win_over_env_and_env_over_defaults():
+    env = {
+        "RPC_URLS": "http://127.0.0.1:1, http://127.0.0.1:2",
+        "CONTRACT_ADDRESS": ADDR,
+        "EVENT_TOPIC": TOPIC,
+    }
+    from_env = build_config(env=env)
+    assert [e.url for e in from_env.endpoints] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    assert from_env.log_filter.addresses == (ADDR,)
+    assert from_env.log_filter.topics[0] == (TOPIC,)
+    flagged = build_config(rpc=["http://127.0.0.1:3"], addresses=["0x" + "cd" * 20], env=env)
+    assert [e.url for e in flagged.endpoints] == ["http://127.0.0.1:3"]
+    assert flagged.log_filter.addresses == ("0x" + "cd" * 20,)
+    assert [e.url for e in build_config(env={}).endpoints] == list(DEFAULT_RPC_URLS)
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"rpc": ["ftp://x"]}, "invalid RPC URL"),
+        ({"rpc": ["http://"]}, "invalid RPC URL"),
+        ({"addresses": ["0x123"]}, "--address"),
+        ({"addresses": ["0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266"]}, "checksum"),
+        ({"topics": [["0x1234"]]}, "--topic0"),
+        ({"topics": [[], [], [], ["nothex"]]}, "--topic3"),
+        ({"from_block": 10, "to_block": 9}, "after"),
+        ({"from_block": -1}, "negative"),
+        ({"to_block": "pending"}, "--to-block"),
+        ({"chunk_size": 0}, "--chunk-size"),
+    ],
+)
+def test_bad_input_is_one_line_config_error(kwargs, fragment):
+    with pytest.raises(ConfigError) as err:
+        build_config(**{"rpc": ["http://127.0.0.1:1"], **kwargs})
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_filter_params_or_lists_and_trailing_wildcards():
+    params = LogFilter((ADDR,), ((TOPIC, "0x" + "22" * 32), (), (TOPIC,), ())).rpc_params(16, 31)
+    assert params == {
+        "fromBlock": "0x10",
+        "toBlock": "0x1f",
+        "address": [ADDR],
+        "topics": [[TOPIC, "0x" + "22" * 32], None, [TOPIC]],
+    }
+    assert "topics" not in LogFilter().rpc_params(0, 0)
+
+
+# --- endpoints: names and redaction ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        (
+            "https://mainnet.infura.io/v3/0123456789abcdef0123456789abcdef",
+            "https://mainnet.infura.io/v3/***",
+        ),
+        (
+            "https://eth-mainnet.g.alchemy.com/v2/aBcD-eFgH_1234567890xyz",
+            "https://eth-mainnet.g.alchemy.com/v2/***",
+        ),
+        ("https://rpc.ankr.com/eth_sepolia/" + "f" * 64, "https://rpc.ankr.com/eth_sepolia/***"),
+        (
+            "https://user:pass@node.example.com:8545/rpc?apikey=SECRET&x=1",
+            "https://***@node.example.com:8545/rpc?apikey=***&x=***",
+        ),
+        ("https://sepolia.drpc.org", "https://sepolia.drpc.org"),
+    ],
+)
+def test_redaction_hides_keys_in_paths_queries_and_credentials(url, expected):
+    assert redact_url(url) == expected
+
+
+def test_scrub_removes_secrets_from_error_text():
+    url = "https://mainnet.infura.io/v3/0123456789abcdef0123456789abcdef"
+    text = "Max retries exceeded with url: /v3/0123456789abcdef0123456789abcdef (Caused by ...)"
+    assert "0123456789abcdef" not in scrub(text, url)
+
+
+def test_short_names_come_from_the_provider_and_stay_distinct():
+    assert short_name("https://ethereum-sepolia-rpc.publicnode.com") == "publicnode"
+    assert short_name("https://rpc.ankr.com/eth_sepolia") == "ankr"
+    assert short_name("http://127.0.0.1:8545") == "127.0.0.1:8545"
+    names = [
+        e.name
+        for e in parse_endpoints(
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "https://a.drpc.org",
+                "https://b.drpc.org",
+                "fast=http://127.0.0.1:3",
+            ]
+        )
+    ]
+    assert names == ["127.0.0.1:1", "127.0.0.1:2", "drpc", "drpc-2", "fast"]
+
+
+# --- error classification (issue 3 grows this into a corpus) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "status,headers,body,kind,retry_after",
+    [
+        (503, {}, b"<html><body>Service Unavailable</body></html>", ErrorKind.SERVER, None),
+        (429, {"Retry-After": "3"}, b"Too Many Requests", ErrorKind.RATE_LIMITED, 3.0),
+        (
+            200,
+            {},
+            b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"query returned more than 10000 results"}}',
+            ErrorKind.TOO_MANY_RESULTS,
+            None,
+        ),
+        (
+            200,
+            {},
+            b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"project ID request rate exceeded","data":{"rate":{"backoff_seconds":0}}}}',
+            ErrorKind.RATE_LIMITED,
+            0.0,
+        ),
+        (200, {}, b'{"jsonrpc":"2.0","id":1,"result":[{"a"', ErrorKind.MALFORMED, None),
+        (200, {}, b"", ErrorKind.MALFORMED, None),
+        (
+            403,
+            {},
+            b'{"error":{"code":-32000,"message":"Monthly capacity limit exceeded."}}',
+            ErrorKind.QUOTA,
+            None,
+        ),
+    ],
+)
+def test_responses_are_classified(status, headers, body, kind, retry_after):
+    with pytest.raises(RpcError) as err:
+        decode_response(status, headers, body)
+    assert err.value.kind is kind and err.value.retry_after == retry_after
+
+
+def test_successful_response_returns_result():
+    assert decode_response(200, {}, b'{"jsonrpc":"2.0","id":1,"result":[]}') == []
+
+
+# --- conversion ------------------------------------------------------------------------------
+
+
+def _log(block, index, topics, data):
+    return {
+        "address": ADDR,
+        "topics": topics,
+        "data": data,
+        "blockNumber": hex(block),
+        "transactionHash": "0x" + "cc" * 32,
+        "transactionIndex": "0x1",
+        "blockHash": "0x" + "dd" * 32,
+        "logIndex": hex(index),
+        "removed": False,
+    }
+
+
+def test_conversion_handles_zero_to_four_topics_and_empty_data():
+    topics = ["0x" + f"{i:02x}" * 32 for i in range(4)]
+    logs = [_log(10, i, topics[:i], "0x" if i % 2 else "0x" + "ee" * (i + 1)) for i in range(5)]
+    table = logs_to_table(logs, chain_id=5)
+    assert table.schema == log_schema()
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):
+        for j in range(4):
+            expected = bytes.fromhex(topics[j][2:]) if j < i else None
+            assert row[f"topic{j}"] == expected
+        assert row["data"] == (b"" if i % 2 else bytes([0xEE]) * (i + 1))
+        assert row["log_index"] == i and row["block_number"] == 10 and row["chain_id"] == 5
+        assert row["address"] == bytes.fromhex(ADDR[2:])
+
+
+def test_hex_output_keeps_0x_strings_and_nulls():
+    table = logs_to_table([_log(1, 0, [TOPIC], "0x")], chain_id=1, hex_output=True)
+    row = table.to_pylist()[0]
+    assert row["topic0"] == TOPIC and row["topic1"] is None and row["data"] == "0x"
+    assert table.schema.field("address").type == pa.string()
+
+
+def test_empty_response_gives_empty_table_with_schema():
+    assert logs_to_table([], chain_id=1).schema == log_schema()
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda log: log.pop("blockHash"),
+        lambda log: log.update(blockHash="0x1234"),
+        lambda log: log.update(data="0xabc"),
+        lambda log: log.update(blockNumber=None),
+        lambda log: log.update(topics=["0xzz"]),
+    ],
+)
+def test_malformed_logs_are_rejected(mutate):
+    log = _log(1, 0, [TOPIC], "0x00")
+    mutate(log)
+    with pytest.raises(RpcError) as err:
+        logs_to_table([log], chain_id=1)
+    assert err.value.kind is ErrorKind.MALFORMED
+
+
+# --- task queue leases ------------------------------------------------------------------------
+
+
+def test_leases_of_a_dead_worker_are_requeued_and_not_done_twice():
+    board = TaskBoard([Task(0, 0, 9), Task(1, 10, 19)])
+    first = board.claim("a", 0)
+    second = board.claim("b", 0)
+    assert board.claim("c", 0) is None
+    board.complete(first.task_id)  # a's batch was stored before a died
+    assert board.release("a") == 0
+    assert board.release("b") == 1
+    again = board.claim("c", 0)
+    assert again == second
+    board.complete(again.task_id)
+    assert board.state().settled and board.state().done == 2
+
+
+def test_retry_goes_to_front_and_give_up_is_reported():
+    board = TaskBoard([Task(0, 0, 9), Task(1, 10, 19)])
+    task = board.claim("a", 0)
+    board.retry(Task(task.task_id, task.start, task.end, attempts=1))
+    assert board.claim("b", 0).attempts == 1
+    board.give_up(Task(0, 0, 9, attempts=2, last_error="x"))
+    failed, unfetched = board.unfinished()
+    assert [t.task_id for t in failed] == [0] and [t.task_id for t in unfetched] == [1]
+
+
+def test_close_stops_handing_out_tasks():
+    board = TaskBoard([Task(0, 0, 9)])
+    board.close()
+    assert board.claim("a", 0) is None and board.state().settled
