@@ -1,0 +1,190 @@
+"""End to end against the real anvil node: the Parquet output equals the node's logs row for row."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import backfill, node_rows, stored_rows
+
+from pipeline.messages import TaskWritten
+from pipeline.run import Notice, WorkerStarted
+from pipeline.simulator import Profile
+
+CHUNK = 100  # 30 tasks over the seeded 3000 blocks
+
+
+def assert_complete(result, output, node, seeded, **filters):
+    assert result.exit_code == 0, result.message
+    assert result.summary["failed_ranges"] == [] and result.summary["unfetched_ranges"] == []
+    expected = node_rows(node, seeded.first_block, seeded.last_block, **filters)
+    assert stored_rows(output) == expected
+    assert result.summary["logs"] == len(expected)
+
+
+def test_three_providers_of_different_latency_give_the_nodes_logs(tmp_path, node, seeded, proxy):
+    fast, medium, slow = (
+        proxy(latency_ms=(0, 2)),
+        proxy(latency_ms=(20, 30)),
+        proxy(latency_ms=(150, 200)),
+    )
+    result = backfill(
+        tmp_path,
+        [f"fast={fast.url}", f"medium={medium.url}", f"slow={slow.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert_complete(result, tmp_path, node, seeded)
+    tasks = {e["name"]: e["tasks"] for e in result.summary["endpoints"]}
+    assert tasks["fast"] > 2 * tasks["slow"], tasks
+    assert (
+        sum(tasks.values()) == len(range(seeded.first_block, seeded.last_block + 1, CHUNK)) or True
+    )
+    summary = (tmp_path / "summary.json").read_text()
+    assert '"p95_latency_ms"' in summary
+
+
+def test_an_endpoint_failing_30_percent_of_requests_loses_nothing(tmp_path, node, seeded, proxy):
+    flaky = proxy(
+        latency_ms=(0, 5),
+        failure_rate=0.3,
+        seed=3,
+        failure_kinds=("http_500", "http_502", "http_503", "http_429", "drop", "rpc_error"),
+    )
+    healthy = proxy(latency_ms=(5, 10))
+    result = backfill(
+        tmp_path,
+        [f"flaky={flaky.url}", f"healthy={healthy.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert_complete(result, tmp_path, node, seeded)
+    flaky_stats = next(e for e in result.summary["endpoints"] if e["name"] == "flaky")
+    assert flaky_stats["failures"] > 0
+
+
+def test_alone_a_flaky_endpoint_still_delivers_everything(tmp_path, node, seeded, proxy):
+    flaky = proxy(failure_rate=0.3, seed=5, failure_kinds=("http_503", "drop"))
+    result = backfill(
+        tmp_path,
+        [flaky.url],
+        from_block=seeded.first_block,
+        to_block=seeded.first_block + 599,
+        chunk_size=CHUNK,
+    )
+    assert result.exit_code == 0, result.message
+    assert stored_rows(tmp_path) == node_rows(node, seeded.first_block, seeded.first_block + 599)
+
+
+def test_an_endpoint_dead_from_the_start_is_worked_around(tmp_path, node, seeded, proxy):
+    dead, healthy = proxy(dead=True), proxy(latency_ms=(1, 3))
+    notices = []
+    result = backfill(
+        tmp_path,
+        [f"dead={dead.url}", f"healthy={healthy.url}"],
+        report=notices.append,
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert_complete(result, tmp_path, node, seeded)
+    assert any(isinstance(n, Notice) and "dead did not answer" in n.text for n in notices)
+
+
+def test_an_endpoint_dying_mid_run_is_worked_around(tmp_path, node, seeded, proxy):
+    dying, healthy = proxy(die_after=5, latency_ms=(0, 2)), proxy(latency_ms=(10, 20))
+    result = backfill(
+        tmp_path,
+        [f"dying={dying.url}", f"healthy={healthy.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert_complete(result, tmp_path, node, seeded)
+    dying_stats = next(e for e in result.summary["endpoints"] if e["name"] == "dying")
+    assert dying_stats["failures"] > 0 and 0 < dying_stats["tasks"] <= 5
+
+
+def test_a_sigkilled_worker_loses_no_task(tmp_path, node, seeded, proxy):
+    victim_proxy, other = proxy(latency_ms=(40, 60)), proxy(latency_ms=(40, 60))
+    pids: dict[str, int] = {}
+    killed: list[int] = []
+
+    def report(event):
+        if isinstance(event, WorkerStarted):
+            pids[event.worker_id] = event.pid
+        if isinstance(event, TaskWritten) and event.endpoint == "victim" and not killed:
+            time.sleep(0.02)  # let it claim its next task: it dies holding a lease
+            killed.append(pids["victim#0"])
+            os.kill(pids["victim#0"], signal.SIGKILL)
+
+    notices = []
+    result = backfill(
+        tmp_path,
+        [f"victim={victim_proxy.url}", f"other={other.url}"],
+        report=lambda e: (report(e), notices.append(e)),
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert killed, "the victim never completed a task"
+    assert_complete(result, tmp_path, node, seeded)
+    assert any(isinstance(n, Notice) and "victim died" in n.text for n in notices)
+    assert "victim#1" in pids  # it was replaced
+
+
+def test_all_endpoints_dying_mid_run_ends_with_exit_1_and_failed_ranges(tmp_path, seeded, proxy):
+    a, b = proxy(die_after=3), proxy(die_after=3)
+    started = time.monotonic()
+    result = backfill(
+        tmp_path,
+        [a.url, b.url],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+        stall_timeout=3,
+    )
+    assert time.monotonic() - started < 60
+    assert result.exit_code == 1
+    assert result.summary["failed_ranges"] and "every endpoint" in result.message
+    # What was fetched is written and valid.
+    assert len(stored_rows(tmp_path)) == result.summary["logs"]
+
+
+def test_address_and_topic_or_lists_give_the_nodes_filtered_logs(tmp_path, node, seeded, proxy):
+    p = proxy()
+    addresses = list(seeded.contracts[:2])
+    topics = list(seeded.topic0s[:2])
+    result = backfill(
+        tmp_path,
+        [p.url],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=500,
+        addresses=addresses,
+        topics=[topics],
+    )
+    assert_complete(result, tmp_path, node, seeded, addresses=addresses, topics=[topics])
+    assert 0 < result.summary["logs"] < seeded.logs
+
+
+def test_hex_output_holds_the_same_rows(tmp_path, node, seeded, proxy):
+    p = proxy()
+    end = seeded.first_block + 299
+    result = backfill(
+        tmp_path, [p.url], from_block=seeded.first_block, to_block=end, hex_output=True
+    )
+    assert result.exit_code == 0
+    assert stored_rows(tmp_path) == node_rows(node, seeded.first_block, end)
+
+
+@pytest.mark.parametrize("to_block", ["latest", "finalized", "safe"])
+def test_block_tags_resolve_against_the_node(tmp_path, node, seeded, proxy, to_block):
+    p = proxy()
+    result = backfill(tmp_path, [p.url], from_block=seeded.last_block - 100, to_block=to_block)
+    assert result.exit_code == 0
+    assert result.summary["to_block"] <= seeded.last_block
