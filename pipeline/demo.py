@@ -60,8 +60,8 @@ def _explain(output: Path) -> None:
     glob = f"{output}/**/*.parquet"
     click.echo(
         f"""
-Read the logs:
-  DuckDB:  python -c "import duckdb; print(duckdb.sql(\\"SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1\\"))"
-  pandas:  python -c "import pandas as pd; print(pd.read_parquet('{output / LOGS_DIR}').head())"
-  summary: {output / 'summary.json'}"""
+Read the logs in Python (pip install duckdb pandas):
+  import duckdb; duckdb.sql("SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1").show()
+  import pandas as pd; df = pd.read_parquet("{output / LOGS_DIR}")
+Per-endpoint statistics: {output / "summary.json"}"""
     )

@@ -112,10 +112,10 @@ def format_table(endpoints: list[dict]) -> str:
         for e in endpoints
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
+    # Names align left, numbers right.
+    return "\n".join(
         "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=False))
+            [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
         )
         for r in [header, *rows]
-    ]
-    return "\n".join(lines)
+    )

@@ -11,7 +11,6 @@ from conftest import backfill, node_rows, stored_rows
 
 from pipeline.messages import TaskWritten
 from pipeline.run import Notice, WorkerStarted
-from pipeline.simulator import Profile
 
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
 

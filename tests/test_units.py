@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pyarrow as pa
@@ -39,7 +40,7 @@ def test_plan_covers_range_exactly_with_aligned_boundaries():
 def test_plan_has_no_gap_or_overlap(start, end, chunk):
     tasks = plan_tasks(start, end, chunk)
     assert tasks[0].start == start and tasks[-1].end == end
-    assert all(a.end + 1 == b.start for a, b in zip(tasks, tasks[1:]))
+    assert all(a.end + 1 == b.start for a, b in itertools.pairwise(tasks))
     assert all(t.blocks <= chunk for t in tasks)
 
 
@@ -53,7 +54,7 @@ def test_merge_ranges_joins_touching_ranges():
 def test_backoff_doubles_from_one_second_up_to_thirty_with_jitter():
     backoff = Backoff(rng=random.Random(1))
     delays = [backoff.next_delay() for _ in range(8)]
-    for delay, nominal in zip(delays, [1, 2, 4, 8, 16, 30, 30, 30]):
+    for delay, nominal in zip(delays, [1, 2, 4, 8, 16, 30, 30, 30], strict=True):
         assert nominal * 0.8 <= delay <= min(30, nominal * 1.2)
     assert len(set(delays)) > 1
 
