@@ -61,7 +61,8 @@ def _explain(output: Path) -> None:
     click.echo(
         f"""
 Read the logs in Python (pip install duckdb pandas):
-  import duckdb; duckdb.sql("SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1").show()
+  import duckdb
+  duckdb.sql("SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1").show()
   import pandas as pd; df = pd.read_parquet("{output / LOGS_DIR}")
 Per-endpoint statistics: {output / "summary.json"}"""
     )
