@@ -167,5 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     except NoEndpointError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted before the backfill started; nothing was written", err=True)
         sys.exit(130)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .config import BackfillConfig
+from .errors import ErrorKind
 from .lifecycle import init_child
 from .messages import Attempt, Task, TaskWritten, WriterFailed
 from .planning import plan_tasks
@@ -30,6 +31,8 @@ POLL_S = 0.2
 MAX_RESTARTS_PER_ENDPOINT = 3
 RESULT_QUEUE_PER_WORKER = 2
 JOIN_GRACE_S = 5.0
+THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
+MANAGER_GONE = (EOFError, ConnectionError, BrokenPipeError)
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -121,6 +124,7 @@ class Supervisor:
     failed: list[Task] = field(default_factory=list)
     unfetched: list[Task] = field(default_factory=list)
     written_blocks: int = 0
+    written_ids: set[int] = field(default_factory=set)
     files: int = 0
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
@@ -155,6 +159,12 @@ class Supervisor:
             self.workers = [self._start_worker(i, 0) for i in range(len(self.config.endpoints))]
             self._watch()
             self._shutdown()
+        except MANAGER_GONE:
+            # The Manager process holding the queue died: nothing can be coordinated any more.
+            self.fatal = self.fatal or "the task queue process died"
+            _join_all([*(w.process for w in self.workers), self.writer], 0.0)
+            self.failed = []
+            self.unfetched = [t for t in tasks if t.task_id not in self.written_ids]
         finally:
             self.seconds = time.monotonic() - self.started
             manager.shutdown()
@@ -211,6 +221,7 @@ class Supervisor:
         elif isinstance(event, TaskWritten):
             self.stats[event.endpoint].record_written(event)
             self.written_blocks += event.task.blocks
+            self.written_ids.add(event.task.task_id)
             self.files += bool(event.path)
             self.last_progress = time.monotonic()
         elif isinstance(event, WriterFailed):
@@ -237,12 +248,15 @@ class Supervisor:
             self.fatal = "every worker process died"
 
     def _check_stalled(self) -> None:
-        failing = all(s.consecutive_failures > 0 for s in self.stats.values())
-        if failing and time.monotonic() - self.last_progress > self.config.stall_timeout:
+        stats = self.stats.values()
+        if not all(s.consecutive_failures > 0 for s in stats):
+            return
+        limit = self.config.stall_timeout
+        if any(s.last_error.startswith(ErrorKind.RATE_LIMITED.value) for s in stats):
+            limit *= THROTTLED_STALL_FACTOR
+        if time.monotonic() - self.last_progress > limit:
             reasons = "; ".join(f"{s.endpoint.name}: {s.last_error}" for s in self.stats.values())
-            self.fatal = (
-                f"every endpoint has been failing for {self.config.stall_timeout:.0f}s ({reasons})"
-            )
+            self.fatal = f"every endpoint has been failing for {limit:.0f}s ({reasons})"
 
     def _shutdown(self) -> None:
         if self.fatal:
@@ -252,7 +266,8 @@ class Supervisor:
         grace = 0.0 if self.force_stop else self.config.timeout + JOIN_GRACE_S
         _join_all([w.process for w in self.workers], grace)
         if self.writer.is_alive():
-            self.results.put(None)
+            with contextlib.suppress(queue.Full):
+                self.results.put(None, timeout=JOIN_GRACE_S)
         _join_all([self.writer], 0.0 if self.force_stop else JOIN_GRACE_S * 6)
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()

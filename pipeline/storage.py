@@ -48,7 +48,10 @@ def prepare_output(out_dir: Path, overwrite: bool) -> None:
             f"{out_dir} already holds {len(earlier)} log files from an earlier run: "
             "pass --overwrite to replace them, or choose another --output"
         )
-    for path in earlier:
-        path.unlink()
-    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
-    (out_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        for path in earlier:
+            path.unlink()
+        (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+        (out_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot use --output {out_dir}: {exc.strerror or exc}") from None
