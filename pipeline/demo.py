@@ -10,9 +10,10 @@ import pyarrow.dataset as ds
 
 from .cli import print_result
 from .config import build_config
-from .devnet import Anvil, find_anvil, seed_logs
+from .devnet import Anvil, find_anvil
 from .naming import LOGS_DIR
 from .run import Report, RunResult, run_backfill
+from .seeding import seed_logs
 from .simulator import PROFILES, FaultProxy
 
 DEMO_PROVIDERS = ("fast", "medium", "slow-flaky")

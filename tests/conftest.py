@@ -9,9 +9,10 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.config import build_config
-from pipeline.devnet import Anvil, SeedReport, find_anvil, seed_logs
+from pipeline.devnet import Anvil, find_anvil
 from pipeline.naming import LOGS_DIR
 from pipeline.run import RunResult, run_backfill
+from pipeline.seeding import SeedReport, seed_logs
 from pipeline.simulator import FaultProxy, Profile
 
 SEED_BLOCKS = 3000

@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 from eth_utils import keccak
 
-from pipeline.devnet import (
-    DEV_ACCOUNT,
-    EMITTERS,
-    Anvil,
-    SeedReport,
-    find_anvil,
-    seed_logs,
-)
+from pipeline.devnet import Anvil, find_anvil
+from pipeline.seeding import DEV_ACCOUNT, EMITTERS, SeedReport, seed_logs
 
 BLOCKS, LOGS, SEED = 300, 5000, 3
 BY_ADDRESS = {e.address: e for e in EMITTERS}
