@@ -13,6 +13,7 @@ from .errors import ConfigError
 # key: providers put keys in paths (/v3/KEY, /v2/KEY, /eth_sepolia/KEY) and we cannot tell for sure.
 _SECRET_MIN_LEN = 16
 _MIXED_SECRET_MIN_LEN = 8
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_.-]+$|^[0-9A-Fa-f:.]+$")  # DNS name, IPv4, or IPv6 literal
 _NAMED_URL = re.compile(r"^(?P<name>[A-Za-z][\w.-]{0,31})=(?P<url>.+)$")
 
 
@@ -92,7 +93,7 @@ def parse_endpoints(specs: list[str]) -> list[Endpoint]:
 
 def _validate_url(url: str) -> None:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not _HOSTNAME.match(parts.hostname or ""):
         raise ConfigError(
             f"invalid RPC URL {redact_url(url)!r}: expected http(s)://host[:port][/path]"
         )

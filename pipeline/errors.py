@@ -38,10 +38,13 @@ class RpcError(Exception):
     """A classified failure of one request to one endpoint."""
 
     def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{kind.value}: {message}")
+        super().__init__(kind, message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}"
 
 
 # Messages are matched first because codes are ambiguous across providers (-32005 is a result cap

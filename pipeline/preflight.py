@@ -65,12 +65,15 @@ def resolve_plan(config: BackfillConfig) -> Plan:
         raise ConfigError(
             f"the endpoints serve different chains ({listing}): pass endpoints of one chain"
         )
-    # The lowest head is one every answering endpoint can serve in full.
-    head = min(p.end_block for p in answered)
+    # The lowest head is one every answering endpoint can serve in full: a node asked for blocks
+    # beyond its head may answer [] instead of an error.
+    lowest = min(answered, key=lambda p: p.end_block)
+    head = lowest.end_block
     end = config.to_block if isinstance(config.to_block, int) else head
     if end > head:
         raise ConfigError(
-            f"--to-block {end} is beyond the chain head {head}: lower it or use latest"
+            f"--to-block {end} is beyond block {head}, the head of {lowest.endpoint.name} "
+            "(the lowest among the endpoints): lower it, use latest, or drop that endpoint"
         )
     if config.from_block > end:
         raise ConfigError(f"--from-block {config.from_block} is after the end block {end}")

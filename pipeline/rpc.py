@@ -16,7 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from web3 import HTTPProvider
 
-from .endpoints import Endpoint
+from .endpoints import Endpoint, scrub
 from .errors import ErrorKind, RpcError, classify_exception, decode_response
 
 
@@ -42,6 +42,14 @@ class RpcClient:
 
     def call(self, method: str, params: list) -> Any:
         """One request; the latency of the latest call is kept in `last_latency_ms`."""
+        try:
+            return self._call(method, params)
+        except RpcError as err:
+            # Error bodies and transport errors may quote the URL, and with it an API key.
+            err.message = scrub(err.message, self.endpoint.url)
+            raise
+
+    def _call(self, method: str, params: list) -> Any:
         body = orjson.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         )

@@ -7,6 +7,7 @@ import random
 
 import pyarrow as pa
 import pytest
+import requests
 
 from pipeline.config import DEFAULT_RPC_URLS, LogFilter, build_config
 from pipeline.convert import log_schema, logs_to_table
@@ -310,3 +311,69 @@ def test_close_stops_handing_out_tasks():
     board = TaskBoard([Task(0, 0, 9)])
     board.close()
     assert board.claim("a", 0) is None and board.state().settled
+
+
+# --- RPC client: transport errors are classified and never leak the URL's key -------------------
+
+KEYED_URL = "https://mainnet.infura.io/v3/0123456789abcdef0123456789abcdef"
+
+
+def _client():
+    from pipeline.rpc import RpcClient
+
+    return RpcClient(parse_endpoints([KEYED_URL])[0], timeout=1)
+
+
+@pytest.mark.parametrize(
+    "exc,kind,reason",
+    [
+        (
+            requests.ConnectionError(
+                f"Max retries exceeded with url: {KEYED_URL[26:]} (Caused by "
+                "NewConnectionError('[Errno 111] Connection refused'))"
+            ),
+            ErrorKind.CONNECTION,
+            "connection refused",
+        ),
+        (
+            requests.ReadTimeout(f"HTTPSConnectionPool: Read timed out. url={KEYED_URL}"),
+            ErrorKind.TIMEOUT,
+            "timed out",
+        ),
+        (
+            requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"),
+            ErrorKind.CONNECTION,
+            "ChunkedEncodingError",
+        ),
+    ],
+)
+def test_transport_errors_are_classified_without_the_key(mocker, exc, kind, reason):
+    client = _client()
+    mocker.patch.object(client.session, "post", side_effect=exc)
+    with pytest.raises(RpcError) as err:
+        client.get_logs({"fromBlock": "0x0", "toBlock": "0x0"})
+    assert err.value.kind is kind and reason in str(err.value)
+    assert "0123456789abcdef" not in str(err.value)
+
+
+def test_error_bodies_quoting_the_url_are_scrubbed(mocker):
+    client = _client()
+    response = mocker.Mock(
+        status_code=401, headers={}, content=f"invalid project id in {KEYED_URL}".encode()
+    )
+    mocker.patch.object(client.session, "post", return_value=response)
+    with pytest.raises(RpcError) as err:
+        client.chain_id()
+    assert err.value.kind is ErrorKind.UNAUTHORIZED
+    assert "0123456789abcdef" not in str(err.value)
+
+
+def test_a_non_list_get_logs_result_is_malformed(mocker):
+    client = _client()
+    response = mocker.Mock(
+        status_code=200, headers={}, content=b'{"jsonrpc":"2.0","id":1,"result":{}}'
+    )
+    mocker.patch.object(client.session, "post", return_value=response)
+    with pytest.raises(RpcError) as err:
+        client.get_logs({})
+    assert err.value.kind is ErrorKind.MALFORMED
