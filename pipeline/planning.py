@@ -1,24 +1,58 @@
-"""Task planning: split a block range into chunk-aligned tasks, and describe ranges back."""
+"""Task planning: cut a block range into chunk-aligned tasks, lazily, and describe ranges back."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from .messages import Task
 
 
-def plan_tasks(start: int, end: int, chunk_size: int) -> list[Task]:
-    """Cover start..end with tasks whose boundaries fall on multiples of chunk_size.
+@dataclass
+class ChunkPlan:
+    """Hands out tasks whose boundaries fall on multiples of chunk_size, one at a time.
 
-    Aligned boundaries give the same file names whatever block a run starts from.
+    Aligned boundaries give the same file names whatever block a run starts from; handing tasks
+    out lazily keeps memory flat however long the range is.
     """
-    tasks = []
-    lo = start
-    while lo <= end:
-        hi = min(end, (lo // chunk_size + 1) * chunk_size - 1)
-        tasks.append(Task(len(tasks), lo, hi))
-        lo = hi + 1
-    return tasks
+
+    start: int
+    end: int
+    chunk_size: int
+    next_start: int = field(init=False)
+    next_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_start = self.start
+
+    def take(self) -> Task | None:
+        """The next task, or None when the range is used up."""
+        if self.next_start > self.end:
+            return None
+        lo = self.next_start
+        hi = min(self.end, (lo // self.chunk_size + 1) * self.chunk_size - 1)
+        task = Task(self.next_id, lo, hi)
+        self.next_id += 1
+        self.next_start = hi + 1
+        return task
+
+    def remaining(self) -> int:
+        """How many tasks take() will still hand out."""
+        if self.next_start > self.end:
+            return 0
+        return self.end // self.chunk_size - self.next_start // self.chunk_size + 1
+
+    def rest(self) -> Task | None:
+        """Everything not handed out yet, as one range (for reporting)."""
+        if self.next_start > self.end:
+            return None
+        return Task(-1, self.next_start, self.end)
+
+
+def plan_tasks(start: int, end: int, chunk_size: int) -> list[Task]:
+    """All tasks of start..end at once (for tests and small ranges)."""
+    plan = ChunkPlan(start, end, chunk_size)
+    return list(iter(plan.take, None))
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from .config import BackfillConfig
 from .errors import ErrorKind
 from .lifecycle import init_child
 from .messages import Attempt, Task, TaskWritten, WriterFailed
-from .planning import plan_tasks
+from .planning import ChunkPlan, plan_tasks
 from .preflight import Plan, resolve_plan
 from .storage import prepare_output
 from .summary import EndpointStats, ranges_json, write_summary
@@ -140,8 +140,8 @@ class Supervisor:
         manager = QueueManager(ctx=self.ctx)
         manager.start(init_child, (os.getpid(),))
         try:
-            tasks = plan_tasks(self.plan.from_block, self.plan.to_block, self.config.chunk_size)
-            self.board = manager.TaskBoard(tasks)
+            plan = ChunkPlan(self.plan.from_block, self.plan.to_block, self.config.chunk_size)
+            self.board = manager.TaskBoard(plan)
             self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
             self.events = manager.Queue()
             self.stop = self.ctx.Event()
@@ -164,7 +164,11 @@ class Supervisor:
             self.fatal = self.fatal or "the task queue process died"
             _join_all([*(w.process for w in self.workers), self.writer], 0.0)
             self.failed = []
-            self.unfetched = [t for t in tasks if t.task_id not in self.written_ids]
+            self.unfetched = [
+                t
+                for t in plan_tasks(plan.start, plan.end, plan.chunk_size)
+                if t.task_id not in self.written_ids
+            ]
         finally:
             self.seconds = time.monotonic() - self.started
             manager.shutdown()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.managers import SyncManager
 
 from .messages import Task
+from .planning import ChunkPlan
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,10 @@ class BoardState:
 class TaskBoard:
     """Pending tasks, leases, completions and give-ups, guarded by one lock."""
 
-    def __init__(self, tasks: list[Task]) -> None:
+    def __init__(self, plan: ChunkPlan) -> None:
         self._cond = threading.Condition()
-        self._pending: deque[Task] = deque(tasks)
+        self._plan = plan
+        self._pending: deque[Task] = deque()  # handed back or released: served before new ones
         self._leases: dict[int, tuple[str, Task]] = {}
         self._done: set[int] = set()
         self._failed: dict[int, Task] = {}
@@ -45,15 +47,20 @@ class TaskBoard:
     def claim(self, worker: str, timeout: float) -> Task | None:
         """Lease the next task to `worker`; None if none comes within `timeout` or after close."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or self._pending, timeout):
+            if not self._cond.wait_for(lambda: self._closed or self._has_pending(), timeout):
                 return None
-            while self._pending and not self._closed:
-                task = self._pending.popleft()
+            while not self._closed:
+                task = self._pending.popleft() if self._pending else self._plan.take()
+                if task is None:
+                    return None
                 # A released task may have been stored meanwhile from the dead worker's batch.
                 if task.task_id not in self._done:
                     self._leases[task.task_id] = (worker, task)
                     return task
             return None
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending) or self._plan.remaining() > 0
 
     def retry(self, task: Task) -> None:
         """Hand a task back after a failed fetch; it goes to the front so any worker retries it."""
@@ -99,18 +106,18 @@ class TaskBoard:
         """Close and record every pending task as failed with `reason`."""
         with self._cond:
             self._closed = True
-            while self._pending:
-                task = self._pending.popleft()
-                self._failed[task.task_id] = Task(
-                    task.task_id, task.start, task.end, task.attempts, task.last_error or reason
-                )
+            rest = self._plan.rest()
+            self._plan.next_start = self._plan.end + 1
+            for task in [*self._pending, *([rest] if rest else [])]:
+                self._failed[task.task_id] = replace(task, last_error=task.last_error or reason)
+            self._pending.clear()
             self._cond.notify_all()
 
     def state(self) -> BoardState:
         """Snapshot of the counters."""
         with self._cond:
             return BoardState(
-                len(self._pending),
+                len(self._pending) + self._plan.remaining(),
                 len(self._leases),
                 len(self._done),
                 len(self._failed),
@@ -121,9 +128,10 @@ class TaskBoard:
         """(failed tasks, tasks never fetched) in block order."""
         with self._cond:
             leased = [task for _, task in self._leases.values()]
+            rest = self._plan.rest()
             return (
                 sorted(self._failed.values(), key=lambda t: t.start),
-                sorted([*self._pending, *leased], key=lambda t: t.start),
+                sorted([*self._pending, *leased, *([rest] if rest else [])], key=lambda t: t.start),
             )
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .config import LogFilter
 from .convert import logs_to_table
 from .endpoints import Endpoint
-from .errors import ErrorKind, RpcError
+from .errors import RpcError
 from .lifecycle import init_child
 from .messages import Attempt, FetchedBatch, Task
 from .ratecontrol import Backoff
 from .rpc import RpcClient
+from .validate import check_batch
 
 CLAIM_WAIT_S = 0.5
 
@@ -74,11 +74,5 @@ def fetch_task(client: RpcClient, task: Task, spec: WorkerSpec) -> pa.Table:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range."""
     logs = client.get_logs(spec.log_filter.rpc_params(task.start, task.end))
     table = logs_to_table(logs, spec.chain_id, spec.hex_output)
-    if table.num_rows:
-        bounds = pc.min_max(table["block_number"]).as_py()
-        if bounds["min"] < task.start or bounds["max"] > task.end:
-            raise RpcError(
-                ErrorKind.MALFORMED,
-                f"returned blocks {bounds['min']}-{bounds['max']} for {task.start}-{task.end}",
-            )
+    check_batch(table, task, spec.log_filter, spec.hex_output)
     return table

@@ -14,9 +14,10 @@ from pipeline.convert import log_schema, logs_to_table
 from pipeline.endpoints import parse_endpoints, redact_url, scrub, short_name
 from pipeline.errors import ConfigError, ErrorKind, RpcError, decode_response
 from pipeline.messages import Task
-from pipeline.planning import merge_ranges, plan_tasks
+from pipeline.planning import ChunkPlan, merge_ranges, plan_tasks
 from pipeline.ratecontrol import Backoff
 from pipeline.taskqueue import TaskBoard
+from pipeline.validate import check_batch
 
 ADDR = "0x" + "ab" * 20
 TOPIC = "0x" + "11" * 32
@@ -43,6 +44,14 @@ def test_plan_has_no_gap_or_overlap(start, end, chunk):
     assert tasks[0].start == start and tasks[-1].end == end
     assert all(a.end + 1 == b.start for a, b in itertools.pairwise(tasks))
     assert all(t.blocks <= chunk for t in tasks)
+
+
+def test_a_huge_range_is_planned_lazily():
+    plan = ChunkPlan(0, 10**12, 1)
+    assert plan.remaining() == 10**12 + 1
+    first = plan.take()
+    assert (first.start, first.end) == (0, 0) and plan.remaining() == 10**12
+    assert (plan.rest().start, plan.rest().end) == (1, 10**12)
 
 
 def test_merge_ranges_joins_touching_ranges():
@@ -284,7 +293,7 @@ def test_malformed_logs_are_rejected(mutate):
 
 
 def test_leases_of_a_dead_worker_are_requeued_and_not_done_twice():
-    board = TaskBoard([Task(0, 0, 9), Task(1, 10, 19)])
+    board = TaskBoard(ChunkPlan(0, 19, 10))
     first = board.claim("a", 0)
     second = board.claim("b", 0)
     assert board.claim("c", 0) is None
@@ -298,17 +307,18 @@ def test_leases_of_a_dead_worker_are_requeued_and_not_done_twice():
 
 
 def test_retry_goes_to_front_and_give_up_is_reported():
-    board = TaskBoard([Task(0, 0, 9), Task(1, 10, 19)])
+    board = TaskBoard(ChunkPlan(0, 19, 10))
     task = board.claim("a", 0)
     board.retry(Task(task.task_id, task.start, task.end, attempts=1))
     assert board.claim("b", 0).attempts == 1
     board.give_up(Task(0, 0, 9, attempts=2, last_error="x"))
     failed, unfetched = board.unfinished()
-    assert [t.task_id for t in failed] == [0] and [t.task_id for t in unfetched] == [1]
+    assert [t.task_id for t in failed] == [0]
+    assert [(t.start, t.end) for t in unfetched] == [(10, 19)]
 
 
 def test_close_stops_handing_out_tasks():
-    board = TaskBoard([Task(0, 0, 9)])
+    board = TaskBoard(ChunkPlan(0, 9, 10))
     board.close()
     assert board.claim("a", 0) is None and board.state().settled
 
@@ -377,3 +387,38 @@ def test_a_non_list_get_logs_result_is_malformed(mocker):
     with pytest.raises(RpcError) as err:
         client.get_logs({})
     assert err.value.kind is ErrorKind.MALFORMED
+
+
+# --- validation of what an endpoint returns ----------------------------------------------------
+
+OTHER = "0x" + "22" * 32
+
+
+@pytest.mark.parametrize("hex_output", [False, True])
+@pytest.mark.parametrize(
+    "logs,log_filter,problem",
+    [
+        ([_log(10, 0, [TOPIC], "0x")], LogFilter(), None),
+        ([_log(10, 0, [TOPIC], "0x"), _log(21, 0, [TOPIC], "0x")], LogFilter(), "returned blocks"),
+        ([_log(9, 0, [TOPIC], "0x")], LogFilter(), "returned blocks"),
+        ([_log(10, 3, [TOPIC], "0x"), _log(10, 3, [TOPIC], "0x")], LogFilter(), "twice"),
+        ([_log(10, 0, [TOPIC], "0x")], LogFilter(("0x" + "cd" * 20,)), "address"),
+        ([_log(10, 0, [TOPIC], "0x")], LogFilter(topics=((OTHER,), (), (), ())), "topic0"),
+        ([_log(10, 0, [TOPIC], "0x")], LogFilter(topics=((TOPIC,), (OTHER,), (), ())), "topic1"),
+        (
+            [_log(10, 0, [TOPIC, OTHER], "0x")],
+            LogFilter((ADDR,), ((TOPIC, TOPIC), (OTHER,), (), ())),
+            None,
+        ),
+    ],
+)
+def test_batches_outside_the_range_duplicated_or_off_filter_are_rejected(
+    logs, log_filter, problem, hex_output
+):
+    table = logs_to_table(logs, chain_id=1, hex_output=hex_output)
+    if problem is None:
+        check_batch(table, Task(0, 10, 20), log_filter, hex_output)
+        return
+    with pytest.raises(RpcError) as err:
+        check_batch(table, Task(0, 10, 20), log_filter, hex_output)
+    assert err.value.kind is ErrorKind.MALFORMED and problem in err.value.message
