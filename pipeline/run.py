@@ -267,12 +267,12 @@ class Supervisor:
             self.board.abort(self.fatal)
         self.stop.set()
         self.board.close()
-        grace = 0.0 if self.force_stop else self.config.timeout + JOIN_GRACE_S
-        _join_all([w.process for w in self.workers], grace)
+        aborted = lambda: self.force_stop  # noqa: E731 - a second Ctrl-C cuts the waits short
+        _join_all([w.process for w in self.workers], self.config.timeout + JOIN_GRACE_S, aborted)
         if self.writer.is_alive():
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
-        _join_all([self.writer], 0.0 if self.force_stop else JOIN_GRACE_S * 6)
+        _join_all([self.writer], JOIN_GRACE_S * 6, aborted)
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()
 
@@ -294,7 +294,11 @@ class Supervisor:
             "interrupted": bool(self.signal),
             "error": self.fatal or None,
         }
-        write_summary(self.config.output, summary)
+        try:
+            write_summary(self.config.output, summary)
+        except OSError as exc:
+            self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
+            summary["error"] = self.fatal
         total = self.plan.to_block - self.plan.from_block + 1
         if self.signal:
             code = EXIT_ON_SIGNAL[self.signal]
@@ -306,17 +310,20 @@ class Supervisor:
                 f"incomplete: {total - self.written_blocks} of {total} blocks in {missing} ranges "
                 f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json)"
             )
+        elif self.fatal:
+            code, message = EXIT_INCOMPLETE, f"every block was fetched, but {self.fatal}"
         else:
             code = EXIT_OK
             message = f"complete: {total} blocks, {logs} logs in {self.seconds:.1f}s"
         return RunResult(code, summary, message)
 
 
-def _join_all(processes: list, grace: float) -> None:
+def _join_all(processes: list, grace: float, abort: Callable[[], bool] = lambda: False) -> None:
+    """Wait up to `grace` seconds (less if `abort` turns true) for processes, then kill them."""
     deadline = time.monotonic() + grace
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
+    while time.monotonic() < deadline and not abort() and any(p.is_alive() for p in processes):
+        time.sleep(0.05)
     for process in processes:
         if process.is_alive():
             process.kill()
-            process.join(2)
+        process.join(2)

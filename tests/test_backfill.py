@@ -187,3 +187,35 @@ def test_block_tags_resolve_against_the_node(tmp_path, node, seeded, proxy, to_b
     result = backfill(tmp_path, [p.url], from_block=seeded.last_block - 100, to_block=to_block)
     assert result.exit_code == 0
     assert result.summary["to_block"] <= seeded.last_block
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_429",
+        "http_429_html",
+        "drop",
+        "timeout",
+        "rpc_error",
+    ],
+)
+def test_every_fault_class_on_one_endpoint_loses_nothing(tmp_path, node, seeded, proxy, kind):
+    faulty = proxy(failure_rate=0.5, failure_kinds=(kind,), seed=11)
+    healthy = proxy(latency_ms=(5, 10))
+    end = seeded.first_block + 599
+    result = backfill(
+        tmp_path,
+        [f"faulty={faulty.url}", f"healthy={healthy.url}"],
+        from_block=seeded.first_block,
+        to_block=end,
+        chunk_size=CHUNK,
+        timeout=1.0,
+    )
+    assert result.exit_code == 0, result.message
+    assert stored_rows(tmp_path) == node_rows(node, seeded.first_block, end)
+    faulty_stats = next(e for e in result.summary["endpoints"] if e["name"] == "faulty")
+    # The proxy also counts the faults it put on the start-up probes.
+    assert 0 < faulty_stats["failures"] <= faulty.stats()["injected"][kind]
