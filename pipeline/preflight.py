@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .config import BackfillConfig
 from .endpoints import Endpoint
-from .errors import ConfigError, RpcError
+from .errors import ConfigError, ErrorKind, RpcError
 from .rpc import RpcClient
 
 PROBE_TIMEOUT_S = 10.0
@@ -21,6 +21,7 @@ class Probe:
     chain_id: int | None = None
     end_block: int | None = None  # its block for the requested --to-block tag, or its head
     error: str = ""
+    refused_tag: bool = False  # it answered, but knows no such --to-block tag
 
 
 class NoEndpointError(RuntimeError):
@@ -40,10 +41,13 @@ class Plan:
 def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
     """Ask one endpoint for its chain id and the number of its `tag` block."""
     client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
+    chain_id = None
     try:
-        return Probe(endpoint, client.chain_id(), client.block_number(tag))
+        chain_id = client.chain_id()
+        return Probe(endpoint, chain_id, client.block_number(tag))
     except RpcError as err:
-        return Probe(endpoint, error=str(err))
+        refused = chain_id is not None and err.kind is ErrorKind.PERMANENT
+        return Probe(endpoint, chain_id, error=str(err), refused_tag=refused)
     finally:
         client.close()
 
@@ -54,6 +58,12 @@ def resolve_plan(config: BackfillConfig) -> Plan:
     with ThreadPoolExecutor(max_workers=len(config.endpoints)) as pool:
         probes = list(pool.map(lambda e: probe(e, tag, config.timeout), config.endpoints))
     answered = [p for p in probes if not p.error]
+    if not answered and any(p.refused_tag for p in probes):
+        reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes if p.refused_tag)
+        raise ConfigError(
+            f"--to-block {tag}: no endpoint could tell that block ({reasons}); "
+            "use a block number or latest"
+        )
     if not answered:
         reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes)
         raise NoEndpointError(

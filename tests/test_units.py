@@ -15,6 +15,7 @@ from pipeline.endpoints import parse_endpoints, redact_url, scrub, short_name
 from pipeline.errors import ConfigError, ErrorKind, RpcError, decode_response
 from pipeline.messages import Task
 from pipeline.planning import ChunkPlan, merge_ranges, plan_tasks
+from pipeline.preflight import NoEndpointError
 from pipeline.ratecontrol import Backoff
 from pipeline.taskqueue import TaskBoard
 from pipeline.validate import check_batch
@@ -422,3 +423,52 @@ def test_batches_outside_the_range_duplicated_or_off_filter_are_rejected(
     with pytest.raises(RpcError) as err:
         check_batch(table, Task(0, 10, 20), log_filter, hex_output)
     assert err.value.kind is ErrorKind.MALFORMED and problem in err.value.message
+
+
+# --- preflight: resolving the chain and the end block ------------------------------------------
+
+
+def _probes(mocker, *answers):
+    from pipeline import preflight
+
+    config = build_config(
+        rpc=[f"http://127.0.0.1:{i + 1}" for i in range(len(answers))], to_block="finalized"
+    )
+    probes = [preflight.Probe(e, *a) for e, a in zip(config.endpoints, answers, strict=True)]
+    mocker.patch.object(preflight, "probe", side_effect=probes)
+    return config
+
+
+def test_the_end_block_is_the_lowest_among_answering_endpoints(mocker):
+    from pipeline.preflight import resolve_plan
+
+    config = _probes(
+        mocker, (1, 120), (1, 100), (None, None, "connection_error: connection refused")
+    )
+    plan = resolve_plan(config)
+    assert (plan.chain_id, plan.to_block) == (1, 100)
+    assert [p.endpoint.name for p in plan.silent] == ["127.0.0.1:3"]
+
+
+@pytest.mark.parametrize(
+    "answers,error,fragment",
+    [
+        (((1, 10), (5, 10)), ConfigError, "different chains"),
+        (
+            ((1, None, "permanent: the endpoint has no 'finalized' block", True),),
+            ConfigError,
+            "use a block number",
+        ),
+        (
+            ((None, None, "connection_error: connection refused"),),
+            NoEndpointError,
+            "no endpoint answered",
+        ),
+        (((1, None, "timeout: request timed out"),), NoEndpointError, "no endpoint answered"),
+    ],
+)
+def test_preflight_refuses_what_cannot_be_served(mocker, answers, error, fragment):
+    from pipeline.preflight import resolve_plan
+
+    with pytest.raises(error, match=fragment):
+        resolve_plan(_probes(mocker, *answers))
