@@ -89,8 +89,12 @@ def build_config(
         if name in options and int(options[name]) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("timeout", "stall_timeout"):
-        if name in options and float(options[name]) <= 0:
+        if name in options and not float(options[name]) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if "output" in options:
+        options["output"] = Path(options["output"])
+    if len(topics) > 4:
+        raise ConfigError("at most four topic positions (--topic0 .. --topic3)")
     return BackfillConfig(
         endpoints=tuple(parse_endpoints(rpc_specs)),
         from_block=start,

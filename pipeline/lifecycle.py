@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 PARENT_CHECK_INTERVAL_S = 1.0
+_HAS_PROC = Path("/proc/self/stat").exists()
 
 
 def init_child(supervisor_pid: int) -> None:
@@ -26,12 +27,11 @@ def _watch(pid: int) -> None:
 
 
 def _alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.parent.parent.joinpath("self").exists():
+    if _HAS_PROC:
         try:
-            # A dead but unreaped parent is a zombie: state field "Z".
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+            # A dead but unreaped supervisor is a zombie, state "Z": gone all the same.
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
             return False
     try:
         os.kill(pid, 0)
