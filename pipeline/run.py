@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .config import BackfillConfig
+from .convert import logs_to_table
 from .errors import ErrorKind
 from .lifecycle import init_child
 from .messages import Attempt, Task, TaskWritten, WriterFailed
 from .planning import ChunkPlan, plan_tasks
 from .preflight import Plan, resolve_plan
-from .storage import prepare_output
+from .storage import prepare_output, write_logs
 from .summary import EndpointStats, ranges_json, write_summary
 from .taskqueue import QueueManager
 from .worker import WorkerSpec, worker_main
@@ -275,6 +276,18 @@ class Supervisor:
         _join_all([self.writer], JOIN_GRACE_S * 6, aborted)
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()
+        if not (self.fatal or self.signal or self.failed or self.unfetched or self.files):
+            self._write_empty_range()
+
+    def _write_empty_range(self) -> None:
+        # A complete range without a single log still gets one empty file, so that queries over
+        # OUT/**/*.parquet find the schema instead of failing on "no files". The writer is gone.
+        empty = logs_to_table([], self.plan.chain_id, self.config.hex_output)
+        try:
+            write_logs(empty, self.config.output, self.plan.from_block, self.plan.to_block)
+            self.files = 1
+        except OSError as exc:
+            self.fatal = f"cannot write to {self.config.output}: {exc.strerror or exc}"
 
     def result(self) -> RunResult:
         """The exit code, summary.json document and one-line verdict of the finished run."""

@@ -219,3 +219,18 @@ def test_every_fault_class_on_one_endpoint_loses_nothing(tmp_path, node, seeded,
     faulty_stats = next(e for e in result.summary["endpoints"] if e["name"] == "faulty")
     # The proxy also counts the faults it put on the start-up probes.
     assert 0 < faulty_stats["failures"] <= faulty.stats()["injected"][kind]
+
+
+def test_a_range_without_logs_still_gives_one_queryable_empty_file(tmp_path, node, seeded, proxy):
+    p = proxy()
+    result = backfill(
+        tmp_path,
+        [p.url],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        addresses=["0x" + "00" * 19 + "01"],
+    )
+    assert result.exit_code == 0 and result.summary["logs"] == 0
+    files = list((tmp_path / "logs").iterdir())
+    assert len(files) == 1 and result.summary["files"] == 1
+    assert stored_rows(tmp_path) == []
