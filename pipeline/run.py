@@ -120,6 +120,7 @@ class Supervisor:
     report: Report
     signal: int = 0
     force_stop: bool = False
+    stopping: bool = False
     fatal: str = ""
     stats: dict[str, EndpointStats] = field(default_factory=dict)
     failed: list[Task] = field(default_factory=list)
@@ -145,7 +146,6 @@ class Supervisor:
             self.board = manager.TaskBoard(plan)
             self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
             self.events = manager.Queue()
-            self.stop = self.ctx.Event()
             self.writer = self.ctx.Process(
                 target=writer_main,
                 args=(
@@ -188,7 +188,7 @@ class Supervisor:
         )
         process = self.ctx.Process(
             target=worker_main,
-            args=(spec, self.board, self.results, self.events, self.stop),
+            args=(spec, self.board, self.results, self.events),
             name=f"worker-{spec.worker_id}",
         )
         process.start()
@@ -200,12 +200,11 @@ class Supervisor:
             self._drain()
             if self.fatal or self.board.state().settled:
                 return
-            if self.signal and not self.stop.is_set():
+            if self.signal and not self.stopping:
                 self.report(
                     Notice("stopping: finishing the tasks in flight (press again to abort)")
                 )
-                self.board.close()
-                self.stop.set()
+                self._stop_workers()
             self._replace_dead_workers()
             self._check_stalled()
 
@@ -238,12 +237,12 @@ class Supervisor:
             self.fatal = f"the writer process died (exit code {self.writer.exitcode})"
         for slot, worker in enumerate(self.workers):
             exitcode = worker.process.exitcode
-            if worker.retired or exitcode is None or (exitcode == 0 and self.stop.is_set()):
+            if worker.retired or exitcode is None or (exitcode == 0 and self.stopping):
                 continue
             requeued = self.board.release(worker.spec.worker_id)
             name = worker.spec.endpoint.name
             text = f"worker for {name} died (exit code {exitcode}); {requeued} tasks requeued"
-            if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stop.is_set():
+            if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stopping:
                 self.report(Notice(text))
                 worker.retired = True
             else:
@@ -263,11 +262,17 @@ class Supervisor:
             reasons = "; ".join(f"{s.endpoint.name}: {s.last_error}" for s in self.stats.values())
             self.fatal = f"every endpoint has been failing for {limit:.0f}s ({reasons})"
 
+    def _stop_workers(self) -> None:
+        # Closing the board is the one stop signal: workers leave once idle or out of backoff.
+        # (A multiprocessing.Event would not do: a worker SIGKILLed inside Event.wait() leaves
+        # its semaphores so that the next set() blocks forever.)
+        self.board.close()
+        self.stopping = True
+
     def _shutdown(self) -> None:
         if self.fatal:
             self.board.abort(self.fatal)
-        self.stop.set()
-        self.board.close()
+        self._stop_workers()
         aborted = lambda: self.force_stop  # noqa: E731 - a second Ctrl-C cuts the waits short
         _join_all([w.process for w in self.workers], self.config.timeout + JOIN_GRACE_S, aborted)
         if self.writer.is_alive():

@@ -96,6 +96,16 @@ class TaskBoard:
             self._cond.notify_all()
             return len(lost)
 
+    def closed(self) -> bool:
+        """True once close() or abort() was called: workers should leave."""
+        with self._cond:
+            return self._closed
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking early (and returning True) on close."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, timeout)
+
     def close(self) -> None:
         """Stop handing out tasks; leased ones may still finish."""
         with self._cond:

@@ -33,15 +33,18 @@ class WorkerSpec:
     supervisor_pid: int
 
 
-def worker_main(spec: WorkerSpec, board, results, events, stop) -> None:
-    """Claim, fetch, hand over; on failure hand the task back and back off, until `stop`."""
+def worker_main(spec: WorkerSpec, board, results, events) -> None:
+    """Claim, fetch, hand over; on failure hand the task back and back off; exit once the
+    board is closed."""
     init_child(spec.supervisor_pid)
     client = RpcClient(spec.endpoint, spec.timeout)
     backoff = Backoff()
     name = spec.endpoint.name
-    while not stop.is_set():
+    while True:
         task = board.claim(spec.worker_id, CLAIM_WAIT_S)
         if task is None:
+            if board.closed():
+                break
             continue
         try:
             table = fetch_task(client, task, spec)
@@ -54,7 +57,8 @@ def worker_main(spec: WorkerSpec, board, results, events, stop) -> None:
             _hand_back(
                 board, replace(task, attempts=task.attempts + 1, last_error=f"{name}: {err}"), spec
             )
-            stop.wait(backoff.next_delay(err.retry_after))
+            if board.wait_closed(backoff.next_delay(err.retry_after)):
+                break
             continue
         backoff.reset()
         events.put(Attempt(name, True, client.last_latency_ms, task.task_id))

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import backfill, node_rows, stored_rows
 
-from pipeline.messages import TaskWritten
+from pipeline.messages import Attempt, TaskWritten
 from pipeline.planning import plan_tasks
 from pipeline.run import Notice, WorkerStarted
 
@@ -235,3 +235,40 @@ def test_a_range_without_logs_still_gives_one_queryable_empty_file(tmp_path, nod
     files = list((tmp_path / "logs").iterdir())
     assert len(files) == 1 and result.summary["files"] == 1
     assert stored_rows(tmp_path) == []
+
+
+def test_a_worker_sigkilled_while_backing_off_does_not_hang_the_run(tmp_path, node, seeded, proxy):
+    # Regression: a worker killed inside a multiprocessing.Event.wait() left the Event's
+    # semaphores so that the supervisor's stop blocked forever.
+    broken, healthy = (
+        proxy(failure_rate=1.0, failure_kinds=("http_503",)),
+        proxy(latency_ms=(20, 30)),
+    )
+    pids: dict[str, int] = {}
+    killed: list[int] = []
+
+    def report(event):
+        if isinstance(event, WorkerStarted):
+            pids[event.worker_id] = event.pid
+        if (
+            isinstance(event, Attempt)
+            and not event.ok
+            and event.endpoint == "broken"
+            and not killed
+        ):
+            time.sleep(0.2)  # it is now sleeping in its backoff
+            killed.append(pids["broken#0"])
+            os.kill(pids["broken#0"], signal.SIGKILL)
+
+    started = time.monotonic()
+    result = backfill(
+        tmp_path,
+        [f"broken={broken.url}", f"healthy={healthy.url}"],
+        report=report,
+        from_block=seeded.first_block,
+        to_block=seeded.first_block + 999,
+        chunk_size=CHUNK,
+    )
+    assert killed and time.monotonic() - started < 60
+    assert result.exit_code == 0, result.message
+    assert stored_rows(tmp_path) == node_rows(node, seeded.first_block, seeded.first_block + 999)
