@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from .errors import ConfigError, ErrorKind, RpcError
 from .rpc import RpcClient
 
 PROBE_TIMEOUT_S = 10.0
+PROBE_ATTEMPTS = 3  # one 429 or 502 at start must not end a run before it began
+PROBE_RETRY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,17 @@ class Plan:
 
 
 def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
-    """Ask one endpoint for its chain id and the number of its `tag` block."""
+    """Ask one endpoint for its chain id and `tag` block, retrying passing faults briefly."""
+    for attempt in range(PROBE_ATTEMPTS):
+        result = _probe_once(endpoint, tag, timeout)
+        if not result.error or result.refused_tag:
+            break
+        if attempt + 1 < PROBE_ATTEMPTS:
+            time.sleep(PROBE_RETRY_S * 2**attempt)
+    return result
+
+
+def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
     client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
     chain_id = None
     try:
