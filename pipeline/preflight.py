@@ -12,7 +12,7 @@ from .errors import ConfigError, ErrorKind, RpcError
 from .rpc import RpcClient
 
 PROBE_TIMEOUT_S = 10.0
-PROBE_ATTEMPTS = 3  # one 429 or 502 at start must not end a run before it began
+PROBE_ATTEMPTS = 4  # one 429 or 502 at start must not end a run before it began
 PROBE_RETRY_S = 0.5
 
 
