@@ -64,3 +64,44 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((lo, hi))
     return merged
+
+
+def gaps(start: int, end: int, covered: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of start..end that no range in `covered` touches."""
+    missing, lo = [], start
+    for a, b in merge_ranges(covered):
+        if a > lo:
+            missing.append((lo, min(a - 1, end)))
+        lo = max(lo, b + 1)
+    if lo <= end:
+        missing.append((lo, end))
+    return [(a, b) for a, b in missing if a <= b]
+
+
+class Coverage:
+    """Disjoint block ranges stored so far, merged as they arrive (O(1) for adjacent ones), so
+    memory stays flat however many tasks a run writes."""
+
+    def __init__(self) -> None:
+        self._by_start: dict[int, int] = {}
+        self._by_end: dict[int, int] = {}
+
+    def add(self, lo: int, hi: int) -> None:
+        """Record lo..hi (inclusive) as covered; it must not overlap what is already covered."""
+        if (left := self._by_end.pop(lo - 1, None)) is not None:
+            del self._by_start[left]
+            lo = left
+        if (right := self._by_start.pop(hi + 1, None)) is not None:
+            del self._by_end[right]
+            hi = right
+        self._by_start[lo] = hi
+        self._by_end[hi] = lo
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The covered ranges in block order."""
+        return sorted(self._by_start.items())
+
+    @property
+    def blocks(self) -> int:
+        """How many blocks are covered."""
+        return sum(hi - lo + 1 for lo, hi in self._by_start.items())

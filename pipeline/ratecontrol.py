@@ -34,8 +34,3 @@ class Backoff:
     def reset(self) -> None:
         """Forget past failures after a success."""
         self.failures = 0
-
-    @property
-    def failing(self) -> bool:
-        """True while the latest request failed."""
-        return self.failures > 0

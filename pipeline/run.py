@@ -20,11 +20,11 @@ from .convert import logs_to_table
 from .errors import ErrorKind
 from .lifecycle import init_child
 from .messages import Attempt, Task, TaskWritten, WriterFailed
-from .planning import ChunkPlan, plan_tasks
+from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
 from .storage import prepare_output, write_logs
 from .summary import EndpointStats, ranges_json, write_summary
-from .taskqueue import QueueManager
+from .taskqueue import QUEUE_GONE, QueueManager
 from .worker import WorkerSpec, worker_main
 from .writer import WriterSpec, writer_main
 
@@ -33,7 +33,6 @@ MAX_RESTARTS_PER_ENDPOINT = 3
 RESULT_QUEUE_PER_WORKER = 2
 JOIN_GRACE_S = 5.0
 THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
-MANAGER_GONE = (EOFError, ConnectionError, BrokenPipeError)
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -51,6 +50,14 @@ class WorkerStarted:
 
     endpoint: str
     worker_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class ProcessStarted:
+    """The queue manager or the writer process is up (tests use the pid to kill it)."""
+
+    role: str
     pid: int
 
 
@@ -125,8 +132,7 @@ class Supervisor:
     stats: dict[str, EndpointStats] = field(default_factory=dict)
     failed: list[Task] = field(default_factory=list)
     unfetched: list[Task] = field(default_factory=list)
-    written_blocks: int = 0
-    written_ids: set[int] = field(default_factory=set)
+    written: Coverage = field(default_factory=Coverage)
     files: int = 0
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
@@ -141,6 +147,9 @@ class Supervisor:
         """Start everything, watch until the work settles, then shut down in order."""
         manager = QueueManager(ctx=self.ctx)
         manager.start(init_child, (os.getpid(),))
+        self.report(ProcessStarted("queue", manager._process.pid))
+        self.workers: list[_Worker] = []
+        self.writer = None
         try:
             plan = ChunkPlan(self.plan.from_block, self.plan.to_block, self.config.chunk_size)
             self.board = manager.TaskBoard(plan)
@@ -157,19 +166,17 @@ class Supervisor:
                 name="writer",
             )
             self.writer.start()
+            self.report(ProcessStarted("writer", self.writer.pid))
             self.workers = [self._start_worker(i, 0) for i in range(len(self.config.endpoints))]
             self._watch()
             self._shutdown()
-        except MANAGER_GONE:
+        except QUEUE_GONE:
             # The Manager process holding the queue died: nothing can be coordinated any more.
             self.fatal = self.fatal or "the task queue process died"
-            _join_all([*(w.process for w in self.workers), self.writer], 0.0)
+            _join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
             self.failed = []
-            self.unfetched = [
-                t
-                for t in plan_tasks(plan.start, plan.end, plan.chunk_size)
-                if t.task_id not in self.written_ids
-            ]
+            missing = gaps(self.plan.from_block, self.plan.to_block, self.written.ranges())
+            self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
         finally:
             self.seconds = time.monotonic() - self.started
             manager.shutdown()
@@ -224,8 +231,7 @@ class Supervisor:
                 self.last_progress = time.monotonic()
         elif isinstance(event, TaskWritten):
             self.stats[event.endpoint].record_written(event)
-            self.written_blocks += event.task.blocks
-            self.written_ids.add(event.task.task_id)
+            self.written.add(event.task.start, event.task.end)
             self.files += bool(event.path)
             self.last_progress = time.monotonic()
         elif isinstance(event, WriterFailed):
@@ -301,7 +307,7 @@ class Supervisor:
             "chain_id": self.plan.chain_id,
             "from_block": self.plan.from_block,
             "to_block": self.plan.to_block,
-            "blocks": self.written_blocks,
+            "blocks": self.written.blocks,
             "logs": logs,
             "files": self.files,
             "seconds": round(self.seconds, 3),
@@ -320,12 +326,12 @@ class Supervisor:
         total = self.plan.to_block - self.plan.from_block + 1
         if self.signal:
             code = EXIT_ON_SIGNAL[self.signal]
-            message = f"interrupted: {self.written_blocks} of {total} blocks written"
+            message = f"interrupted: {self.written.blocks} of {total} blocks written"
         elif self.failed or self.unfetched:
             code = EXIT_INCOMPLETE
             missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
             message = (
-                f"incomplete: {total - self.written_blocks} of {total} blocks in {missing} ranges "
+                f"incomplete: {total - self.written.blocks} of {total} blocks in {missing} ranges "
                 f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json)"
             )
         elif self.fatal:

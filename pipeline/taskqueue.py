@@ -145,6 +145,10 @@ class TaskBoard:
             )
 
 
+# What a call through a Manager proxy raises once the Manager process is gone.
+QUEUE_GONE = (EOFError, ConnectionError)
+
+
 class QueueManager(SyncManager):
     """A Manager that also hosts the TaskBoard."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from .lifecycle import init_child
 from .messages import Attempt, FetchedBatch, Task
 from .ratecontrol import Backoff
 from .rpc import RpcClient
+from .taskqueue import QUEUE_GONE
 from .validate import check_batch
 
 CLAIM_WAIT_S = 0.5
@@ -37,6 +39,11 @@ def worker_main(spec: WorkerSpec, board, results, events) -> None:
     """Claim, fetch, hand over; on failure hand the task back and back off; exit once the
     board is closed."""
     init_child(spec.supervisor_pid)
+    with contextlib.suppress(*QUEUE_GONE):  # the supervisor reports a lost queue itself
+        _work(spec, board, results, events)
+
+
+def _work(spec: WorkerSpec, board, results, events) -> None:
     client = RpcClient(spec.endpoint, spec.timeout)
     backoff = Backoff()
     name = spec.endpoint.name

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .lifecycle import init_child
 from .messages import FetchedBatch, TaskWritten, WriterFailed
 from .storage import write_logs
+from .taskqueue import QUEUE_GONE
 
 
 @dataclass(frozen=True)
@@ -21,14 +23,17 @@ class WriterSpec:
 def writer_main(spec: WriterSpec, board, results, events) -> None:
     """Store batches until a None arrives; a task is complete only once its file is on disk."""
     init_child(spec.supervisor_pid)
-    while (batch := results.get()) is not None:
-        try:
-            written = store_batch(batch, spec.output, board)
-        except OSError as exc:
-            events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
-            return
-        if written is not None:
-            events.put(written)
+    with contextlib.suppress(*QUEUE_GONE):  # the supervisor reports a lost queue itself
+        while (batch := results.get()) is not None:
+            try:
+                written = store_batch(batch, spec.output, board)
+            except QUEUE_GONE:
+                raise
+            except OSError as exc:
+                events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
+                return
+            if written is not None:
+                events.put(written)
 
 
 def store_batch(batch: FetchedBatch, output: Path, board) -> TaskWritten | None:

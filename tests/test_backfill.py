@@ -12,7 +12,7 @@ from conftest import backfill, node_rows, stored_rows
 
 from pipeline.messages import Attempt, TaskWritten
 from pipeline.planning import plan_tasks
-from pipeline.run import Notice, WorkerStarted
+from pipeline.run import Notice, ProcessStarted, WorkerStarted
 
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
 
@@ -272,3 +272,39 @@ def test_a_worker_sigkilled_while_backing_off_does_not_hang_the_run(tmp_path, no
     assert killed and time.monotonic() - started < 60
     assert result.exit_code == 0, result.message
     assert stored_rows(tmp_path) == node_rows(node, seeded.first_block, seeded.first_block + 999)
+
+
+@pytest.mark.parametrize(
+    "role,reason", [("writer", "writer process died"), ("queue", "task queue")]
+)
+def test_losing_the_writer_or_the_queue_ends_with_exit_1_and_valid_files(
+    tmp_path, node, seeded, proxy, role, reason
+):
+    p = proxy(latency_ms=(20, 30))
+    pids: dict[str, int] = {}
+    killed: list[int] = []
+
+    def report(event):
+        if isinstance(event, ProcessStarted):
+            pids[event.role] = event.pid
+        if isinstance(event, TaskWritten) and event.task.task_id >= 2 and not killed:
+            killed.append(pids[role])
+            os.kill(pids[role], signal.SIGKILL)
+
+    started = time.monotonic()
+    result = backfill(
+        tmp_path,
+        [p.url],
+        report=report,
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert killed and time.monotonic() - started < 60
+    assert result.exit_code == 1 and reason in result.message, result.message
+    assert result.summary["unfetched_ranges"] or result.summary["failed_ranges"]
+    rows = stored_rows(tmp_path)
+    assert len(rows) == len(set(rows)) and set(rows) <= set(
+        node_rows(node, seeded.first_block, seeded.last_block)
+    )
+    assert all(f.suffix == ".parquet" for f in (tmp_path / "logs").iterdir())
