@@ -50,6 +50,7 @@ def _columns(logs: list[dict], chain_id: int, hex_output: bool) -> list[pa.Array
     n = len(logs)
     field = _hex_strings if hex_output else _decode_fixed
     topics = list(map(itemgetter("topics"), logs))
+    data = list(map(itemgetter("data"), logs))
     return [
         _quantities(map(itemgetter("blockNumber"), logs), pa.uint64()),
         field(list(map(itemgetter("blockHash"), logs)), HASH_BYTES),
@@ -58,7 +59,7 @@ def _columns(logs: list[dict], chain_id: int, hex_output: bool) -> list[pa.Array
         _quantities(map(itemgetter("logIndex"), logs), pa.uint32()),
         field(list(map(itemgetter("address"), logs)), ADDRESS_BYTES),
         *(_topic_column(topics, i, field) for i in range(len(TOPIC_COLUMNS))),
-        (_hex_strings if hex_output else _decode_variable)(list(map(itemgetter("data"), logs)), 0),
+        _hex_strings(data, 0) if hex_output else _decode_variable(data),
         pa.repeat(pa.scalar(chain_id, pa.uint64()), n),
     ]
 
@@ -101,7 +102,7 @@ def _decode_fixed(values: list[str], size: int, valid: pa.Array | None = None) -
     return fixed.cast(pa.binary())
 
 
-def _decode_variable(values: list[str], _size: int) -> pa.Array:
+def _decode_variable(values: list[str]) -> pa.Array:
     raw = bytes.fromhex("".join(values).replace("0x", ""))
     lengths = pc.divide(pc.subtract(pc.utf8_length(pa.array(values, pa.string())), 2), 2)
     offsets = pa.concat_arrays(

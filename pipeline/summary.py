@@ -12,7 +12,7 @@ import orjson
 
 from .endpoints import Endpoint
 from .messages import Attempt, Task, TaskWritten
-from .naming import SUMMARY_FILE
+from .naming import SUMMARY_FILE, temp_path
 from .planning import merge_ranges
 
 
@@ -91,7 +91,7 @@ def ranges_json(tasks: list[Task]) -> list[dict]:
 def write_summary(out_dir: Path, summary: dict) -> Path:
     """Write summary.json atomically."""
     path = out_dir / SUMMARY_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     os.replace(tmp, path)
     return path
