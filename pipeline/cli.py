@@ -10,11 +10,13 @@ import click
 
 from .config import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     build_config,
 )
+from .configfile import load_config_file
 from .errors import ConfigError
 from .messages import TaskWritten
 from .preflight import NoEndpointError
@@ -93,19 +95,48 @@ def cli() -> None:
 @click.option(
     "--overwrite", is_flag=True, help="Replace log files an earlier run left in --output."
 )
+@click.option(
+    "--concurrency",
+    type=int,
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight at once per endpoint.",
+)
+@click.option(
+    "--rps",
+    type=float,
+    default=None,
+    help="Requests per second per endpoint at most (default: as fast as each answers; "
+    "lowered automatically when an endpoint throttles).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file with options and per-endpoint settings ([endpoints.NAME] url, rps, "
+    "concurrency, max-block-range); flags given here win.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print no per-task lines.")
-def backfill(
-    rpc, from_block, to_block, address, topic0, topic1, topic2, topic3, quiet, **options
-) -> None:
+@click.pass_context
+def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
     """Fetch every matching log of a block range into Parquet files."""
+    endpoint_settings: dict = {}
+    if config_file is not None:
+        from_file, endpoint_settings = load_config_file(config_file)
+        for key, value in from_file.items():
+            if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:
+                values[key] = value
+    quiet = values.pop("quiet")
     config = build_config(
-        rpc=rpc,
-        from_block=from_block,
-        to_block=to_block,
-        addresses=address,
-        topics=(topic0, topic1, topic2, topic3),
+        rpc=values.pop("rpc"),
+        from_block=values.pop("from_block"),
+        to_block=values.pop("to_block"),
+        addresses=values.pop("address"),
+        topics=tuple(values.pop(f"topic{i}") for i in range(4)),
         env=os.environ,
-        **options,
+        endpoint_settings=endpoint_settings,
+        **values,
     )
     result = run_backfill(config, report=ConsoleReport(quiet))
     print_result(result)

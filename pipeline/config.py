@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from eth_utils import is_checksum_address
 
@@ -22,6 +23,8 @@ DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_STALL_TIMEOUT_S = 60.0
+DEFAULT_CONCURRENCY = 1
+MAX_CONCURRENCY = 64
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -45,6 +48,16 @@ class LogFilter:
         if topics:
             params["topics"] = [list(values) if values else None for values in topics]
         return params
+
+    def matches(self, log: dict) -> bool:
+        """Whether one decoded log passes the filter (for logs read from block receipts)."""
+        if self.addresses and str(log.get("address", "")).lower() not in self.addresses:
+            return False
+        topics = [str(t).lower() for t in log.get("topics") or ()]
+        for position, values in enumerate(self.topics):
+            if values and (position >= len(topics) or topics[position] not in values):
+                return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -72,12 +85,18 @@ def build_config(
     addresses: Sequence[str] = (),
     topics: Sequence[Sequence[str]] = ((), (), (), ()),
     env: Mapping[str, str] | None = None,
+    rps: float | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    endpoint_settings: Mapping[str, Mapping[str, Any]] | None = None,
     **options,
 ) -> BackfillConfig:
     """Validate raw values; `--rpc`, `--address` and `--topic0` fall back to RPC_URLS,
-    CONTRACT_ADDRESS and EVENT_TOPIC in `env`, then to the defaults."""
+    CONTRACT_ADDRESS and EVENT_TOPIC in `env`, then to the defaults. `endpoint_settings`
+    (from a config file) names endpoints with their URL and/or their own limits."""
     env = env or {}
-    rpc_specs = list(rpc) or _split_env(env.get("RPC_URLS")) or list(DEFAULT_RPC_URLS)
+    settings = dict(endpoint_settings or {})
+    configured = [f"{name}={s['url']}" for name, s in settings.items() if "url" in s]
+    rpc_specs = list(rpc) or configured or _split_env(env.get("RPC_URLS")) or list(DEFAULT_RPC_URLS)
     addresses = list(addresses) or _split_env(env.get("CONTRACT_ADDRESS"))
     topic_lists = [list(t) for t in topics] + [[] for _ in range(4 - len(topics))]
     topic_lists[0] = topic_lists[0] or _split_env(env.get("EVENT_TOPIC"))
@@ -95,8 +114,18 @@ def build_config(
         options["output"] = Path(options["output"])
     if len(topics) > 4:
         raise ConfigError("at most four topic positions (--topic0 .. --topic3)")
+    endpoints = parse_endpoints(rpc_specs)
+    unmatched = sorted(set(settings) - {e.name for e in endpoints})
+    if unmatched and "url" not in settings[unmatched[0]]:
+        names = ", ".join(e.name for e in endpoints)
+        raise ConfigError(
+            f"the config file sets limits for endpoint {unmatched[0]!r}, but no endpoint has "
+            f"that name (endpoints: {names}); name it with --rpc {unmatched[0]}=URL"
+        )
     return BackfillConfig(
-        endpoints=tuple(parse_endpoints(rpc_specs)),
+        endpoints=tuple(
+            _with_limits(e, settings.get(e.name, {}), rps, concurrency) for e in endpoints
+        ),
         from_block=start,
         to_block=end,
         log_filter=LogFilter(
@@ -108,6 +137,33 @@ def build_config(
         ),
         **options,
     )
+
+
+def _with_limits(
+    endpoint: Endpoint, settings: Mapping[str, Any], rps: float | None, concurrency: int
+) -> Endpoint:
+    where = f"endpoint {endpoint.name}"
+    rps = settings.get("rps", rps)
+    concurrency = settings.get("concurrency", concurrency)
+    max_blocks = settings.get("max_block_range")
+    if rps is not None and not (_number(rps, f"--rps ({where})") > 0):
+        raise ConfigError(f"--rps must be positive ({where}), got {rps}")
+    if not 1 <= _number(concurrency, f"--concurrency ({where})") <= MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency must be 1-{MAX_CONCURRENCY} ({where}), got {concurrency}")
+    if max_blocks is not None and not _number(max_blocks, f"max-block-range ({where})") >= 1:
+        raise ConfigError(f"max-block-range must be at least 1 ({where}), got {max_blocks}")
+    return replace(
+        endpoint,
+        rps=None if rps is None else float(rps),
+        concurrency=int(concurrency),
+        max_blocks=None if max_blocks is None else int(max_blocks),
+    )
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    return value
 
 
 def _split_env(value: str | None) -> list[str]:

@@ -19,11 +19,15 @@ _NAMED_URL = re.compile(r"^(?P<name>[A-Za-z][\w.-]{0,31})=(?P<url>.+)$")
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One JSON-RPC endpoint: its display name, full URL (may hold secrets) and redacted URL."""
+    """One JSON-RPC endpoint: its display name, full URL (may hold secrets), redacted URL, and
+    how hard we may use it."""
 
     name: str
     url: str
     safe_url: str
+    rps: float | None = None  # requests per second at most (None: as fast as it answers)
+    concurrency: int = 1  # requests in flight at once
+    max_blocks: int | None = None  # a known eth_getLogs range cap (None: learn it)
 
 
 def redact_url(url: str) -> str:

@@ -14,8 +14,9 @@ class Task:
     task_id: int
     start: int
     end: int
-    attempts: int = 0
+    attempts: int = 0  # failed fetches so far; splits and throttling do not count
     last_error: str = ""
+    excluded: frozenset[str] = frozenset()  # endpoints that cannot serve this range (pruned...)
 
     @property
     def blocks(self) -> int:
@@ -42,6 +43,29 @@ class Attempt:
     task_id: int | None = None
     error_kind: str = ""
     error: str = ""
+    reaction: str = ""  # what the worker did about the error (see worker.Reaction)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Worker -> supervisor: a task was too big for an endpoint and was cut at block `at`."""
+
+    endpoint: str
+    task: Task
+    at: int
+    reason: str
+    window: int | None = None  # the endpoint's request window after the split
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """Worker -> supervisor: an endpoint changed state (active, backing off, circuit open,
+    behind, out); `detail` says why, `retired` marks it out for the rest of the run."""
+
+    endpoint: str
+    state: str
+    detail: str = ""
+    retired: bool = False
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,20 @@ class ChunkPlan:
         return Task(-1, self.next_start, self.end)
 
 
+def split_point(task: Task, hint: tuple[int, int] | None, max_blocks: int | None) -> int:
+    """Where to cut a task (2+ blocks) an endpoint refused as too big: at the provider's hinted
+    range when it lies strictly inside and is smaller, else at its stated width, else in half.
+    Returns the last block of the first piece."""
+    start, end = task.start, task.end
+    if hint is not None:
+        lo, hi = hint
+        if start <= lo <= hi <= end and hi - lo < end - start:
+            return hi if hi < end else lo - 1
+    if max_blocks is not None and 1 <= max_blocks < task.blocks:
+        return start + max_blocks - 1
+    return start + task.blocks // 2 - 1
+
+
 def plan_tasks(start: int, end: int, chunk_size: int) -> list[Task]:
     """All tasks of start..end at once (for tests and small ranges)."""
     plan = ChunkPlan(start, end, chunk_size)

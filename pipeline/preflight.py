@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import BackfillConfig
 from .endpoints import Endpoint
@@ -14,6 +14,7 @@ from .rpc import RpcClient
 PROBE_TIMEOUT_S = 10.0
 PROBE_ATTEMPTS = 4  # one 429 or 502 at start must not end a run before it began
 PROBE_RETRY_S = 0.5
+FINAL = (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED)  # asking again will not change the answer
 
 
 @dataclass(frozen=True)
@@ -39,28 +40,30 @@ class Plan:
     from_block: int
     to_block: int
     silent: tuple[Probe, ...]
+    heads: dict[str, int] = field(default_factory=dict)  # endpoint name -> its probed block
+    behind: tuple[Probe, ...] = ()  # answered, but their head is before the end block
 
 
 def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
     """Ask one endpoint for its chain id and `tag` block, retrying passing faults briefly."""
     for attempt in range(PROBE_ATTEMPTS):
-        result = _probe_once(endpoint, tag, timeout)
-        if not result.error or result.refused_tag:
+        result, kind = _probe_once(endpoint, tag, timeout)
+        if not result.error or result.refused_tag or kind in FINAL:
             break
         if attempt + 1 < PROBE_ATTEMPTS:
             time.sleep(PROBE_RETRY_S * 2**attempt)
     return result
 
 
-def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
+def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> tuple[Probe, ErrorKind | None]:
     client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
     chain_id = None
     try:
         chain_id = client.chain_id()
-        return Probe(endpoint, chain_id, client.block_number(tag))
+        return Probe(endpoint, chain_id, client.block_number(tag)), None
     except RpcError as err:
         refused = chain_id is not None and err.kind is ErrorKind.PERMANENT
-        return Probe(endpoint, chain_id, error=str(err), refused_tag=refused)
+        return Probe(endpoint, chain_id, error=str(err), refused_tag=refused), err.kind
     finally:
         client.close()
 
@@ -88,16 +91,24 @@ def resolve_plan(config: BackfillConfig) -> Plan:
         raise ConfigError(
             f"the endpoints serve different chains ({listing}): pass endpoints of one chain"
         )
-    # The lowest head is one every answering endpoint can serve in full: a node asked for blocks
-    # beyond its head may answer [] instead of an error.
-    lowest = min(answered, key=lambda p: p.end_block)
-    head = lowest.end_block
+    # The run ends at the most advanced endpoint's block. Endpoints behind it serve only what
+    # they have: a node asked beyond its head may answer [] instead of an error, so workers
+    # never ask beyond the head they know.
+    leader = max(answered, key=lambda p: p.end_block)
+    head = leader.end_block
     end = config.to_block if isinstance(config.to_block, int) else head
     if end > head:
         raise ConfigError(
-            f"--to-block {end} is beyond block {head}, the head of {lowest.endpoint.name} "
-            "(the lowest among the endpoints): lower it, use latest, or drop that endpoint"
+            f"--to-block {end} is beyond block {head}, the head of {leader.endpoint.name} "
+            "(the most advanced endpoint): lower it or use latest"
         )
     if config.from_block > end:
         raise ConfigError(f"--from-block {config.from_block} is after the end block {end}")
-    return Plan(chains.pop(), config.from_block, end, tuple(p for p in probes if p.error))
+    return Plan(
+        chains.pop(),
+        config.from_block,
+        end,
+        tuple(p for p in probes if p.error),
+        {p.endpoint.name: p.end_block for p in answered},
+        tuple(p for p in answered if p.end_block < end),
+    )

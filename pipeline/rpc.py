@@ -74,6 +74,17 @@ class RpcClient:
             )
         return logs
 
+    def block_logs(self, block: int) -> list[dict]:
+        """Every log of one block, from eth_getBlockReceipts: the way to read a block whose logs
+        exceed an endpoint's eth_getLogs caps."""
+        receipts = self.call("eth_getBlockReceipts", [hex(block)])
+        if not isinstance(receipts, list) or not all(isinstance(r, dict) for r in receipts):
+            raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts did not return receipts")
+        logs = [log for receipt in receipts for log in receipt.get("logs") or ()]
+        if not all(isinstance(log, dict) for log in logs):
+            raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts returned malformed logs")
+        return logs
+
     def chain_id(self) -> int:
         """The chain id the endpoint serves."""
         return _quantity(self.call("eth_chainId", []), "eth_chainId")

@@ -19,13 +19,13 @@ from .config import BackfillConfig
 from .convert import logs_to_table
 from .errors import ErrorKind
 from .lifecycle import init_child
-from .messages import Attempt, Task, TaskWritten, WriterFailed
+from .messages import Attempt, EndpointState, Split, Task, TaskWritten, WriterFailed
 from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
 from .storage import prepare_output, write_logs
 from .summary import EndpointStats, ranges_json, write_summary
 from .taskqueue import QUEUE_GONE, QueueManager
-from .worker import WorkerSpec, worker_main
+from .worker import EXIT_RETIRED, WorkerSpec, worker_main
 from .writer import WriterSpec, writer_main
 
 POLL_S = 0.2
@@ -82,6 +82,13 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
+    for probe in plan.behind:
+        report(
+            Notice(
+                f"{probe.endpoint.name} is at block {probe.end_block}, behind the end block "
+                f"{plan.to_block}: it serves only blocks it has"
+            )
+        )
     prepare_output(config.output, config.overwrite)
     supervisor = Supervisor(config, plan, report)
     with _signals_recorded(supervisor):
@@ -152,7 +159,7 @@ class Supervisor:
         self.writer = None
         try:
             plan = ChunkPlan(self.plan.from_block, self.plan.to_block, self.config.chunk_size)
-            self.board = manager.TaskBoard(plan)
+            self.board = manager.TaskBoard(plan, [e.name for e in self.config.endpoints])
             self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
             self.events = manager.Queue()
             self.writer = self.ctx.Process(
@@ -192,6 +199,8 @@ class Supervisor:
             timeout=self.config.timeout,
             max_attempts=self.config.max_attempts,
             supervisor_pid=os.getpid(),
+            to_block=self.plan.to_block,
+            head=self.plan.heads.get(endpoint.name),
         )
         process = self.ctx.Process(
             target=worker_main,
@@ -227,13 +236,17 @@ class Supervisor:
     def _handle(self, event: object) -> None:
         if isinstance(event, Attempt):
             self.stats[event.endpoint].record_attempt(event)
-            if event.ok:
+            if event.ok and event.task_id is not None:
                 self.last_progress = time.monotonic()
         elif isinstance(event, TaskWritten):
             self.stats[event.endpoint].record_written(event)
             self.written.add(event.task.start, event.task.end)
             self.files += bool(event.path)
             self.last_progress = time.monotonic()
+        elif isinstance(event, Split):
+            self.stats[event.endpoint].record_split(event)
+        elif isinstance(event, EndpointState):
+            self.stats[event.endpoint].record_state(event)
         elif isinstance(event, WriterFailed):
             self.fatal = event.message
         self.report(event)
@@ -247,6 +260,9 @@ class Supervisor:
                 continue
             requeued = self.board.release(worker.spec.worker_id)
             name = worker.spec.endpoint.name
+            if exitcode == EXIT_RETIRED:
+                worker.retired = True
+                continue
             text = f"worker for {name} died (exit code {exitcode}); {requeued} tasks requeued"
             if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stopping:
                 self.report(Notice(text))
@@ -255,18 +271,29 @@ class Supervisor:
                 self.report(Notice(text + ", restarting it"))
                 self.workers[slot] = self._start_worker(worker.index, worker.restarts + 1)
         if all(w.retired for w in self.workers):
-            self.fatal = "every worker process died"
+            out = [s for s in self.stats.values() if s.out_reason]
+            if len(out) == len(self.stats):
+                reasons = "; ".join(f"{s.endpoint.name}: {s.out_reason}" for s in out)
+                self.fatal = f"every endpoint is out of service ({reasons})"
+            else:
+                self.fatal = "every worker process died"
 
     def _check_stalled(self) -> None:
-        stats = self.stats.values()
-        if not all(s.consecutive_failures > 0 for s in stats):
-            return
+        # Progress is a fetched or stored task; without any for this long, waiting is pointless:
+        # every endpoint is failing, out, or behind the blocks still missing.
         limit = self.config.stall_timeout
+        stats = self.stats.values()
         if any(s.last_error.startswith(ErrorKind.RATE_LIMITED.value) for s in stats):
             limit *= THROTTLED_STALL_FACTOR
+        slowest = max((1 / e.rps for e in self.config.endpoints if e.rps), default=0.0)
+        limit = max(limit, 5 * slowest)
         if time.monotonic() - self.last_progress > limit:
-            reasons = "; ".join(f"{s.endpoint.name}: {s.last_error}" for s in self.stats.values())
-            self.fatal = f"every endpoint has been failing for {limit:.0f}s ({reasons})"
+            reasons = "; ".join(
+                f"{s.endpoint.name}: {s.out_reason or s.last_error or s.state}" for s in stats
+            )
+            failing = all(s.consecutive_failures or s.out_reason for s in stats)
+            what = "every endpoint has been failing" if failing else "no block was fetched"
+            self.fatal = f"{what} for {limit:.0f}s ({reasons})"
 
     def _stop_workers(self) -> None:
         # Closing the board is the one stop signal: workers leave once idle or out of backoff.

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from .endpoints import Endpoint
-from .messages import Attempt, Task, TaskWritten
+from .messages import Attempt, EndpointState, Split, Task, TaskWritten
 from .naming import SUMMARY_FILE, temp_path
 from .planning import merge_ranges
 
@@ -28,7 +28,12 @@ class EndpointStats:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     last_error: str = ""
-    consecutive_failures: int = 0
+    consecutive_failures: int = 0  # endpoint faults only: caps and throttles are not failures
+    splits: int = 0
+    throttled: int = 0
+    window: int | None = None
+    state: str = "active"
+    out_reason: str = ""
 
     def record_attempt(self, attempt: Attempt) -> None:
         """Count one request."""
@@ -36,11 +41,24 @@ class EndpointStats:
         self.latencies_ms.append(attempt.latency_ms)
         if attempt.ok:
             self.consecutive_failures = 0
-        else:
-            self.failures += 1
+            return
+        self.failures += 1
+        self.errors[attempt.error_kind] += 1
+        self.last_error = f"{attempt.error_kind}: {attempt.error}"
+        self.throttled += attempt.reaction == "throttle"
+        if attempt.reaction == "retry":
             self.consecutive_failures += 1
-            self.errors[attempt.error_kind] += 1
-            self.last_error = f"{attempt.error_kind}: {attempt.error}"
+
+    def record_split(self, split: Split) -> None:
+        """Count a task cut because it was too big for the endpoint."""
+        self.splits += 1
+        self.window = split.window
+
+    def record_state(self, change: EndpointState) -> None:
+        """Follow the endpoint's state (active, throttled, circuit open, out...)."""
+        self.state = change.state
+        if change.retired:
+            self.out_reason = change.detail
 
     def record_written(self, written: TaskWritten) -> None:
         """Credit a stored task to the endpoint that fetched it."""
@@ -63,6 +81,11 @@ class EndpointStats:
             "p95_latency_ms": _round(percentile(self.latencies_ms, 95)),
             "errors": dict(self.errors),
             "last_error": self.last_error or None,
+            "splits": self.splits,
+            "throttled": self.throttled,
+            "window": self.window,
+            "state": self.state,
+            "out_reason": self.out_reason or None,
         }
 
 
@@ -99,23 +122,29 @@ def write_summary(out_dir: Path, summary: dict) -> Path:
 
 def format_table(endpoints: list[dict]) -> str:
     """The per-endpoint statistics as an aligned text table."""
-    header = ("endpoint", "requests", "failures", "tasks", "logs", "avg ms", "p50 ms", "p95 ms")
+    header = (
+        "endpoint", "requests", "failures", "splits", "tasks", "logs", "avg ms", "p50 ms",
+        "p95 ms", "state",
+    )  # fmt: skip
     rows = [
         (
             e["name"],
-            *(str(e[k]) for k in ("requests", "failures", "tasks", "logs")),
+            *(str(e[k]) for k in ("requests", "failures", "splits", "tasks", "logs")),
             *(
                 "-" if e[k] is None else f"{e[k]:.1f}"
                 for k in ("avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
             ),
+            e["state"],
         )
         for e in endpoints
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    # Names align left, numbers right.
+    # Names and states align left, numbers right.
     return "\n".join(
         "  ".join(
-            [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
-        )
+            [r[0].ljust(widths[0])]
+            + [c.rjust(w) for c, w in zip(r[1:-1], widths[1:-1], strict=True)]
+            + [r[-1]]
+        ).rstrip()
         for r in [header, *rows]
     )

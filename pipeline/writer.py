@@ -37,10 +37,10 @@ def writer_main(spec: WriterSpec, board, results, events) -> None:
 
 
 def store_batch(batch: FetchedBatch, output: Path, board) -> TaskWritten | None:
-    """Write one batch unless its task is already stored (a dead worker's task fetched twice)."""
+    """Write one batch unless its task was stored already or replaced by pieces (a dead
+    worker's task fetched twice, or cut after the worker died holding it)."""
     task = batch.task
-    if board.is_done(task.task_id):
-        board.complete(task.task_id)  # ends the second lease
+    if not board.accept(task.task_id):
         return None
     path = write_logs(batch.table, output, task.start, task.end) if batch.table.num_rows else None
     board.complete(task.task_id)

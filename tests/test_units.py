@@ -310,12 +310,15 @@ def test_leases_of_a_dead_worker_are_requeued_and_not_done_twice():
     first = board.claim("a", 0)
     second = board.claim("b", 0)
     assert board.claim("c", 0) is None
-    board.complete(first.task_id)  # a's batch was stored before a died
+    assert board.accept(first.task_id)  # a's batch was stored before a died
+    board.complete(first.task_id)
     assert board.release("a") == 0
     assert board.release("b") == 1
     again = board.claim("c", 0)
     assert again == second
+    assert board.accept(again.task_id)
     board.complete(again.task_id)
+    assert not board.accept(again.task_id)  # b's late batch for the same task is not stored
     assert board.state().settled and board.state().done == 2
 
 
@@ -451,15 +454,17 @@ def _probes(mocker, *answers):
     return config
 
 
-def test_the_end_block_is_the_lowest_among_answering_endpoints(mocker):
+def test_the_end_block_is_the_most_advanced_endpoints_and_laggards_are_named(mocker):
     from pipeline.preflight import resolve_plan
 
     config = _probes(
         mocker, (1, 120), (1, 100), (None, None, "connection_error: connection refused")
     )
     plan = resolve_plan(config)
-    assert (plan.chain_id, plan.to_block) == (1, 100)
+    assert (plan.chain_id, plan.to_block) == (1, 120)
     assert [p.endpoint.name for p in plan.silent] == ["127.0.0.1:3"]
+    assert [p.endpoint.name for p in plan.behind] == ["127.0.0.1:2"]
+    assert plan.heads == {"127.0.0.1:1": 120, "127.0.0.1:2": 100}
 
 
 @pytest.mark.parametrize(
