@@ -12,7 +12,7 @@ import requests
 from pipeline.config import DEFAULT_RPC_URLS, LogFilter, build_config
 from pipeline.convert import log_schema, logs_to_table
 from pipeline.endpoints import parse_endpoints, redact_url, scrub, short_name
-from pipeline.errors import ConfigError, ErrorKind, RpcError, decode_response
+from pipeline.errors import ConfigError, ErrorKind, RpcError
 from pipeline.messages import Task
 from pipeline.planning import ChunkPlan, Coverage, gaps, merge_ranges, plan_tasks
 from pipeline.preflight import NoEndpointError
@@ -196,49 +196,6 @@ def test_short_names_come_from_the_provider_and_stay_distinct():
         )
     ]
     assert names == ["127.0.0.1:1", "127.0.0.1:2", "drpc", "drpc-2", "fast"]
-
-
-# --- error classification (issue 3 grows this into a corpus) -----------------------------------
-
-
-@pytest.mark.parametrize(
-    "status,headers,body,kind,retry_after",
-    [
-        (503, {}, b"<html><body>Service Unavailable</body></html>", ErrorKind.SERVER, None),
-        (429, {"Retry-After": "3"}, b"Too Many Requests", ErrorKind.RATE_LIMITED, 3.0),
-        (
-            200,
-            {},
-            b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"query returned more than 10000 results"}}',
-            ErrorKind.TOO_MANY_RESULTS,
-            None,
-        ),
-        (
-            200,
-            {},
-            b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"project ID request rate exceeded","data":{"rate":{"backoff_seconds":0}}}}',
-            ErrorKind.RATE_LIMITED,
-            0.0,
-        ),
-        (200, {}, b'{"jsonrpc":"2.0","id":1,"result":[{"a"', ErrorKind.MALFORMED, None),
-        (200, {}, b"", ErrorKind.MALFORMED, None),
-        (
-            403,
-            {},
-            b'{"error":{"code":-32000,"message":"Monthly capacity limit exceeded."}}',
-            ErrorKind.QUOTA,
-            None,
-        ),
-    ],
-)
-def test_responses_are_classified(status, headers, body, kind, retry_after):
-    with pytest.raises(RpcError) as err:
-        decode_response(status, headers, body)
-    assert err.value.kind is kind and err.value.retry_after == retry_after
-
-
-def test_successful_response_returns_result():
-    assert decode_response(200, {}, b'{"jsonrpc":"2.0","id":1,"result":[]}') == []
 
 
 # --- conversion ------------------------------------------------------------------------------
