@@ -160,8 +160,16 @@ class EndpointWorker:
         try:
             head = client.block_number()
         except RpcError as err:
-            self._record(False, client, None, err, Reaction.RETRY)
-            self._endpoint_fault(err)
+            reaction = REACTIONS.get(err.kind, Reaction.RETRY)
+            self._record(False, client, None, err, reaction)
+            if reaction is not Reaction.RETRY:
+                self.breaker.release()
+            if reaction is Reaction.RETIRE:
+                self._retire(str(err))
+            elif reaction is Reaction.THROTTLE:
+                self.throttle.on_throttled(err.retry_after)
+            else:
+                self._endpoint_fault(err)
             return
         self._record(True, client, None)
         self.breaker.record_success()

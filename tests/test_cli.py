@@ -48,6 +48,10 @@ def start_pipeline(*args: str) -> subprocess.Popen:
         ["--to-block", "pending"],
         ["--chunk-size", "zero"],
         ["--max-attempts", "0"],
+        ["--concurrency", "0"],
+        ["--rps", "0"],
+        ["--rps", "fast"],
+        ["--config", "/nonexistent/backfill.toml"],
         ["--no-such-flag"],
     ],
 )

@@ -1,0 +1,190 @@
+"""Unit tests of the per-endpoint limits: pacing, circuit breaker, request window, split points."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pipeline.health import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from pipeline.messages import Task
+from pipeline.planning import split_point
+from pipeline.ratecontrol import MIN_RPS, RETRY_AFTER_CAP_S, RETRY_AFTER_FLOOR_S, Throttle
+from pipeline.window import GROW_AFTER, PROBE_AFTER, RangeWindow
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_spaces_requests_at_the_configured_rate():
+    clock = Clock()
+    throttle = Throttle(rps=4, clock=clock)
+    waits = [throttle.reserve() for _ in range(5)]
+    assert waits == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_unpaced_throttle_never_waits_until_throttled():
+    throttle = Throttle(clock=Clock())
+    assert [throttle.reserve() for _ in range(3)] == [0, 0, 0]
+
+
+def test_throttling_halves_the_rate_and_pauses_as_long_as_asked():
+    clock = Clock()
+    throttle = Throttle(rps=10, clock=clock, rng=random.Random(1))
+    pause = throttle.on_throttled(retry_after=3)
+    assert throttle.rate == 5
+    assert 3 <= pause <= 3.6 and throttle.paused_for() == pytest.approx(pause)
+    assert throttle.reserve() == pytest.approx(pause)
+
+
+def test_a_zero_retry_after_still_pauses_a_little_and_huge_ones_are_clamped():
+    throttle = Throttle(clock=Clock(), rng=random.Random(2))
+    assert throttle.on_throttled(retry_after=0) >= RETRY_AFTER_FLOOR_S
+    assert throttle.on_throttled(retry_after=10_000) <= RETRY_AFTER_CAP_S
+
+
+def test_an_unpaced_endpoint_that_throttles_gets_half_its_measured_rate():
+    clock = Clock()
+    throttle = Throttle(clock=clock)
+    for _ in range(21):
+        throttle.reserve()
+        clock.now += 0.05  # 20 requests per second
+    throttle.on_throttled(retry_after=None)
+    assert throttle.rate == pytest.approx(10, rel=0.01)
+
+
+def test_rate_recovers_additively_after_sustained_success_up_to_the_ceiling():
+    throttle = Throttle(rps=10, clock=Clock())
+    for _ in range(4):
+        throttle.on_throttled(retry_after=0)
+    assert throttle.rate == pytest.approx(0.625)
+    for _ in range(10):
+        throttle.on_success()
+    assert throttle.rate == pytest.approx(1.625)  # +10% of the ceiling
+    for _ in range(1000):
+        throttle.on_success()
+    assert throttle.rate == 10
+
+
+def test_rate_never_drops_below_the_floor():
+    throttle = Throttle(rps=1, clock=Clock())
+    for _ in range(20):
+        throttle.on_throttled(retry_after=0)
+    assert throttle.rate == MIN_RPS
+
+
+def test_failures_back_off_exponentially_and_success_resets():
+    clock = Clock()
+    throttle = Throttle(clock=clock, rng=random.Random(3))
+    pauses = [throttle.on_failure() for _ in range(3)]
+    assert [round(p) for p in pauses] == [1, 2, 4]
+    throttle.on_success()
+    assert throttle.on_failure() < 1.3
+
+
+def test_breaker_opens_after_a_run_of_failures_and_half_opens_for_one_probe():
+    clock = Clock()
+    breaker = CircuitBreaker(failures_to_open=3, cooldown=10, clock=clock)
+    assert [breaker.record_failure() for _ in range(3)] == [False, False, True]
+    assert breaker.state == OPEN and breaker.admit() == pytest.approx(10)
+    clock.now += 10
+    assert breaker.admit() == 0 and breaker.state == HALF_OPEN
+    assert breaker.admit() > 0  # only one probe at a time
+    assert breaker.record_success() and breaker.state == CLOSED and breaker.admit() == 0
+
+
+def test_a_failed_probe_reopens_the_breaker_for_twice_as_long():
+    clock = Clock()
+    breaker = CircuitBreaker(failures_to_open=1, cooldown=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.admit() == 0
+    assert breaker.record_failure() and breaker.admit() == pytest.approx(20)
+
+
+def test_a_released_probe_lets_the_next_request_probe():
+    clock = Clock()
+    breaker = CircuitBreaker(failures_to_open=1, cooldown=1, clock=clock)
+    breaker.record_failure()
+    clock.now += 1
+    assert breaker.admit() == 0
+    breaker.release()
+    assert breaker.admit() == 0
+
+
+def test_window_shrinks_to_what_should_fit_and_never_to_the_refused_width():
+    window = RangeWindow()
+    window.shrink(width=1000, fits=300, range_cap=False)
+    assert window.limit == 300 and window.ceiling is None
+    window.shrink(width=300, fits=300, range_cap=False)  # an echoed hint: still strictly smaller
+    assert window.limit == 299
+
+
+def test_window_grows_slowly_after_full_width_successes():
+    window = RangeWindow()
+    window.shrink(width=1000, fits=100, range_cap=False)
+    for _ in range(GROW_AFTER - 1):
+        window.succeeded(100)
+    window.succeeded(50)  # narrower requests say nothing about the limit
+    assert window.limit == 100
+    window.succeeded(100)
+    assert window.limit == 125
+
+
+def test_window_stays_under_a_range_cap_but_probes_above_it_now_and_then():
+    window = RangeWindow()
+    window.shrink(width=1000, fits=100, range_cap=True)
+    for _ in range(PROBE_AFTER - 1):
+        window.succeeded(100)
+    assert window.limit == 100
+    window.succeeded(100)
+    assert window.limit == 125
+    window.shrink(width=125, fits=100, range_cap=True)  # the cap is real: back under it
+    assert (window.limit, window.ceiling) == (100, 100)
+
+
+def test_a_known_cap_from_the_config_starts_the_window():
+    assert RangeWindow(500).limit == 500
+
+
+TASK = Task(1, 1000, 1999)
+
+
+@pytest.mark.parametrize(
+    "hint,max_blocks,expected",
+    [
+        ((1000, 1299), None, 1299),  # a valid hint: split right after it
+        ((1000, 1999), None, 1499),  # echoes the request: halve
+        ((1999, 1000), None, 1499),  # inverted: halve
+        ((2000, 2500), None, 1499),  # outside: halve
+        ((900, 1200), None, 1499),  # starts before the range: halve
+        ((1500, 1999), None, 1499),  # a valid tail: split before it
+        (None, 250, 1249),  # a stated width
+        (None, 5000, 1499),  # a stated width wider than the task: halve
+        ((1000, 1099), 250, 1099),  # the hint wins over the width
+        (None, None, 1499),
+    ],
+    ids=[
+        "valid-hint",
+        "echoed-hint",
+        "inverted-hint",
+        "outside-hint",
+        "overlapping-hint",
+        "tail-hint",
+        "width",
+        "wide-width",
+        "hint-and-width",
+        "nothing",
+    ],
+)
+def test_split_point_trusts_only_hints_strictly_inside_the_range(hint, max_blocks, expected):
+    assert split_point(TASK, hint, max_blocks) == expected
+
+
+def test_split_point_of_two_blocks_is_the_first():
+    assert split_point(Task(1, 7, 8), (7, 8), None) == 7
