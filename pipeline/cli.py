@@ -18,7 +18,7 @@ from .config import (
 )
 from .configfile import load_config_file
 from .errors import ConfigError
-from .messages import TaskWritten
+from .messages import EndpointState, Split, TaskWritten
 from .preflight import NoEndpointError
 from .run import Notice, RunResult, run_backfill
 from .summary import format_table
@@ -153,11 +153,43 @@ def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
 )
 @click.option("--logs", type=int, default=200_000, show_default=True, help="Logs to seed.")
 @click.option("--blocks", type=int, default=5_000, show_default=True, help="Blocks to seed.")
-def demo(output: Path, logs: int, blocks: int) -> None:
-    """Run offline: a local anvil node behind three simulated providers, then a backfill."""
-    from .demo import run_demo
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    metavar="NAME",
+    help="Simulated provider behaviour, repeatable: one endpoint per profile (default: fast, "
+    "medium, slow-flaky). Add --profile healthy to mix in a well-behaved endpoint.",
+)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=None,
+    help="Blocks per task (default: 50, or 500 with --profile so that caps bite).",
+)
+@click.option("--list-profiles", is_flag=True, help="List the provider profiles and exit.")
+def demo(
+    output: Path,
+    logs: int,
+    blocks: int,
+    profiles: tuple[str, ...],
+    chunk_size: int | None,
+    list_profiles: bool,
+) -> None:
+    """Run offline: a local anvil node behind simulated providers, then a backfill."""
+    from .demo import profile_list, run_demo
 
-    result = run_demo(output, logs=logs, blocks=blocks, report=ConsoleReport(False))
+    if list_profiles:
+        click.echo(profile_list())
+        return
+    result = run_demo(
+        output,
+        logs=logs,
+        blocks=blocks,
+        report=ConsoleReport(False),
+        profiles=profiles,
+        chunk_size=chunk_size,
+    )
     sys.exit(result.exit_code)
 
 
@@ -174,6 +206,15 @@ class ConsoleReport:
                 f"[{event.endpoint}] completed task {task.task_id} "
                 f"(blocks {task.start}-{task.end}): {event.logs} logs"
             )
+        elif isinstance(event, Split) and not self.quiet:
+            task = event.task
+            click.echo(
+                f"[{event.endpoint}] split task {task.task_id} (blocks {task.start}-{task.end}) "
+                f"at {event.at}: {event.reason}"
+            )
+        elif isinstance(event, EndpointState):
+            detail = f": {event.detail}" if event.detail else ""
+            click.echo(f"[{event.endpoint}] {event.state}{detail}", err=True)
         elif isinstance(event, Notice):
             click.echo(event.text, err=True)
 

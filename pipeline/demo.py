@@ -1,4 +1,4 @@
-"""Local mode: a real anvil node, seeded with events, behind three simulated providers."""
+"""Local mode: a real anvil node, seeded with events, behind simulated providers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 from .cli import print_result
 from .config import build_config
 from .devnet import Anvil, find_anvil
+from .errors import ConfigError
 from .naming import LOGS_DIR
 from .run import Report, RunResult, run_backfill
 from .seeding import seed_logs
@@ -18,11 +19,27 @@ from .simulator import PROFILES, FaultProxy
 
 DEMO_PROVIDERS = ("fast", "medium", "slow-flaky")
 DEMO_CHUNK_SIZE = 50
+PROFILE_CHUNK_SIZE = 500  # wide enough that range and result caps bite
 DEMO_SEED = 7
 
 
-def run_demo(output: Path, *, logs: int, blocks: int, report: Report) -> RunResult:
-    """Start anvil, seed it, put the simulated providers in front, backfill, and verify."""
+def run_demo(
+    output: Path,
+    *,
+    logs: int,
+    blocks: int,
+    report: Report,
+    profiles: tuple[str, ...] = (),
+    chunk_size: int | None = None,
+) -> RunResult:
+    """Start anvil, seed it, put simulated providers (`profiles`, default three of mixed speed)
+    in front, backfill, and verify the rows against the node."""
+    unknown = [name for name in profiles if name not in PROFILES]
+    if unknown:
+        raise ConfigError(
+            f"unknown profile {unknown[0]!r}: see pipeline demo --list-profiles for the names"
+        )
+    chunk_size = chunk_size or (PROFILE_CHUNK_SIZE if profiles else DEMO_CHUNK_SIZE)
     say = click.echo
     say("starting a local anvil node ...")
     with Anvil(find_anvil()) as node, contextlib.ExitStack() as proxies:
@@ -30,15 +47,15 @@ def run_demo(output: Path, *, logs: int, blocks: int, report: Report) -> RunResu
         seeded = seed_logs(node.url, blocks=blocks, logs=logs, seed=DEMO_SEED)
         say(f"seeded {seeded.logs:,} logs in {seeded.transactions:,} transactions")
         urls = []
-        for name in DEMO_PROVIDERS:
+        for name in profiles or DEMO_PROVIDERS:
             proxy = proxies.enter_context(FaultProxy(node.url, PROFILES[name]))
             urls.append(f"{name}={proxy.url}")
-            say(f"provider {name}: {proxy.url} ({_describe(PROFILES[name])})")
+            say(f"provider {name}: {proxy.url} ({PROFILES[name].description})")
         config = build_config(
             rpc=urls,
             from_block=seeded.first_block,
             to_block=seeded.last_block,
-            chunk_size=DEMO_CHUNK_SIZE,
+            chunk_size=chunk_size,
             output=output,
             overwrite=True,
         )
@@ -51,10 +68,10 @@ def run_demo(output: Path, *, logs: int, blocks: int, report: Report) -> RunResu
     return result
 
 
-def _describe(profile) -> str:
-    low, high = profile.latency_ms
-    failing = f", {profile.failure_rate:.0%} of requests fail" if profile.failure_rate else ""
-    return f"{low:.0f}-{high:.0f} ms{failing}"
+def profile_list() -> str:
+    """Every simulator profile with its one-line description."""
+    width = max(map(len, PROFILES))
+    return "\n".join(f"{name.ljust(width)}  {p.description}" for name, p in PROFILES.items())
 
 
 def _explain(output: Path) -> None:
