@@ -50,6 +50,7 @@ class TaskBoard:
         self._done = 0
         self._failed: dict[int, Task] = {}
         self._live_endpoints = set(endpoints)
+        self._retired: set[str] = set()
         self._closed = False
 
     def claim(
@@ -77,6 +78,8 @@ class TaskBoard:
             return None
 
     def _pick(self, endpoint: str, max_end: int | None) -> Task | None:
+        if endpoint in self._retired:
+            return None
         for index, task in enumerate(self._pending):
             if endpoint not in task.excluded and (max_end is None or task.start <= max_end):
                 del self._pending[index]
@@ -150,6 +153,7 @@ class TaskBoard:
         """Take an endpoint out for the rest of the run; tasks only it could serve fail."""
         with self._cond:
             self._live_endpoints.discard(endpoint)
+            self._retired.add(endpoint)
             stranded = [t for t in self._pending if self._live_endpoints <= t.excluded]
             for task in stranded:
                 self._pending.remove(task)

@@ -125,9 +125,9 @@ def test_window_shrinks_to_what_should_fit_and_never_to_the_refused_width():
     assert window.limit == 299
 
 
-def test_window_grows_slowly_after_full_width_successes():
+def test_window_grows_slowly_near_the_width_that_failed():
     window = RangeWindow()
-    window.shrink(width=1000, fits=100, range_cap=False)
+    window.shrink(width=150, fits=100, range_cap=False)
     for _ in range(GROW_AFTER - 1):
         window.succeeded(100)
     window.succeeded(50)  # narrower requests say nothing about the limit
@@ -136,9 +136,25 @@ def test_window_grows_slowly_after_full_width_successes():
     assert window.limit == 125
 
 
+def test_window_doubles_back_quickly_far_below_the_width_that_failed():
+    window = RangeWindow()
+    window.shrink(width=40, fits=2, range_cap=False)
+    widths = []
+    for _ in range(8):
+        window.succeeded(window.limit)
+        widths.append(window.limit)
+    assert widths == [2, 4, 4, 8, 8, 16, 16, 32]
+
+
+def test_one_overfull_block_does_not_shrink_the_window():
+    window = RangeWindow(50)
+    window.shrink(width=40, fits=1, range_cap=False)
+    assert window.limit == 50
+
+
 def test_window_stays_under_a_range_cap_but_probes_above_it_now_and_then():
     window = RangeWindow()
-    window.shrink(width=1000, fits=100, range_cap=True)
+    window.shrink(width=150, fits=100, range_cap=True)
     for _ in range(PROBE_AFTER - 1):
         window.succeeded(100)
     assert window.limit == 100

@@ -69,6 +69,13 @@ def test_an_excluded_endpoint_never_gets_the_task_again_and_the_last_one_fails_i
     assert [(t.start, t.end, t.last_error) for t in failed] == [(0, 999, "b: pruned")]
 
 
+def test_a_retired_endpoint_gets_no_more_tasks():
+    b = board()
+    b.retire("a")
+    assert b.claim("a#1", 0) is None
+    assert b.claim("b#0", 0) is not None
+
+
 def test_retiring_an_endpoint_fails_tasks_only_it_could_still_serve():
     b = board()
     task = b.claim("b#0", 0, max_blocks=500)
