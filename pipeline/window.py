@@ -2,10 +2,10 @@
 
 Providers cap ranges (a fixed number of blocks) or results (a number of logs, so the workable
 range depends on how busy the chain was). The window shrinks to what the provider said or what
-worked. Far below the width that failed (one over-full block can shrink it to a single block) it
-doubles after every two successes; near that width it grows slowly; and now and then it probes
-above a known range cap in case the cap was lifted. The worker claims tasks no wider than the window, so one endpoint's small
-limit never shrinks the tasks other endpoints take.
+worked. Far below the width that failed it doubles after every two successes; near that width it
+grows slowly; and now and then it probes above a known range cap in case the cap was lifted.
+The worker claims tasks no wider than the window, so one endpoint's small limit never shrinks the
+tasks other endpoints take.
 """
 
 from __future__ import annotations
