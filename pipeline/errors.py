@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import requests
+import urllib3
 
 
 class ConfigError(ValueError):
@@ -243,9 +244,9 @@ def decode_response(status: int, headers: Mapping[str, str], body: bytes) -> Any
 
 def classify_exception(exc: BaseException) -> RpcError:
     """Classify a transport exception; the message never contains the URL (it may hold a key)."""
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
         return RpcError(ErrorKind.TIMEOUT, "request timed out")
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, requests.ConnectionError | urllib3.exceptions.HTTPError | OSError):
         return RpcError(ErrorKind.CONNECTION, _connection_reason(str(exc)))
     return RpcError(ErrorKind.CONNECTION, type(exc).__name__)
 

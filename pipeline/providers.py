@@ -374,6 +374,13 @@ PROFILES: dict[str, Profile] = {
             description="10% of requests never answered (hang past any client timeout)",
         ),
         Profile(
+            "trickles",
+            failure_rate=0.1,
+            failure_kinds=("trickle",),
+            seed=4,
+            description="10% of answers sent a byte every 0.5 s: no read times out, none ends",
+        ),
+        Profile(
             "lagging",
             lag_blocks=500,
             description="head 500 blocks behind; eth_getLogs past it silently answers []",

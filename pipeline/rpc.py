@@ -13,11 +13,15 @@ from typing import Any
 
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from web3 import HTTPProvider
 
 from .endpoints import Endpoint, scrub
 from .errors import ErrorKind, RpcError, classify_exception, decode_response
+
+READ_CHUNK_BYTES = 1 << 20
+MAX_RESPONSE_BYTES = 512 << 20  # larger answers are split like any "response too big" error
 
 
 class RpcClient:
@@ -56,14 +60,35 @@ class RpcClient:
         started = time.perf_counter()
         try:
             response = self.session.post(
-                self.provider.endpoint_uri, data=body, headers=self._headers, timeout=self.timeout
+                self.provider.endpoint_uri,
+                data=body,
+                headers=self._headers,
+                timeout=self.timeout,
+                stream=True,
             )
-            content = response.content  # reading the body may still fail (truncated, reset)
-        except requests.RequestException as exc:
+            with response:
+                content = self._read_body(response, started + self.timeout)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise classify_exception(exc) from None
         finally:
             self.last_latency_ms = (time.perf_counter() - started) * 1000
         return decode_response(response.status_code, response.headers, content)
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        # requests' timeout bounds each read, not the whole body: an endpoint that trickles a
+        # byte now and then would hold us forever. Reading may still fail (truncated, reset).
+        chunks, size = [], 0
+        # read1 returns what one socket read brings; iter_content would wait for a full chunk.
+        while chunk := response.raw.read1(READ_CHUNK_BYTES, decode_content=True):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise RpcError(
+                    ErrorKind.RESPONSE_TOO_BIG, f"response over {MAX_RESPONSE_BYTES >> 20} MiB"
+                )
+            if time.perf_counter() > deadline:
+                raise RpcError(ErrorKind.TIMEOUT, f"response took over {self.timeout:g}s")
+        return b"".join(chunks)
 
     def get_logs(self, filter_params: dict) -> list[dict]:
         """eth_getLogs; anything but a JSON array of objects is a malformed response."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,11 +75,15 @@ class Reply:
     body: bytes
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: bool = False  # send the body a byte every TRICKLE_INTERVAL_S
 
 
 DROP = "drop"  # close the connection without any response
 HOLD = "hold"  # send nothing until the proxy dies, then close
 TRUNCATE = "truncate"  # forward, then send only the first half of the upstream body
+TRICKLE = "trickle"  # forward, then send the body a byte at a time: every read is quick, the
+# whole never ends (a per-read timeout alone never fires)
+TRICKLE_INTERVAL_S = 0.5
 Outcome = Reply | str
 
 
@@ -125,6 +129,7 @@ FAULTS: dict[str, Callable[[RpcRequest], Outcome]] = {
     "drop": lambda _: DROP,
     "timeout": lambda _: HOLD,
     "truncated": lambda _: TRUNCATE,
+    "trickle": lambda _: TRICKLE,
 }
 
 
@@ -311,10 +316,12 @@ class FaultProxy:
             self._injected[kind] += 1
         self._record_calls(request, kind)
         outcome = DROP if kind == "dead" else FAULTS[kind](request)
-        if outcome != TRUNCATE:
+        if outcome not in (TRUNCATE, TRICKLE):
             return outcome
-        # A complete HTTP response whose JSON stops halfway: Content-Length matches the half.
         reply = self._forward_counted(forward, request.body)
+        if outcome == TRICKLE:
+            return replace(reply, trickle=True)
+        # A complete HTTP response whose JSON stops halfway: Content-Length matches the half.
         return Reply(reply.status, reply.body[: len(reply.body) // 2], reply.content_type)
 
     def _refuse(self, request: RpcRequest, outcome: str, refusal: Refusal) -> Reply:
@@ -672,7 +679,14 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if not reply.trickle:
+            self.wfile.write(reply.body)
+            return
+        for i in range(len(reply.body)):
+            if self.server.proxy._dead.wait(TRICKLE_INTERVAL_S):
+                break
+            self.wfile.write(reply.body[i : i + 1])
+            self.wfile.flush()
 
     def _forward(self, body: bytes) -> Reply:
         for _ in range(2):  # a kept-alive upstream connection may have gone stale: retry once

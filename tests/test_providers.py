@@ -3,13 +3,14 @@ quotas, lagging heads. Every run must store exactly the node's logs, and behave 
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
 from conftest import backfill, node_rows, stored_rows
 
 from pipeline.messages import Split
-from pipeline.simulator import PROFILES, FaultProxy
+from pipeline.simulator import PROFILES, FaultProxy, Profile
 
 FIRST, LAST = 1, 1000  # ~20,000 logs of the seeded node
 CHUNK = 200
@@ -176,3 +177,18 @@ def test_a_pruned_endpoint_alone_reports_the_ranges_it_cannot_serve(tmp_path, no
     assert result.exit_code == 1
     failed = result.summary["failed_ranges"]
     assert failed[0]["from_block"] == FIRST and "pruned" in failed[0]["error"]
+
+
+def test_an_answer_that_trickles_in_times_out_as_a_whole(node, seeded):
+    from pipeline.endpoints import parse_endpoints
+    from pipeline.errors import ErrorKind, RpcError
+    from pipeline.rpc import RpcClient
+
+    trickling = Profile("trickling", failure_rate=1.0, failure_kinds=("trickle",))
+    with FaultProxy(node.url, trickling) as proxy:
+        client = RpcClient(parse_endpoints([proxy.url])[0], timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(RpcError) as caught:
+            client.get_logs({"fromBlock": hex(FIRST), "toBlock": hex(FIRST + 9)})
+        assert caught.value.kind is ErrorKind.TIMEOUT
+        assert time.monotonic() - started < 3.0  # the timeout plus at most one read
