@@ -246,9 +246,7 @@ def classify_exception(exc: BaseException) -> RpcError:
     """Classify a transport exception; the message never contains the URL (it may hold a key)."""
     if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
         return RpcError(ErrorKind.TIMEOUT, "request timed out")
-    if isinstance(exc, requests.ConnectionError | urllib3.exceptions.HTTPError | OSError):
-        return RpcError(ErrorKind.CONNECTION, _connection_reason(str(exc)))
-    return RpcError(ErrorKind.CONNECTION, type(exc).__name__)
+    return RpcError(ErrorKind.CONNECTION, _connection_reason(str(exc)) or type(exc).__name__)
 
 
 def _error(
@@ -409,7 +407,7 @@ def _snippet(body: bytes) -> str:
     return _body_text(body[:200]) or "(empty body)"
 
 
-def _connection_reason(text: str) -> str:
+def _connection_reason(text: str) -> str | None:
     for pattern, reason in (
         (r"refused", "connection refused"),
         (r"RemoteDisconnected|aborted|reset by peer|closed connection", "connection dropped"),
@@ -418,4 +416,4 @@ def _connection_reason(text: str) -> str:
     ):
         if re.search(pattern, text):
             return reason
-    return "connection failed"
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import methodcaller
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,6 +34,13 @@ def check_batch(table: pa.Table, task: Task, log_filter: LogFilter, hex_output: 
     for column, values in wanted:
         if values and not pc.all(pc.is_in(table[column], _value_set(values, hex_output))).as_py():
             _reject(f"returned logs whose {column} does not match the filter")
+
+
+def check_not_removed(logs: list[dict]) -> None:
+    """Raise a MALFORMED RpcError if the endpoint returned logs marked removed by a reorg: they
+    are not on the canonical chain (an endpoint mid-reorg; another attempt will see it settled)."""
+    if any(map(methodcaller("get", "removed"), logs)):
+        _reject("returned logs marked removed (a reorg in progress)")
 
 
 def _value_set(values: tuple[str, ...], hex_output: bool) -> pa.Array:

@@ -28,7 +28,7 @@ from .planning import split_point
 from .ratecontrol import Throttle
 from .rpc import RpcClient
 from .taskqueue import QUEUE_GONE
-from .validate import check_batch
+from .validate import check_batch, check_not_removed
 from .window import RangeWindow
 
 CLAIM_WAIT_S = 0.5
@@ -161,15 +161,10 @@ class EndpointWorker:
             head = client.block_number()
         except RpcError as err:
             reaction = REACTIONS.get(err.kind, Reaction.RETRY)
+            if reaction not in (Reaction.THROTTLE, Reaction.RETIRE):
+                reaction = Reaction.RETRY  # the head request has no range to split or exclude
             self._record(False, client, None, err, reaction)
-            if reaction is not Reaction.RETRY:
-                self.breaker.release()
-            if reaction is Reaction.RETIRE:
-                self._retire(str(err))
-            elif reaction is Reaction.THROTTLE:
-                self.throttle.on_throttled(err.retry_after)
-            else:
-                self._endpoint_fault(err)
+            self._endpoint_reaction(err, reaction)
             return
         self._record(True, client, None)
         self.breaker.record_success()
@@ -200,8 +195,6 @@ class EndpointWorker:
         if not fallback and err.kind is ErrorKind.PERMANENT:
             reaction = Reaction.EXCLUDE  # no eth_getBlockReceipts here; another endpoint may have
         self._record(False, client, task, err, reaction)
-        if reaction is not Reaction.RETRY:
-            self.breaker.release()  # an answer about the request, not a fault of the endpoint
         failed = replace(task, last_error=f"{self.name}: {err}")
         if reaction is Reaction.SPLIT and task.blocks > 1:
             self._split(task, err)
@@ -209,20 +202,32 @@ class EndpointWorker:
             self._fetch_single_block(client, task, err)
         elif reaction in (Reaction.SPLIT, Reaction.EXCLUDE):
             self.board.exclude(task, self.name, failed.last_error)
-        elif reaction is Reaction.THROTTLE:
-            pause = self.throttle.on_throttled(err.retry_after)
-            self._set_state("throttled", f"{err.message[:80]}; pausing {pause:.1f}s")
-            self.board.retry(failed)
-        elif reaction is Reaction.RETIRE:
-            self.board.retry(failed)
-            self._retire(str(err))
+        elif reaction in (Reaction.THROTTLE, Reaction.RETIRE):
+            self.board.retry(failed)  # not the task's fault: its attempts stay as they were
         elif reaction is Reaction.BEHIND and self._behind(client, task):
             self.board.retry(failed)
         else:
+            reaction = Reaction.RETRY
             if err.kind is ErrorKind.TIMEOUT and task.blocks > 1:
                 self.window.shrink(task.blocks, task.blocks // 2, range_cap=False)
-            self._endpoint_fault(err)
             self._hand_back(replace(failed, attempts=task.attempts + 1))
+        self._endpoint_reaction(err, reaction)
+
+    def _endpoint_reaction(self, err: RpcError, reaction: Reaction) -> None:
+        """What a failure means for the endpoint: slow down, go out, or back off."""
+        if reaction is Reaction.THROTTLE:
+            pause = self.throttle.on_throttled(err.retry_after)
+            self._set_state("throttled", f"{err.message[:80]}; pausing {pause:.1f}s")
+        elif reaction is Reaction.RETIRE:
+            self._retire(str(err))
+        if reaction is not Reaction.RETRY:
+            self.breaker.release()  # an answer about the request, not a fault of the endpoint
+            return
+        pause = self.throttle.on_failure(err.retry_after)
+        if self.breaker.record_failure():
+            self._set_state("circuit open", f"{err}; cooling down {self.breaker.cooldown:.0f}s")
+        elif self.breaker.state == "closed":
+            self._set_state("backing off", f"{err}; pausing {pause:.1f}s")
 
     def _split(self, task: Task, err: RpcError) -> None:
         at = split_point(task, err.hint, err.max_blocks)
@@ -236,6 +241,7 @@ class EndpointWorker:
         try:
             wanted = self.spec.log_filter.matches
             logs = [log for log in client.block_logs(task.start) if wanted(log)]
+            check_not_removed(logs)
             table = logs_to_table(logs, self.spec.chain_id, self.spec.hex_output)
             check_batch(table, task, self.spec.log_filter, self.spec.hex_output)
         except RpcError as receipts_err:
@@ -253,13 +259,6 @@ class EndpointWorker:
         if behind:
             self._set_state("behind", f"head {self.head}")
         return behind
-
-    def _endpoint_fault(self, err: RpcError) -> None:
-        pause = self.throttle.on_failure(err.retry_after)
-        if self.breaker.record_failure():
-            self._set_state("circuit open", f"{err}; cooling down {self.breaker.cooldown:.0f}s")
-        elif self.breaker.state == "closed":
-            self._set_state("backing off", f"{err}; pausing {pause:.1f}s")
 
     def _hand_back(self, task: Task) -> None:
         if task.attempts >= self.spec.max_attempts:
@@ -310,6 +309,7 @@ class EndpointWorker:
 def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> pa.Table:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range."""
     logs = client.get_logs(spec.log_filter.rpc_params(task.start, task.end))
+    check_not_removed(logs)
     table = logs_to_table(logs, spec.chain_id, spec.hex_output)
     check_batch(table, task, spec.log_filter, spec.hex_output)
     return table

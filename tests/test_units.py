@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 
 import pyarrow as pa
 import pytest
 import requests
+import urllib3
 
 from pipeline.config import DEFAULT_RPC_URLS, LogFilter, build_config
 from pipeline.convert import log_schema, logs_to_table
@@ -18,7 +20,7 @@ from pipeline.planning import ChunkPlan, Coverage, gaps, merge_ranges, plan_task
 from pipeline.preflight import NoEndpointError
 from pipeline.ratecontrol import Backoff
 from pipeline.taskqueue import TaskBoard
-from pipeline.validate import check_batch
+from pipeline.validate import check_batch, check_not_removed
 
 ADDR = "0x" + "ab" * 20
 TOPIC = "0x" + "11" * 32
@@ -339,11 +341,17 @@ def test_transport_errors_are_classified_without_the_key(mocker, exc, kind, reas
     assert "0123456789abcdef" not in str(err.value)
 
 
+def _response(status: int, body: bytes) -> requests.Response:
+    """A real requests.Response streaming `body`, as session.post(stream=True) returns it."""
+    response = requests.Response()
+    response.status_code = status
+    response.raw = urllib3.HTTPResponse(body=io.BytesIO(body), status=status, preload_content=False)
+    return response
+
+
 def test_error_bodies_quoting_the_url_are_scrubbed(mocker):
     client = _client()
-    response = mocker.Mock(
-        status_code=401, headers={}, content=f"invalid project id in {KEYED_URL}".encode()
-    )
+    response = _response(401, f"invalid project id in {KEYED_URL}".encode())
     mocker.patch.object(client.session, "post", return_value=response)
     with pytest.raises(RpcError) as err:
         client.chain_id()
@@ -353,9 +361,7 @@ def test_error_bodies_quoting_the_url_are_scrubbed(mocker):
 
 def test_a_non_list_get_logs_result_is_malformed(mocker):
     client = _client()
-    response = mocker.Mock(
-        status_code=200, headers={}, content=b'{"jsonrpc":"2.0","id":1,"result":{}}'
-    )
+    response = _response(200, b'{"jsonrpc":"2.0","id":1,"result":{}}')
     mocker.patch.object(client.session, "post", return_value=response)
     with pytest.raises(RpcError) as err:
         client.get_logs({})
@@ -395,6 +401,16 @@ def test_batches_outside_the_range_duplicated_or_off_filter_are_rejected(
     with pytest.raises(RpcError) as err:
         check_batch(table, Task(0, 10, 20), log_filter, hex_output)
     assert err.value.kind is ErrorKind.MALFORMED and problem in err.value.message
+
+
+def test_logs_marked_removed_are_rejected_and_a_filter_matches_receipt_logs():
+    log = _log(10, 0, [TOPIC, OTHER], "0x")
+    check_not_removed([log, {**log, "removed": False}])
+    with pytest.raises(RpcError, match="removed"):
+        check_not_removed([log, {**log, "removed": True}])
+    assert LogFilter((ADDR,), ((TOPIC,), (OTHER,), (), ())).matches(log)
+    assert not LogFilter(topics=((), (), (TOPIC,), ())).matches(log)  # it has no topic2
+    assert not LogFilter(("0x" + "cd" * 20,)).matches(log)
 
 
 # --- preflight: resolving the chain and the end block ------------------------------------------
