@@ -43,9 +43,15 @@ def cli() -> None:
 @click.option("--from-block", default="0", show_default=True, help="First block.")
 @click.option(
     "--to-block",
-    default="latest",
-    show_default=True,
-    help="Last block: a number, latest, safe or finalized.",
+    default=None,
+    help="Last block: a number, latest, latest-N, safe or finalized (default: finalized, or "
+    "the head minus the chain's confirmation depth where no endpoint knows it).",
+)
+@click.option(
+    "--confirmations",
+    type=int,
+    default=None,
+    help="Stop this many blocks below the head (the same as --to-block latest-N).",
 )
 @click.option(
     "--address", multiple=True, help="Contract address, repeatable (default: $CONTRACT_ADDRESS)."
@@ -132,6 +138,7 @@ def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
         rpc=values.pop("rpc"),
         from_block=values.pop("from_block"),
         to_block=values.pop("to_block"),
+        confirmations=values.pop("confirmations"),
         addresses=values.pop("address"),
         topics=tuple(values.pop(f"topic{i}") for i in range(4)),
         env=os.environ,
@@ -191,6 +198,15 @@ def demo(
         chunk_size=chunk_size,
     )
     sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+def status(output: Path) -> None:
+    """Show what an output folder holds: covered ranges, gaps, rows and files."""
+    from .status import folder_status, format_status
+
+    click.echo(format_status(output, folder_status(output)))
 
 
 class ConsoleReport:

@@ -66,8 +66,11 @@ class BackfillConfig:
 
     endpoints: tuple[Endpoint, ...]
     from_block: int
-    to_block: int | str  # a block number or one of BLOCK_TAGS, resolved against the endpoints
+    # A block number, one of BLOCK_TAGS, or None for the reorg-safe default (finalized, else the
+    # head minus the chain's confirmation depth); resolved against the endpoints.
+    to_block: int | str | None
     log_filter: LogFilter = field(default_factory=LogFilter)
+    confirmations: int = 0  # with to_block "latest": stop this many blocks below the head
     chunk_size: int = DEFAULT_CHUNK_SIZE
     output: Path = Path("output")
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -81,7 +84,8 @@ def build_config(
     *,
     rpc: Sequence[str] = (),
     from_block: str | int = 0,
-    to_block: str | int = "latest",
+    to_block: str | int | None = None,
+    confirmations: int | None = None,
     addresses: Sequence[str] = (),
     topics: Sequence[Sequence[str]] = ((), (), (), ()),
     env: Mapping[str, str] | None = None,
@@ -101,9 +105,20 @@ def build_config(
     topic_lists = [list(t) for t in topics] + [[] for _ in range(4 - len(topics))]
     topic_lists[0] = topic_lists[0] or _split_env(env.get("EVENT_TOPIC"))
     start = parse_block_number(from_block, "--from-block")
-    end = parse_block_spec(to_block)
+    end, depth = (None, 0) if to_block is None else parse_block_spec(to_block)
     if isinstance(end, int) and start > end:
         raise ConfigError(f"--from-block {start} is after --to-block {end}: swap them")
+    if confirmations is not None:
+        if isinstance(confirmations, bool) or not isinstance(confirmations, int):
+            raise ConfigError(f"--confirmations must be a whole number, got {confirmations!r}")
+        if confirmations < 0:
+            raise ConfigError(f"--confirmations must not be negative, got {confirmations}")
+        if end not in (None, "latest") or depth:
+            raise ConfigError(
+                "--confirmations counts back from the head: use it without --to-block, or with "
+                "--to-block latest (or write --to-block latest-N)"
+            )
+        end, depth = "latest", confirmations
     for name in ("chunk_size", "max_attempts"):
         if name in options and int(options[name]) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -128,6 +143,7 @@ def build_config(
         ),
         from_block=start,
         to_block=end,
+        confirmations=depth,
         log_filter=LogFilter(
             addresses=tuple(dict.fromkeys(parse_address(a) for a in addresses)),
             topics=tuple(
@@ -182,16 +198,20 @@ def parse_block_number(value: str | int, flag: str) -> int:
     return number
 
 
-def parse_block_spec(value: str | int) -> int | str:
-    """A block number, or one of the tags latest, safe, finalized."""
-    text = str(value).strip().lower()
+def parse_block_spec(value: str | int) -> tuple[int | str, int]:
+    """(a block number or one of latest, safe, finalized; confirmations below it): `latest-N`
+    means N blocks below the head."""
+    text = str(value).strip().lower().replace(" ", "")
     if text in BLOCK_TAGS:
-        return text
+        return text, 0
+    if behind := re.fullmatch(r"latest-([0-9_]+)", text):
+        return "latest", int(behind[1].replace("_", ""))
     if not re.fullmatch(r"-?(0x[0-9a-f]+|[0-9_]+)", text):
         raise ConfigError(
-            f"--to-block must be a block number or one of {', '.join(BLOCK_TAGS)}, got {value!r}"
+            f"--to-block must be a block number, latest-N, or one of {', '.join(BLOCK_TAGS)}, "
+            f"got {value!r}"
         )
-    return parse_block_number(text, "--to-block")
+    return parse_block_number(text, "--to-block"), 0
 
 
 def parse_address(value: str) -> str:

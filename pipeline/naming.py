@@ -1,9 +1,15 @@
 """Every output file name, in one place.
 
+    OUT/logs/logs__<from>_to_<to>.parquet    final files (what readers read)
+    OUT/manifest.json                        the proof of coverage: filter, chain, ranges, files
+    OUT/summary.json                         the last run's statistics
+    OUT/.staging/frag__<from>_to_<to>.frag   fragments: results stored durably as they arrive,
+                                             compacted into final files later
+
 Names carry zero-padded block ranges (12 digits, enough for any chain for decades), so that name
-order is block order. They sit in OUT/logs/ so that `pandas.read_parquet("OUT/logs")` reads them
-while OUT/summary.json stays beside them. Work in progress is hidden: dot-prefixed and not ending
-in .parquet, so a `read_parquet('OUT/**/*.parquet')` glob never picks it up.
+order is block order. Final files sit in OUT/logs/ so that `pandas.read_parquet("OUT/logs")`
+reads them. Everything else is hidden from readers: dot-prefixed and not ending in .parquet, so a
+`read_parquet('OUT/**/*.parquet')` glob never picks up staging or half-written data.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from pathlib import Path
 
 BLOCK_DIGITS = 12
 SUMMARY_FILE = "summary.json"
+MANIFEST_FILE = "manifest.json"
 LOGS_DIR = "logs"
+STAGING_DIR = ".staging"
 _LOG_FILE = re.compile(rf"^logs__(\d{{{BLOCK_DIGITS}}})_to_(\d{{{BLOCK_DIGITS}}})\.parquet$")
+_FRAGMENT = re.compile(rf"^frag__(\d{{{BLOCK_DIGITS}}})_to_(\d{{{BLOCK_DIGITS}}})\.frag$")
 
 
 def log_file_name(start: int, end: int) -> str:
@@ -25,6 +34,18 @@ def log_file_name(start: int, end: int) -> str:
 def log_file_path(out_dir: Path, start: int, end: int) -> Path:
     """Where the logs of blocks start..end are stored."""
     return out_dir / LOGS_DIR / log_file_name(start, end)
+
+
+def fragment_path(out_dir: Path, start: int, end: int) -> Path:
+    """Where the staged logs of blocks start..end are kept until compaction."""
+    name = f"frag__{start:0{BLOCK_DIGITS}d}_to_{end:0{BLOCK_DIGITS}d}.frag"
+    return out_dir / STAGING_DIR / name
+
+
+def parse_fragment_name(name: str) -> tuple[int, int] | None:
+    """The (start, end) block range of a fragment name, or None for any other file."""
+    match = _FRAGMENT.match(name)
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def temp_path(final: Path) -> Path:
@@ -38,13 +59,25 @@ def parse_log_file_name(name: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def existing_log_files(out_dir: Path) -> list[Path]:
-    """Log files (final or in progress) that a run has left in `out_dir`."""
+def final_files(out_dir: Path) -> dict[str, tuple[int, int]]:
+    """Final log files in `out_dir`: name -> block range."""
     logs_dir = out_dir / LOGS_DIR
     if not logs_dir.is_dir():
+        return {}
+    found = {p.name: parse_log_file_name(p.name) for p in logs_dir.iterdir()}
+    return {name: blocks for name, blocks in sorted(found.items()) if blocks}
+
+
+def fragments(out_dir: Path) -> list[tuple[int, int, Path]]:
+    """Staged fragments in `out_dir` as (start, end, path), in block order."""
+    staging = out_dir / STAGING_DIR
+    if not staging.is_dir():
         return []
-    return sorted(
-        p
-        for p in logs_dir.iterdir()
-        if parse_log_file_name(p.name) or parse_log_file_name(p.name[1:].removesuffix(".tmp"))
-    )
+    found = [(parse_fragment_name(p.name), p) for p in staging.iterdir()]
+    return sorted((blocks[0], blocks[1], p) for blocks, p in found if blocks)
+
+
+def temp_files(out_dir: Path) -> list[Path]:
+    """Half-written files a crash may have left (safe to delete before a run)."""
+    places = [out_dir, out_dir / LOGS_DIR, out_dir / STAGING_DIR]
+    return [p for d in places if d.is_dir() for p in d.iterdir() if p.name.endswith(".tmp")]

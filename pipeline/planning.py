@@ -3,50 +3,75 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from .messages import Task
 
 
-@dataclass
 class ChunkPlan:
-    """Hands out tasks whose boundaries fall on multiples of chunk_size, one at a time.
+    """Hands out tasks over block ranges, one at a time, with boundaries on multiples of
+    chunk_size.
 
-    Aligned boundaries give the same file names whatever block a run starts from; handing tasks
-    out lazily keeps memory flat however long the range is.
+    Aligned boundaries give the same task ranges whatever block a run starts from; handing tasks
+    out lazily keeps memory flat however long the ranges are.
     """
 
-    start: int
-    end: int
-    chunk_size: int
-    next_start: int = field(init=False)
-    next_id: int = 0
+    def __init__(self, start: int, end: int, chunk_size: int, ranges=None) -> None:
+        self.ranges: list[tuple[int, int]] = list(ranges) if ranges is not None else [(start, end)]
+        self.ranges = [(a, b) for a, b in self.ranges if a <= b]
+        self.chunk_size = chunk_size
+        self.next_id = 0
+        self._index = 0
+        self.next_start = self.ranges[0][0] if self.ranges else 0
+        # Tasks in the ranges after the current one, so that remaining() stays O(1).
+        counts = [self._chunks(a, b) for a, b in self.ranges]
+        self._after = [sum(counts[i + 1 :]) for i in range(len(counts))]
 
-    def __post_init__(self) -> None:
-        self.next_start = self.start
+    @classmethod
+    def over(cls, ranges: Iterable[tuple[int, int]], chunk_size: int) -> ChunkPlan:
+        """A plan over several disjoint ranges, in block order (the gaps a resumed run fills)."""
+        return cls(0, -1, chunk_size, sorted(ranges))
+
+    @property
+    def end(self) -> int:
+        """The last block of the plan (-1 for an empty one)."""
+        return self.ranges[-1][1] if self.ranges else -1
+
+    def _chunks(self, lo: int, hi: int) -> int:
+        return hi // self.chunk_size - lo // self.chunk_size + 1 if lo <= hi else 0
 
     def take(self) -> Task | None:
-        """The next task, or None when the range is used up."""
-        if self.next_start > self.end:
+        """The next task, or None when the ranges are used up."""
+        if self._index >= len(self.ranges):
             return None
         lo = self.next_start
-        hi = min(self.end, (lo // self.chunk_size + 1) * self.chunk_size - 1)
+        range_end = self.ranges[self._index][1]
+        hi = min(range_end, (lo // self.chunk_size + 1) * self.chunk_size - 1)
         task = Task(self.next_id, lo, hi)
         self.next_id += 1
         self.next_start = hi + 1
+        if hi == range_end:
+            self._index += 1
+            if self._index < len(self.ranges):
+                self.next_start = self.ranges[self._index][0]
         return task
 
     def remaining(self) -> int:
         """How many tasks take() will still hand out."""
-        if self.next_start > self.end:
+        if self._index >= len(self.ranges):
             return 0
-        return self.end // self.chunk_size - self.next_start // self.chunk_size + 1
+        current = self._chunks(self.next_start, self.ranges[self._index][1])
+        return current + self._after[self._index]
 
-    def rest(self) -> Task | None:
-        """Everything not handed out yet, as one range (for reporting)."""
-        if self.next_start > self.end:
-            return None
-        return Task(-1, self.next_start, self.end)
+    def rest(self) -> list[Task]:
+        """Everything not handed out yet, one task per range (for reporting)."""
+        if self._index >= len(self.ranges):
+            return []
+        first = [Task(-1, self.next_start, self.ranges[self._index][1])]
+        return first + [Task(-1, a, b) for a, b in self.ranges[self._index + 1 :]]
+
+    def drop(self) -> None:
+        """Hand out nothing more."""
+        self._index = len(self.ranges)
 
 
 def split_point(task: Task, hint: tuple[int, int] | None, max_blocks: int | None) -> int:

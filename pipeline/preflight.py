@@ -17,15 +17,22 @@ PROBE_RETRY_S = 0.5
 FINAL = (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED)  # asking again will not change the answer
 
 
+# How far below the head a reorg can still reach, for chains whose nodes may not know a
+# finalized block; used only when no endpoint answers the "finalized" tag.
+REORG_DEPTH = {137: 256, 56: 20, 250: 10, 100: 20}
+DEFAULT_REORG_DEPTH = 64  # two Ethereum epochs: beyond it a block is finalized
+
+
 @dataclass(frozen=True)
 class Probe:
     """What one endpoint answered at start; `error` is set when it did not answer."""
 
     endpoint: Endpoint
     chain_id: int | None = None
-    end_block: int | None = None  # its block for the requested --to-block tag, or its head
+    head: int | None = None  # its latest block
     error: str = ""
-    refused_tag: bool = False  # it answered, but knows no such --to-block tag
+    refused_tag: bool = False  # it answered, but knows no such block tag
+    tag_block: int | None = None  # its safe/finalized block, when that tag was asked
 
 
 class NoEndpointError(RuntimeError):
@@ -34,18 +41,20 @@ class NoEndpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Plan:
-    """The resolved run: chain, inclusive block range, and the endpoints that failed to answer."""
+    """The resolved run: chain, inclusive block range, why it ends there, and the endpoints
+    that failed to answer or lag behind."""
 
     chain_id: int
     from_block: int
     to_block: int
     silent: tuple[Probe, ...]
-    heads: dict[str, int] = field(default_factory=dict)  # endpoint name -> its probed block
+    heads: dict[str, int] = field(default_factory=dict)  # endpoint name -> its latest block
     behind: tuple[Probe, ...] = ()  # answered, but their head is before the end block
+    end_reason: str = ""
 
 
 def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
-    """Ask one endpoint for its chain id and `tag` block, retrying passing faults briefly."""
+    """Ask one endpoint for its chain id, head and `tag` block, retrying passing faults."""
     for attempt in range(PROBE_ATTEMPTS):
         result, kind = _probe_once(endpoint, tag, timeout)
         if not result.error or result.refused_tag or kind in FINAL:
@@ -57,13 +66,15 @@ def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
 
 def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> tuple[Probe, ErrorKind | None]:
     client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
-    chain_id = None
+    chain_id = head = None
     try:
         chain_id = client.chain_id()
-        return Probe(endpoint, chain_id, client.block_number(tag)), None
+        head = client.block_number()
+        tagged = client.block_number(tag) if tag != "latest" else None
+        return Probe(endpoint, chain_id, head, tag_block=tagged), None
     except RpcError as err:
-        refused = chain_id is not None and err.kind is ErrorKind.PERMANENT
-        return Probe(endpoint, chain_id, error=str(err), refused_tag=refused), err.kind
+        refused = head is not None and err.kind is ErrorKind.PERMANENT
+        return Probe(endpoint, chain_id, head, str(err), refused_tag=refused), err.kind
     finally:
         client.close()
 
@@ -71,15 +82,10 @@ def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> tuple[Probe, Er
 def resolve_plan(config: BackfillConfig) -> Plan:
     """Probe all endpoints at once and pin down the chain and the block range to fetch."""
     tag = config.to_block if isinstance(config.to_block, str) else "latest"
+    tag = "finalized" if config.to_block is None else tag
     with ThreadPoolExecutor(max_workers=len(config.endpoints)) as pool:
         probes = list(pool.map(lambda e: probe(e, tag, config.timeout), config.endpoints))
-    answered = [p for p in probes if not p.error]
-    if not answered and any(p.refused_tag for p in probes):
-        reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes if p.refused_tag)
-        raise ConfigError(
-            f"--to-block {tag}: no endpoint could tell that block ({reasons}); "
-            "use a block number or latest"
-        )
+    answered = [p for p in probes if p.head is not None]
     if not answered:
         reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes)
         raise NoEndpointError(
@@ -91,24 +97,53 @@ def resolve_plan(config: BackfillConfig) -> Plan:
         raise ConfigError(
             f"the endpoints serve different chains ({listing}): pass endpoints of one chain"
         )
+    chain_id = chains.pop()
+    end, reason = _end_block(config, tag, answered, chain_id)
+    if config.from_block > end:
+        raise ConfigError(
+            f"--from-block {config.from_block} is after the end block {end} ({reason})"
+        )
+    return Plan(
+        chain_id,
+        config.from_block,
+        end,
+        tuple(p for p in probes if p.error and not p.refused_tag),
+        {p.endpoint.name: p.head for p in answered},
+        tuple(p for p in answered if p.head < end),
+        reason,
+    )
+
+
+def _end_block(
+    config: BackfillConfig, tag: str, answered: list[Probe], chain_id: int
+) -> tuple[int, str]:
     # The run ends at the most advanced endpoint's block. Endpoints behind it serve only what
     # they have: a node asked beyond its head may answer [] instead of an error, so workers
     # never ask beyond the head they know.
-    leader = max(answered, key=lambda p: p.end_block)
-    head = leader.end_block
-    end = config.to_block if isinstance(config.to_block, int) else head
-    if end > head:
+    leader = max(answered, key=lambda p: p.head)
+    head = leader.head
+    if isinstance(config.to_block, int):
+        if config.to_block > head:
+            raise ConfigError(
+                f"--to-block {config.to_block} is beyond block {head}, the head of "
+                f"{leader.endpoint.name} (the most advanced endpoint): lower it or use latest"
+            )
+        return config.to_block, "--to-block"
+    if tag == "latest":
+        below = f" minus {config.confirmations} confirmations" if config.confirmations else ""
+        return head - config.confirmations, f"the latest block {head}{below}"
+    tagged = [p.tag_block for p in answered if p.tag_block is not None]
+    if tagged:
+        default = " (the reorg-safe default)" if config.to_block is None else ""
+        return max(tagged), f"the {tag} block{default}"
+    reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in answered if p.error)
+    if config.to_block is not None:
         raise ConfigError(
-            f"--to-block {end} is beyond block {head}, the head of {leader.endpoint.name} "
-            "(the most advanced endpoint): lower it or use latest"
+            f"--to-block {tag}: no endpoint could tell that block ({reasons}); "
+            "use a block number or latest-N"
         )
-    if config.from_block > end:
-        raise ConfigError(f"--from-block {config.from_block} is after the end block {end}")
-    return Plan(
-        chains.pop(),
-        config.from_block,
-        end,
-        tuple(p for p in probes if p.error),
-        {p.endpoint.name: p.end_block for p in answered},
-        tuple(p for p in answered if p.end_block < end),
+    depth = REORG_DEPTH.get(chain_id, DEFAULT_REORG_DEPTH)
+    return head - depth, (
+        f"the latest block {head} minus {depth} confirmations (the reorg-safe default; "
+        "no endpoint knows a finalized block)"
     )

@@ -123,6 +123,13 @@ class RpcClient:
             raise RpcError(ErrorKind.PERMANENT, f"the endpoint has no {tag!r} block")
         return _quantity(block.get("number"), f"eth_getBlockByNumber({tag})")
 
+    def block_hash(self, block: int) -> str:
+        """The hash of block number `block` on the endpoint's chain."""
+        header = self.call("eth_getBlockByNumber", [hex(block), False])
+        if not isinstance(header, dict) or not isinstance(header.get("hash"), str):
+            raise RpcError(ErrorKind.BEYOND_HEAD, f"the endpoint has no block {block}")
+        return header["hash"]
+
     def close(self) -> None:
         """Release pooled connections."""
         self.session.close()

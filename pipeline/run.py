@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .config import BackfillConfig
-from .convert import logs_to_table
-from .errors import ErrorKind
+from .convert import log_schema
+from .errors import ErrorKind, RpcError
 from .lifecycle import init_child
+from .manifest import load_manifest, save_manifest
 from .messages import Attempt, EndpointState, Split, Task, TaskWritten, WriterFailed
 from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
-from .storage import prepare_output, write_logs
+from .resume import Resume, hashes_from_any, prepare_output, tip_blocks
+from .storage import write_empty
 from .summary import EndpointStats, ranges_json, write_summary
 from .taskqueue import QUEUE_GONE, QueueManager
 from .worker import EXIT_RETIRED, WorkerSpec, worker_main
@@ -32,6 +34,7 @@ POLL_S = 0.2
 MAX_RESTARTS_PER_ENDPOINT = 3
 RESULT_QUEUE_PER_WORKER = 2
 JOIN_GRACE_S = 5.0
+WRITER_GRACE_S = 300.0  # the writer compacts what is staged before it stops
 THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -89,8 +92,10 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
-    prepare_output(config.output, config.overwrite)
-    supervisor = Supervisor(config, plan, report)
+    resume = prepare_output(config, plan)
+    for note in resume.notes:
+        report(Notice(note))
+    supervisor = Supervisor(config, plan, resume, report)
     with _signals_recorded(supervisor):
         supervisor.run()
     return supervisor.result()
@@ -131,6 +136,7 @@ class Supervisor:
 
     config: BackfillConfig
     plan: Plan
+    resume: Resume
     report: Report
     signal: int = 0
     force_stop: bool = False
@@ -141,11 +147,14 @@ class Supervisor:
     unfetched: list[Task] = field(default_factory=list)
     written: Coverage = field(default_factory=Coverage)
     files: int = 0
+    stored_rows: int = 0
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        todo = sum(b - a + 1 for a, b in self.resume.todo)
+        self.already_stored = self.plan.to_block - self.plan.from_block + 1 - todo
         self.stats = {e.name: EndpointStats(e) for e in self.config.endpoints}
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
@@ -158,14 +167,20 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self.writer = None
         try:
-            plan = ChunkPlan(self.plan.from_block, self.plan.to_block, self.config.chunk_size)
+            plan = ChunkPlan.over(self.resume.todo, self.config.chunk_size)
             self.board = manager.TaskBoard(plan, [e.name for e in self.config.endpoints])
             self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
             self.events = manager.Queue()
             self.writer = self.ctx.Process(
                 target=writer_main,
                 args=(
-                    WriterSpec(self.config.output, os.getpid()),
+                    WriterSpec(
+                        self.config.output,
+                        os.getpid(),
+                        self.resume.manifest,
+                        self.resume.todo,
+                        self.resume.staged,
+                    ),
                     self.board,
                     self.results,
                     self.events,
@@ -182,7 +197,8 @@ class Supervisor:
             self.fatal = self.fatal or "the task queue process died"
             _join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
             self.failed = []
-            missing = gaps(self.plan.from_block, self.plan.to_block, self.written.ranges())
+            done = self.written.ranges()
+            missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
             self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
         finally:
             self.seconds = time.monotonic() - self.started
@@ -241,7 +257,6 @@ class Supervisor:
         elif isinstance(event, TaskWritten):
             self.stats[event.endpoint].record_written(event)
             self.written.add(event.task.start, event.task.end)
-            self.files += bool(event.path)
             self.last_progress = time.monotonic()
         elif isinstance(event, Split):
             self.stats[event.endpoint].record_split(event)
@@ -311,21 +326,39 @@ class Supervisor:
         if self.writer.is_alive():
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
-        _join_all([self.writer], JOIN_GRACE_S * 6, aborted)
+        _join_all([self.writer], WRITER_GRACE_S, aborted)
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()
-        if not (self.fatal or self.signal or self.failed or self.unfetched or self.files):
-            self._write_empty_range()
-
-    def _write_empty_range(self) -> None:
-        # A complete range without a single log still gets one empty file, so that queries over
-        # OUT/**/*.parquet find the schema instead of failing on "no files". The writer is gone.
-        empty = logs_to_table([], self.plan.chain_id, self.config.hex_output)
         try:
-            write_logs(empty, self.config.output, self.plan.from_block, self.plan.to_block)
-            self.files = 1
+            self._finish_output()
         except OSError as exc:
-            self.fatal = f"cannot write to {self.config.output}: {exc.strerror or exc}"
+            self.fatal = (
+                self.fatal or f"cannot write to {self.config.output}: {exc.strerror or exc}"
+            )
+
+    def _finish_output(self) -> None:
+        # The writer is gone: the manifest on disk holds everything this run stored.
+        out = self.config.output
+        manifest = load_manifest(out) or self.resume.manifest
+        complete = not (self.fatal or self.signal or self.failed or self.unfetched)
+        if complete and not manifest.files:
+            # Not a single log: one empty file, so that queries over OUT/**/*.parquet find the
+            # schema instead of failing on "no files".
+            start, end = self.plan.from_block, self.plan.to_block
+            path = write_empty(log_schema(self.config.hex_output), out, start, end)
+            manifest.add(start, end, path.name, 0)
+        if complete:
+            self._remember_tip(manifest)
+        save_manifest(out, manifest)
+        self.files, self.stored_rows = len(manifest.files), manifest.rows
+
+    def _remember_tip(self, manifest) -> None:
+        # The hashes at the end of the range let the next run notice a reorg there.
+        blocks = tip_blocks(manifest, self.plan.to_block)
+        try:
+            manifest.tip = hashes_from_any(self.config, self.plan, blocks)
+        except RpcError as err:
+            self.report(Notice(f"could not record the end's block hashes ({err})"))
 
     def result(self) -> RunResult:
         """The exit code, summary.json document and one-line verdict of the finished run."""
@@ -334,9 +367,12 @@ class Supervisor:
             "chain_id": self.plan.chain_id,
             "from_block": self.plan.from_block,
             "to_block": self.plan.to_block,
+            "end_reason": self.plan.end_reason,
             "blocks": self.written.blocks,
+            "already_stored_blocks": self.already_stored,
             "logs": logs,
             "files": self.files,
+            "stored_logs": self.stored_rows,
             "seconds": round(self.seconds, 3),
             "logs_per_second": round(logs / self.seconds, 1) if self.seconds else 0.0,
             "endpoints": [s.to_json() for s in self.stats.values()],
@@ -351,21 +387,27 @@ class Supervisor:
             self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
             summary["error"] = self.fatal
         total = self.plan.to_block - self.plan.from_block + 1
+        done = self.written.blocks + self.already_stored
         if self.signal:
             code = EXIT_ON_SIGNAL[self.signal]
-            message = f"interrupted: {self.written.blocks} of {total} blocks written"
+            message = f"interrupted: {done} of {total} blocks stored; run again to resume"
         elif self.failed or self.unfetched:
             code = EXIT_INCOMPLETE
             missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
             message = (
-                f"incomplete: {total - self.written.blocks} of {total} blocks in {missing} ranges "
-                f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json)"
+                f"incomplete: {total - done} of {total} blocks in {missing} ranges "
+                f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json); "
+                "run again to resume"
             )
         elif self.fatal:
             code, message = EXIT_INCOMPLETE, f"every block was fetched, but {self.fatal}"
         else:
             code = EXIT_OK
-            message = f"complete: {total} blocks, {logs} logs in {self.seconds:.1f}s"
+            earlier = f" ({self.already_stored} already stored)" if self.already_stored else ""
+            message = (
+                f"complete: blocks {self.plan.from_block}-{self.plan.to_block}{earlier}, "
+                f"{logs} logs fetched in {self.seconds:.1f}s"
+            )
         return RunResult(code, summary, message)
 
 

@@ -222,8 +222,8 @@ class TaskBoard:
         with self._cond:
             self._closed = True
             rest = self._plan.rest()
-            self._plan.next_start = self._plan.end + 1
-            for task in [*self._pending, *([rest] if rest else [])]:
+            self._plan.drop()
+            for task in [*self._pending, *rest]:
                 self._failed[task.task_id] = replace(task, last_error=task.last_error or reason)
             self._pending.clear()
             self._cond.notify_all()
@@ -247,7 +247,7 @@ class TaskBoard:
             return (
                 sorted(self._failed.values(), key=lambda t: t.start),
                 sorted(
-                    [*self._pending, *leased, *self._storing.values(), *([rest] if rest else [])],
+                    [*self._pending, *leased, *self._storing.values(), *rest],
                     key=lambda t: t.start,
                 ),
             )

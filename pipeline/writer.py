@@ -1,15 +1,30 @@
-"""Writer process: the single consumer of the result queue; stores each task as Parquet."""
+"""Writer process: the single consumer of the result queue.
+
+Each batch is first staged as a durable fragment (so a finished range never lives only in
+memory), then the task is complete. Fragments are compacted into final files per aligned window
+of FILE_BLOCKS blocks once the whole window is staged, and whatever is left at the end of a run;
+each compaction is recorded in the manifest before its fragments are deleted.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from .lifecycle import init_child
+from .manifest import Manifest, save_manifest
 from .messages import FetchedBatch, TaskWritten, WriterFailed
-from .storage import write_logs
+from .naming import fragment_path
+from .storage import compact, row_count, write_fragment
 from .taskqueue import QUEUE_GONE
+
+FILE_BLOCKS = 100_000  # final files never cross a multiple of this: stable names across runs
+MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
 
 
 @dataclass(frozen=True)
@@ -18,30 +33,115 @@ class WriterSpec:
 
     output: Path
     supervisor_pid: int
+    manifest: Manifest
+    todo: tuple[tuple[int, int], ...]  # the block ranges this run fetches
+    staged: tuple[tuple[int, int], ...]  # fragments an earlier run left, reused
 
 
 def writer_main(spec: WriterSpec, board, results, events) -> None:
-    """Store batches until a None arrives; a task is complete only once its file is on disk."""
+    """Store batches until a None arrives, then compact what is staged and stop."""
     init_child(spec.supervisor_pid)
+    staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged)
     with contextlib.suppress(*QUEUE_GONE):  # the supervisor reports a lost queue itself
-        while (batch := results.get()) is not None:
-            try:
-                written = store_batch(batch, spec.output, board)
-            except QUEUE_GONE:
-                raise
-            except OSError as exc:
-                events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
-                return
-            if written is not None:
-                events.put(written)
+        try:
+            staging.compact_ready()
+            while (batch := results.get()) is not None:
+                written = store_batch(batch, staging, board)
+                if written is not None:
+                    events.put(written)
+            staging.compact_all()
+        except OSError as exc:
+            events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
 
 
-def store_batch(batch: FetchedBatch, output: Path, board) -> TaskWritten | None:
-    """Write one batch unless its task was stored already or replaced by pieces (a dead
+def store_batch(batch: FetchedBatch, staging: Staging, board) -> TaskWritten | None:
+    """Stage one batch unless its task was stored already or replaced by pieces (a dead
     worker's task fetched twice, or cut after the worker died holding it)."""
     task = batch.task
     if not board.accept(task.task_id):
         return None
-    path = write_logs(batch.table, output, task.start, task.end) if batch.table.num_rows else None
+    staging.add(batch.table, task.start, task.end)
     board.complete(task.task_id)
-    return TaskWritten(task, batch.endpoint, batch.table.num_rows, str(path or ""))
+    return TaskWritten(task, batch.endpoint, batch.table.num_rows, "")
+
+
+class Staging:
+    """Fragments by window, and how many blocks of each window this run has still to stage."""
+
+    def __init__(
+        self,
+        out: Path,
+        manifest: Manifest,
+        todo: tuple[tuple[int, int], ...],
+        staged: tuple[tuple[int, int], ...],
+    ) -> None:
+        self.out = out
+        self.manifest = manifest
+        self.fragments: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self.missing: dict[int, int] = defaultdict(int)
+        for start, end in todo:
+            for window, lo, hi in _windows(start, end):
+                self.missing[window] += hi - lo + 1
+        for start, end in staged:
+            self.fragments[start // FILE_BLOCKS].append((start, end))
+
+    def add(self, table: pa.Table, start: int, end: int) -> None:
+        """Stage the logs of blocks start..end durably; compact their window if it is full."""
+        for window, lo, hi in _windows(start, end):
+            part = table if (lo, hi) == (start, end) else _rows_between(table, lo, hi)
+            write_fragment(part, self.out, lo, hi)
+            self.fragments[window].append((lo, hi))
+            self.missing[window] -= hi - lo + 1
+            if self.missing[window] <= 0:
+                self._compact(window)
+
+    def compact_ready(self) -> None:
+        """Compact windows an earlier run staged completely (nothing left to fetch there)."""
+        for window in [w for w in self.fragments if self.missing.get(w, 0) <= 0]:
+            self._compact(window)
+
+    def compact_all(self) -> None:
+        """At the end of a run: move everything staged into final files."""
+        for window in list(self.fragments):
+            self._compact(window)
+
+    def _compact(self, window: int) -> None:
+        ranges = sorted(self.fragments.pop(window, []))
+        for group in _groups(self.out, ranges):
+            start, end = group[0][0], group[-1][1]
+            paths = [fragment_path(self.out, a, b) for a, b in group]
+            path, rows = compact(paths, self.out, start, end)
+            self.manifest.add(start, end, path.name if path else None, rows)
+            save_manifest(self.out, self.manifest)  # the record first, then the cleanup
+            for fragment in paths:
+                fragment.unlink()
+
+
+def _windows(start: int, end: int):
+    """(window, lo, hi) for each FILE_BLOCKS window that start..end touches."""
+    lo = start
+    while lo <= end:
+        hi = min(end, (lo // FILE_BLOCKS + 1) * FILE_BLOCKS - 1)
+        yield lo // FILE_BLOCKS, lo, hi
+        lo = hi + 1
+
+
+def _rows_between(table: pa.Table, lo: int, hi: int) -> pa.Table:
+    blocks = table["block_number"]
+    return table.filter(pc.and_(pc.greater_equal(blocks, lo), pc.less_equal(blocks, hi)))
+
+
+def _groups(out: Path, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Contiguous runs of fragments, cut where a run would pass MAX_FILE_ROWS."""
+    groups: list[list[tuple[int, int]]] = []
+    rows = 0
+    for start, end in ranges:
+        count = row_count(fragment_path(out, start, end))
+        contiguous = groups and groups[-1][-1][1] + 1 == start
+        if contiguous and rows + count <= MAX_FILE_ROWS:
+            groups[-1].append((start, end))
+            rows += count
+        else:
+            groups.append([(start, end)])
+            rows = count
+    return groups

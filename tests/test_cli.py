@@ -11,7 +11,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import stored_rows
+from conftest import node_rows, stored_rows
 
 from pipeline.naming import LOGS_DIR
 
@@ -129,24 +129,35 @@ def test_env_vars_supply_endpoints_and_filter(tmp_path, node, seeded):
     assert {r[5] for r in rows} == {seeded.contracts[0]}
 
 
-def test_a_second_run_into_the_same_folder_needs_overwrite(tmp_path, node, seeded):
-    args = [
-        "backfill",
-        "--rpc",
-        node.url,
-        "--from-block",
-        str(seeded.first_block),
-        "--to-block",
-        str(seeded.first_block + 99),
-        "--output",
-        str(tmp_path),
-    ]
-    assert pipeline(*args).returncode == 0
-    again = pipeline(*args, "--chunk-size", "7")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert pipeline(*args, "--chunk-size", "7", "--overwrite").returncode == 0
-    rows = stored_rows(tmp_path)
-    assert len(rows) == len(set(rows))
+def test_a_second_run_resumes_another_filter_is_refused_and_overwrite_starts_over(
+    tmp_path, node, seeded
+):
+    first, last = seeded.first_block, seeded.first_block + 99
+    args = ["backfill", "--rpc", node.url, "--from-block", str(first), "--output", str(tmp_path)]
+    assert pipeline(*args, "--to-block", str(last)).returncode == 0
+    again = pipeline(*args, "--to-block", str(last), "--chunk-size", "7")
+    assert again.returncode == 0 and "(100 already stored)" in again.stdout
+    other = pipeline(*args, "--to-block", str(last), "--topic0", "0x" + "ab" * 32)
+    assert other.returncode == 2 and "another filter" in other.stderr
+    assert "--overwrite" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    fresh = pipeline(*args, "--to-block", str(last), "--chunk-size", "7", "--overwrite")
+    assert fresh.returncode == 0 and "already stored" not in fresh.stdout
+    assert stored_rows(tmp_path) == node_rows(node, first, last)
+
+
+def test_status_shows_coverage_gaps_rows_and_files(tmp_path, node, seeded):
+    first = seeded.first_block
+    args = ["backfill", "--rpc", node.url, "--output", str(tmp_path)]
+    assert pipeline(*args, "--from-block", str(first), "--to-block", str(first + 99)).returncode == 0
+    assert pipeline(*args, "--from-block", "300", "--to-block", "399").returncode == 0
+    status = pipeline("status", str(tmp_path))
+    assert status.returncode == 0, status.stderr
+    rows = len(node_rows(node, first, first + 99)) + len(node_rows(node, 300, 399))
+    assert f"{first}-{first + 99}" in status.stdout and "300-399" in status.stdout
+    assert f"gaps: {first + 100}-299" in status.stdout
+    assert f"rows: {rows:,}" in status.stdout and "logs__" in status.stdout
+    missing = pipeline("status", str(tmp_path / "nothing-here"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

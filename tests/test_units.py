@@ -54,7 +54,7 @@ def test_a_huge_range_is_planned_lazily():
     assert plan.remaining() == 10**12 + 1
     first = plan.take()
     assert (first.start, first.end) == (0, 0) and plan.remaining() == 10**12
-    assert (plan.rest().start, plan.rest().end) == (1, 10**12)
+    assert [(t.start, t.end) for t in plan.rest()] == [(1, 10**12)]
 
 
 def test_gaps_are_the_uncovered_parts():
@@ -416,12 +416,13 @@ def test_logs_marked_removed_are_rejected_and_a_filter_matches_receipt_logs():
 # --- preflight: resolving the chain and the end block ------------------------------------------
 
 
-def _probes(mocker, *answers):
+def _probes(mocker, *answers, **options):
+    """A config whose endpoints answer the preflight with `answers`: (chain id, head, error,
+    refused tag, tag block) each."""
     from pipeline import preflight
 
-    config = build_config(
-        rpc=[f"http://127.0.0.1:{i + 1}" for i in range(len(answers))], to_block="finalized"
-    )
+    rpc = [f"http://127.0.0.1:{i + 1}" for i in range(len(answers))]
+    config = build_config(rpc=rpc, **options)
     probes = [preflight.Probe(e, *a) for e, a in zip(config.endpoints, answers, strict=True)]
     mocker.patch.object(preflight, "probe", side_effect=probes)
     return config
@@ -430,9 +431,8 @@ def _probes(mocker, *answers):
 def test_the_end_block_is_the_most_advanced_endpoints_and_laggards_are_named(mocker):
     from pipeline.preflight import resolve_plan
 
-    config = _probes(
-        mocker, (1, 120), (1, 100), (None, None, "connection_error: connection refused")
-    )
+    down = (None, None, "connection_error: connection refused")
+    config = _probes(mocker, (1, 120), (1, 100), down, to_block="latest")
     plan = resolve_plan(config)
     assert (plan.chain_id, plan.to_block) == (1, 120)
     assert [p.endpoint.name for p in plan.silent] == ["127.0.0.1:3"]
@@ -441,24 +441,59 @@ def test_the_end_block_is_the_most_advanced_endpoints_and_laggards_are_named(moc
 
 
 @pytest.mark.parametrize(
-    "answers,error,fragment",
+    "answers,options,end,reason",
     [
-        (((1, 10), (5, 10)), ConfigError, "different chains"),
+        (((1, 500, "", False, 436), (1, 490, "", False, 426)), {}, 436, "finalized block"),
+        (((1, 500, "permanent: no finalized", True),), {}, 436, "minus 64 confirmations"),
+        (((137, 1000, "permanent: no finalized", True),), {}, 744, "minus 256"),
+        (((1, 500, "", False, 468),), {"to_block": "safe"}, 468, "the safe block"),
+        (((1, 500),), {"to_block": "latest-10"}, 490, "minus 10 confirmations"),
+        (((1, 500),), {"confirmations": 12}, 488, "minus 12 confirmations"),
+        (((1, 500),), {"to_block": 300}, 300, "--to-block"),
+    ],
+    ids=["finalized", "no-finalized", "polygon-depth", "safe", "latest-N", "confirmations", "n"],
+)
+def test_the_default_end_is_reorg_safe_and_every_end_says_why(
+    mocker, answers, options, end, reason
+):
+    from pipeline.preflight import resolve_plan
+
+    plan = resolve_plan(_probes(mocker, *answers, **options))
+    assert plan.to_block == end and reason in plan.end_reason
+
+
+@pytest.mark.parametrize(
+    "answers,options,error,fragment",
+    [
+        (((1, 10), (5, 10)), {}, ConfigError, "different chains"),
         (
-            ((1, None, "permanent: the endpoint has no 'finalized' block", True),),
+            ((1, 10, "permanent: the endpoint has no 'finalized' block", True),),
+            {"to_block": "finalized"},
             ConfigError,
             "use a block number",
         ),
-        (
-            ((None, None, "connection_error: connection refused"),),
-            NoEndpointError,
-            "no endpoint answered",
-        ),
-        (((1, None, "timeout: request timed out"),), NoEndpointError, "no endpoint answered"),
+        (((None, None, "connection_error: refused"),), {}, NoEndpointError, "no endpoint"),
+        (((1, None, "timeout: request timed out"),), {}, NoEndpointError, "no endpoint"),
+        (((1, 100),), {"to_block": 101}, ConfigError, "beyond block 100"),
+        (((1, 100),), {"to_block": "latest-200"}, ConfigError, "after the end block"),
     ],
 )
-def test_preflight_refuses_what_cannot_be_served(mocker, answers, error, fragment):
+def test_preflight_refuses_what_cannot_be_served(mocker, answers, options, error, fragment):
     from pipeline.preflight import resolve_plan
 
     with pytest.raises(error, match=fragment):
-        resolve_plan(_probes(mocker, *answers))
+        resolve_plan(_probes(mocker, *answers, **options))
+
+
+@pytest.mark.parametrize(
+    "options,fragment",
+    [
+        ({"to_block": "finalized", "confirmations": 3}, "counts back from the head"),
+        ({"to_block": "latest-2", "confirmations": 3}, "counts back from the head"),
+        ({"confirmations": -1}, "must not be negative"),
+        ({"to_block": "latest-x"}, "latest-N"),
+    ],
+)
+def test_confirmations_only_count_back_from_the_head(options, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        build_config(rpc=["http://127.0.0.1:1"], **options)

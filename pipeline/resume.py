@@ -1,0 +1,202 @@
+"""Before a run writes anything: take stock of the output folder and decide what is left to do.
+
+An earlier run may have stopped at any instant. What it left is sorted out here, once:
+temporary files are deleted; final files the manifest does not list (a compaction cut short) are
+deleted, since their fragments are still staged; fragments the manifest already covers (a
+cleanup cut short) are deleted; the other fragments are complete and are reused. A reorg at the
+end of the last run is looked for, and the final files it made stale are dropped. What is not
+covered then is exactly what this run fetches.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import BackfillConfig
+from .endpoints import Endpoint
+from .errors import ConfigError, ErrorKind, RpcError
+from .manifest import Manifest, filter_json, load_manifest, save_manifest
+from .naming import (
+    LOGS_DIR,
+    MANIFEST_FILE,
+    STAGING_DIR,
+    SUMMARY_FILE,
+    final_files,
+    fragments,
+    temp_files,
+)
+from .planning import gaps, merge_ranges
+from .preflight import Plan
+from .rpc import RpcClient
+
+TIP_BLOCKS = 64  # how many blocks at the end of a run are remembered to notice a reorg there
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What this run starts from: the manifest, reusable fragments, and the ranges to fetch."""
+
+    manifest: Manifest
+    staged: tuple[tuple[int, int], ...]  # complete fragments kept from an earlier run
+    todo: tuple[tuple[int, int], ...]  # block ranges this run fetches
+    notes: tuple[str, ...] = ()  # what was repaired, for the user
+
+
+def prepare_output(config: BackfillConfig, plan: Plan) -> Resume:
+    """Reconcile the output folder with its manifest (or start one) and plan what is missing.
+    Raises ConfigError if the folder holds another filter's or chain's logs."""
+    out = config.output
+    try:
+        if config.overwrite:
+            _wipe(out)
+        (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        (out / STAGING_DIR).mkdir(exist_ok=True)
+        for path in temp_files(out):
+            path.unlink()
+        manifest = _manifest_for(config, plan)
+        notes = _reconcile(out, manifest)
+        staged = _reusable_fragments(out, manifest)
+        notes += _repair_reorg(out, manifest, staged, config, plan)
+        save_manifest(out, manifest)
+    except OSError as exc:
+        raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
+    covered = merge_ranges([*manifest.covered, *staged])
+    todo = gaps(plan.from_block, plan.to_block, covered)
+    return Resume(manifest, tuple(staged), tuple(todo), tuple(notes))
+
+
+def _wipe(out: Path) -> None:
+    for name in final_files(out):
+        (out / LOGS_DIR / name).unlink()
+    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+    for name in (MANIFEST_FILE, SUMMARY_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
+    out = config.output
+    wanted = filter_json(config.log_filter)
+    manifest = load_manifest(out)
+    if manifest is None:
+        if final_files(out):
+            raise ConfigError(
+                f"{out} holds log files but no {MANIFEST_FILE} (another tool or an older "
+                "version wrote them): pass --overwrite to replace them, or choose another --output"
+            )
+        return Manifest(plan.chain_id, wanted, config.hex_output)
+    if manifest.chain_id != plan.chain_id:
+        raise ConfigError(
+            f"{out} holds logs of chain {manifest.chain_id}, the endpoints serve chain "
+            f"{plan.chain_id}: choose another --output, or pass --overwrite to start over"
+        )
+    if manifest.log_filter != wanted:
+        raise ConfigError(
+            f"{out} holds logs of another filter ({_describe(manifest.log_filter)}; this run "
+            f"asks for {_describe(wanted)}): choose another --output, or pass --overwrite"
+        )
+    if manifest.hex_output != config.hex_output:
+        held = "0x strings (--hex)" if manifest.hex_output else "raw bytes"
+        raise ConfigError(
+            f"{out} holds {held}: run with the same --hex setting, or pass --overwrite"
+        )
+    return manifest
+
+
+def _describe(log_filter: dict) -> str:
+    parts = [f"addresses {', '.join(log_filter['addresses'])}"] if log_filter["addresses"] else []
+    for i, values in enumerate(log_filter["topics"]):
+        parts += [f"topic{i} {', '.join(values)}"] if values else []
+    return "; ".join(parts) or "every log"
+
+
+def _reconcile(out: Path, manifest: Manifest) -> list[str]:
+    notes = []
+    on_disk = final_files(out)
+    for name in on_disk.keys() - manifest.files.keys():
+        (out / LOGS_DIR / name).unlink()  # compacted, but not yet recorded: its fragments remain
+    for name in manifest.files.keys() - on_disk.keys():
+        manifest.drop_file(name)
+        notes.append(f"{name} is missing from {out / LOGS_DIR}: its blocks will be fetched again")
+    return notes
+
+
+def _reusable_fragments(out: Path, manifest: Manifest) -> list[tuple[int, int]]:
+    staged: list[tuple[int, int]] = []
+    covered = list(manifest.covered)
+    for start, end, path in fragments(out):
+        if any(a <= end and start <= b for a, b in covered):
+            path.unlink()  # already compacted (or overlapping): the final file holds it
+            continue
+        staged.append((start, end))
+        covered.append((start, end))
+    return staged
+
+
+def _repair_reorg(
+    out: Path,
+    manifest: Manifest,
+    staged: list[tuple[int, int]],
+    config: BackfillConfig,
+    plan: Plan,
+) -> list[str]:
+    """Compare the block hashes kept at the last run's end with the chain now; drop the final
+    files and fragments from the first block that changed, so that they are fetched again."""
+    if not manifest.tip:
+        return []
+    try:
+        now = hashes_from_any(config, plan, sorted(manifest.tip))
+    except RpcError as err:
+        return [f"could not check the last run's end for a reorg ({err}); kept it as it is"]
+    changed = [block for block, digest in sorted(manifest.tip.items()) if now[block] != digest]
+    if not changed:
+        return []
+    manifest.tip = {}
+    first = changed[0]
+    for name, entry in list(manifest.files.items()):
+        if entry["to_block"] >= first:
+            manifest.drop_file(name)
+            (out / LOGS_DIR / name).unlink(missing_ok=True)
+    for start, end, path in fragments(out):
+        if end >= first:
+            path.unlink()
+            staged.remove((start, end))
+    manifest.drop_range(first, max(b for _, b in manifest.covered or [(first, first)]))
+    return [f"block {first} is no longer the one stored (a reorg): fetching from there again"]
+
+
+def hashes_from_any(config: BackfillConfig, plan: Plan, blocks: list[int]) -> dict[int, str]:
+    """Block hashes from the most advanced endpoint that answers; the last error if none does."""
+    ranked = sorted(config.endpoints, key=lambda e: plan.heads.get(e.name, -1), reverse=True)
+    error = RpcError(ErrorKind.CONNECTION, "no endpoint")
+    for endpoint in ranked:
+        try:
+            return block_hashes(endpoint, config.timeout, blocks)
+        except RpcError as err:
+            error = err
+    raise error
+
+
+def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[int, str]:
+    """The canonical hash of each block, asked a few at a time (one client per thread)."""
+    local = threading.local()
+
+    def lookup(block: int) -> str:
+        if not hasattr(local, "client"):
+            local.client = RpcClient(endpoint, timeout)
+        return local.client.block_hash(block)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(blocks, pool.map(lookup, blocks), strict=True))
+
+
+def tip_blocks(manifest: Manifest, end: int) -> list[int]:
+    """The covered blocks at the end of a run whose hashes are remembered."""
+    covered_end = [b for a, b in manifest.covered if a <= end <= b]
+    if not covered_end:
+        return []
+    start = next(a for a, b in manifest.covered if a <= end <= b)
+    return list(range(max(start, end - TIP_BLOCKS + 1), end + 1))
