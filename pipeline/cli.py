@@ -11,6 +11,7 @@ import click
 from .config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_FILE_BLOCKS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -99,7 +100,16 @@ def cli() -> None:
     help="End the run when every endpoint has failed for this many seconds.",
 )
 @click.option(
-    "--overwrite", is_flag=True, help="Replace log files an earlier run left in --output."
+    "--overwrite",
+    is_flag=True,
+    help="Start over: delete what an earlier run left in --output (by default a run resumes).",
+)
+@click.option(
+    "--file-blocks",
+    type=int,
+    default=DEFAULT_FILE_BLOCKS,
+    show_default=True,
+    help="Final files never span a multiple of this many blocks.",
 )
 @click.option(
     "--concurrency",

@@ -24,6 +24,7 @@ DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_STALL_TIMEOUT_S = 60.0
 DEFAULT_CONCURRENCY = 1
+DEFAULT_FILE_BLOCKS = 100_000
 MAX_CONCURRENCY = 64
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -78,6 +79,7 @@ class BackfillConfig:
     timeout: float = DEFAULT_TIMEOUT_S
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
     overwrite: bool = False
+    file_blocks: int = DEFAULT_FILE_BLOCKS  # final files never cross a multiple of this
 
 
 def build_config(
@@ -119,7 +121,7 @@ def build_config(
                 "--to-block latest (or write --to-block latest-N)"
             )
         end, depth = "latest", confirmations
-    for name in ("chunk_size", "max_attempts"):
+    for name in ("chunk_size", "max_attempts", "file_blocks"):
         if name in options and int(options[name]) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("timeout", "stall_timeout"):

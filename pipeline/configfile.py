@@ -27,7 +27,7 @@ RUN_KEYS: dict[str, tuple[type, ...]] = {
     "topic3": _LIST, "from_block": _BLOCK, "to_block": _BLOCK, "chunk_size": (int,),
     "max_attempts": (int,), "concurrency": (int,), "output": (str,), "hex": (bool,),
     "overwrite": (bool,), "quiet": (bool,), "timeout": _NUMBER, "stall_timeout": _NUMBER,
-    "rps": _NUMBER, "confirmations": (int,),
+    "rps": _NUMBER, "confirmations": (int,), "file_blocks": (int,),
 }  # fmt: skip
 ENDPOINT_KEYS: dict[str, tuple[type, ...]] = {
     "url": (str,), "rps": _NUMBER, "concurrency": (int,), "max_block_range": (int,),

@@ -28,7 +28,7 @@ GAS_LIMIT = 10**15
 _NPM_FLAGS = ["--no-audit", "--no-fund", "--loglevel=error"]
 # --quiet: anvil's per-transaction log lines cost real time when seeding a million logs.
 _ANVIL_FLAGS = (
-    f"--host 127.0.0.1 --hardfork cancun --prune-history --no-mining --gas-limit {GAS_LIMIT} "
+    f"--host 127.0.0.1 --hardfork cancun --no-mining --gas-limit {GAS_LIMIT} "
     "--block-base-fee-per-gas 0 --quiet"
 ).split()
 
@@ -173,10 +173,15 @@ class Anvil:
     """One anvil process on a loopback port; a context manager, or call start() and stop()."""
 
     def __init__(
-        self, binary: Path | None = None, port: int | None = None, extra_args: Sequence[str] = ()
+        self,
+        binary: Path | None = None,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        prune_history: bool = True,
     ) -> None:
         self.binary = binary
-        self.extra_args = tuple(extra_args)
+        # Pruned history seeds a million logs in seconds; anvil_reorg needs the history kept.
+        self.extra_args = ("--prune-history",) * prune_history + tuple(extra_args)
         self._fixed_port = port is not None
         self._set_port(port or _free_port())
         self._proc: subprocess.Popen[bytes] | None = None

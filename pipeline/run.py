@@ -180,6 +180,7 @@ class Supervisor:
                         self.resume.manifest,
                         self.resume.todo,
                         self.resume.staged,
+                        self.config.file_blocks,
                     ),
                     self.board,
                     self.results,

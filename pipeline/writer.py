@@ -2,7 +2,7 @@
 
 Each batch is first staged as a durable fragment (so a finished range never lives only in
 memory), then the task is complete. Fragments are compacted into final files per aligned window
-of FILE_BLOCKS blocks once the whole window is staged, and whatever is left at the end of a run;
+of --file-blocks blocks once the whole window is staged, and whatever is left at the end of a run;
 each compaction is recorded in the manifest before its fragments are deleted.
 """
 
@@ -23,7 +23,6 @@ from .naming import fragment_path
 from .storage import compact, row_count, write_fragment
 from .taskqueue import QUEUE_GONE
 
-FILE_BLOCKS = 100_000  # final files never cross a multiple of this: stable names across runs
 MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
 
 
@@ -36,12 +35,13 @@ class WriterSpec:
     manifest: Manifest
     todo: tuple[tuple[int, int], ...]  # the block ranges this run fetches
     staged: tuple[tuple[int, int], ...]  # fragments an earlier run left, reused
+    file_blocks: int  # final files never cross a multiple of this: stable names across runs
 
 
 def writer_main(spec: WriterSpec, board, results, events) -> None:
     """Store batches until a None arrives, then compact what is staged and stop."""
     init_child(spec.supervisor_pid)
-    staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged)
+    staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks)
     with contextlib.suppress(*QUEUE_GONE):  # the supervisor reports a lost queue itself
         try:
             staging.compact_ready()
@@ -74,20 +74,24 @@ class Staging:
         manifest: Manifest,
         todo: tuple[tuple[int, int], ...],
         staged: tuple[tuple[int, int], ...],
+        file_blocks: int,
     ) -> None:
         self.out = out
         self.manifest = manifest
+        self.file_blocks = file_blocks
         self.fragments: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self.missing: dict[int, int] = defaultdict(int)
         for start, end in todo:
-            for window, lo, hi in _windows(start, end):
+            for window, lo, hi in _windows(start, end, file_blocks):
                 self.missing[window] += hi - lo + 1
         for start, end in staged:
-            self.fragments[start // FILE_BLOCKS].append((start, end))
+            # A fragment staged with another --file-blocks may cross a window: it is filed under
+            # the window it starts in, and its file may then cross too (names stay disjoint).
+            self.fragments[start // file_blocks].append((start, end))
 
     def add(self, table: pa.Table, start: int, end: int) -> None:
         """Stage the logs of blocks start..end durably; compact their window if it is full."""
-        for window, lo, hi in _windows(start, end):
+        for window, lo, hi in _windows(start, end, self.file_blocks):
             part = table if (lo, hi) == (start, end) else _rows_between(table, lo, hi)
             write_fragment(part, self.out, lo, hi)
             self.fragments[window].append((lo, hi))
@@ -117,12 +121,12 @@ class Staging:
                 fragment.unlink()
 
 
-def _windows(start: int, end: int):
-    """(window, lo, hi) for each FILE_BLOCKS window that start..end touches."""
+def _windows(start: int, end: int, size: int):
+    """(window, lo, hi) for each `size`-block window that start..end touches."""
     lo = start
     while lo <= end:
-        hi = min(end, (lo // FILE_BLOCKS + 1) * FILE_BLOCKS - 1)
-        yield lo // FILE_BLOCKS, lo, hi
+        hi = min(end, (lo // size + 1) * size - 1)
+        yield lo // size, lo, hi
         lo = hi + 1
 
 
