@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,12 @@ from .naming import (
 )
 from .planning import gaps, merge_ranges
 from .preflight import Plan
+from .ratecontrol import Throttle
 from .rpc import RpcClient
 
-TIP_BLOCKS = 64  # how many blocks at the end of a run are remembered to notice a reorg there
+# How many blocks at the end of a run are remembered to notice a reorg there. A reorg deeper than
+# this still changes the first of them, and the whole final file holding it is fetched again.
+TIP_BLOCKS = 32
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def _repair_reorg(
     if not manifest.tip:
         return []
     try:
-        now = hashes_from_any(config, plan, sorted(manifest.tip))
+        now = hashes_from_any(list(config.endpoints), config, plan, sorted(manifest.tip))
     except RpcError as err:
         return [f"could not check the last run's end for a reorg ({err}); kept it as it is"]
     changed = [block for block, digest in sorted(manifest.tip.items()) if now[block] != digest]
@@ -168,9 +172,11 @@ def _repair_reorg(
     return [f"block {first} is no longer the one stored (a reorg): fetching from there again"]
 
 
-def hashes_from_any(config: BackfillConfig, plan: Plan, blocks: list[int]) -> dict[int, str]:
+def hashes_from_any(
+    endpoints: list[Endpoint], config: BackfillConfig, plan: Plan, blocks: list[int]
+) -> dict[int, str]:
     """Block hashes from the most advanced endpoint that answers; the last error if none does."""
-    ranked = sorted(config.endpoints, key=lambda e: plan.heads.get(e.name, -1), reverse=True)
+    ranked = sorted(endpoints, key=lambda e: plan.heads.get(e.name, -1), reverse=True)
     error = RpcError(ErrorKind.CONNECTION, "no endpoint")
     for endpoint in ranked:
         try:
@@ -181,15 +187,18 @@ def hashes_from_any(config: BackfillConfig, plan: Plan, blocks: list[int]) -> di
 
 
 def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[int, str]:
-    """The canonical hash of each block, asked a few at a time (one client per thread)."""
+    """The canonical hash of each block, within the endpoint's --concurrency and --rps (one
+    client per thread)."""
     local = threading.local()
+    throttle = Throttle(endpoint.rps)
 
     def lookup(block: int) -> str:
         if not hasattr(local, "client"):
             local.client = RpcClient(endpoint, timeout)
+        time.sleep(throttle.reserve())
         return local.client.block_hash(block)
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=endpoint.concurrency) as pool:
         return dict(zip(blocks, pool.map(lookup, blocks), strict=True))
 
 

@@ -88,7 +88,7 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
     for probe in plan.behind:
         report(
             Notice(
-                f"{probe.endpoint.name} is at block {probe.end_block}, behind the end block "
+                f"{probe.endpoint.name} is at block {probe.head}, behind the end block "
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
@@ -357,7 +357,8 @@ class Supervisor:
         # The hashes at the end of the range let the next run notice a reorg there.
         blocks = tip_blocks(manifest, self.plan.to_block)
         try:
-            manifest.tip = hashes_from_any(self.config, self.plan, blocks)
+            usable = [s.endpoint for s in self.stats.values() if not s.out_reason]
+            manifest.tip = hashes_from_any(usable, self.config, self.plan, blocks)
         except RpcError as err:
             self.report(Notice(f"could not record the end's block hashes ({err})"))
 
