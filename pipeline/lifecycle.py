@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PARENT_CHECK_INTERVAL_S = 1.0
@@ -40,3 +41,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def join_all(processes: list, grace: float, abort: Callable[[], bool] = lambda: False) -> None:
+    """Wait up to `grace` seconds (less if `abort` turns true) for processes, then kill them."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not abort() and any(p.is_alive() for p in processes):
+        time.sleep(0.05)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+        process.join(2)

@@ -80,6 +80,14 @@ def filter_json(log_filter: LogFilter) -> dict:
     }
 
 
+def describe_filter(log_filter: dict) -> str:
+    """A stored filter in words, for messages."""
+    parts = [f"addresses {', '.join(log_filter['addresses'])}"] if log_filter["addresses"] else []
+    for i, values in enumerate(log_filter["topics"]):
+        parts += [f"topic{i} {', '.join(values)}"] if values else []
+    return "; ".join(parts) or "every log"
+
+
 def load_manifest(out_dir: Path) -> Manifest | None:
     """The folder's manifest, or None if it has none."""
     path = out_dir / MANIFEST_FILE

@@ -83,3 +83,27 @@ class WriterFailed:
     """Writer -> supervisor: storing failed and the writer stopped."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should hear about while the run goes on."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class WorkerStarted:
+    """A worker process is up (tests use the pid to kill it)."""
+
+    endpoint: str
+    worker_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class ProcessStarted:
+    """The queue manager or the writer process is up (tests use the pid to kill it)."""
+
+    role: str
+    pid: int

@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import BackfillConfig
 from .endpoints import Endpoint
 from .errors import ConfigError, ErrorKind, RpcError
-from .manifest import Manifest, filter_json, load_manifest, save_manifest
+from .manifest import Manifest, describe_filter, filter_json, load_manifest, save_manifest
 from .naming import (
     LOGS_DIR,
     MANIFEST_FILE,
@@ -99,8 +99,8 @@ def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
         )
     if manifest.log_filter != wanted:
         raise ConfigError(
-            f"{out} holds logs of another filter ({_describe(manifest.log_filter)}; this run "
-            f"asks for {_describe(wanted)}): choose another --output, or pass --overwrite"
+            f"{out} holds logs of another filter ({describe_filter(manifest.log_filter)}; this run "
+            f"asks for {describe_filter(wanted)}): choose another --output, or pass --overwrite"
         )
     if manifest.hex_output != config.hex_output:
         held = "0x strings (--hex)" if manifest.hex_output else "raw bytes"
@@ -108,13 +108,6 @@ def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
             f"{out} holds {held}: run with the same --hex setting, or pass --overwrite"
         )
     return manifest
-
-
-def _describe(log_filter: dict) -> str:
-    parts = [f"addresses {', '.join(log_filter['addresses'])}"] if log_filter["addresses"] else []
-    for i, values in enumerate(log_filter["topics"]):
-        parts += [f"topic{i} {', '.join(values)}"] if values else []
-    return "; ".join(parts) or "every log"
 
 
 def _reconcile(out: Path, manifest: Manifest) -> list[str]:

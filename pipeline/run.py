@@ -18,9 +18,19 @@ from dataclasses import dataclass, field
 from .config import BackfillConfig
 from .convert import log_schema
 from .errors import ErrorKind, RpcError
-from .lifecycle import init_child
+from .lifecycle import init_child, join_all
 from .manifest import load_manifest, save_manifest
-from .messages import Attempt, EndpointState, Split, Task, TaskWritten, WriterFailed
+from .messages import (
+    Attempt,
+    EndpointState,
+    Notice,
+    ProcessStarted,
+    Split,
+    Task,
+    TaskWritten,
+    WorkerStarted,
+    WriterFailed,
+)
 from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
 from .resume import Resume, hashes_from_any, prepare_output, tip_blocks
@@ -38,30 +48,6 @@ WRITER_GRACE_S = 300.0  # the writer compacts what is staged before it stops
 THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the user should hear about while the run goes on."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class WorkerStarted:
-    """A worker process is up (tests use the pid to kill it)."""
-
-    endpoint: str
-    worker_id: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class ProcessStarted:
-    """The queue manager or the writer process is up (tests use the pid to kill it)."""
-
-    role: str
-    pid: int
 
 
 @dataclass(frozen=True)
@@ -196,7 +182,7 @@ class Supervisor:
         except QUEUE_GONE:
             # The Manager process holding the queue died: nothing can be coordinated any more.
             self.fatal = self.fatal or "the task queue process died"
-            _join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
+            join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
             self.failed = []
             done = self.written.ranges()
             missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
@@ -323,11 +309,11 @@ class Supervisor:
             self.board.abort(self.fatal)
         self._stop_workers()
         aborted = lambda: self.force_stop  # noqa: E731 - a second Ctrl-C cuts the waits short
-        _join_all([w.process for w in self.workers], self.config.timeout + JOIN_GRACE_S, aborted)
+        join_all([w.process for w in self.workers], self.config.timeout + JOIN_GRACE_S, aborted)
         if self.writer.is_alive():
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
-        _join_all([self.writer], WRITER_GRACE_S, aborted)
+        join_all([self.writer], WRITER_GRACE_S, aborted)
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()
         try:
@@ -411,14 +397,3 @@ class Supervisor:
                 f"{logs} logs fetched in {self.seconds:.1f}s"
             )
         return RunResult(code, summary, message)
-
-
-def _join_all(processes: list, grace: float, abort: Callable[[], bool] = lambda: False) -> None:
-    """Wait up to `grace` seconds (less if `abort` turns true) for processes, then kill them."""
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and not abort() and any(p.is_alive() for p in processes):
-        time.sleep(0.05)
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-        process.join(2)

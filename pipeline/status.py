@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from .errors import ConfigError
-from .manifest import load_manifest
+from .manifest import describe_filter, load_manifest
 from .naming import LOGS_DIR, MANIFEST_FILE, SUMMARY_FILE, fragments
 from .planning import gaps, merge_ranges
 from .storage import row_count
@@ -39,25 +39,25 @@ def format_status(out: Path, status: dict) -> str:
     """The status as lines of text."""
     ranges = lambda rs: ", ".join(f"{a}-{b}" for a, b, *_ in rs) or "none"  # noqa: E731
     blocks = sum(b - a + 1 for a, b in status["covered"])
-    topics = [f"topic{i} {', '.join(v)}" for i, v in enumerate(status["filter"]["topics"]) if v]
-    addresses = status["filter"]["addresses"]
-    wanted = ([f"addresses {', '.join(addresses)}"] if addresses else []) + topics
     lines = [
-        f"{out}: chain {status['chain_id']}, {'; '.join(wanted) or 'every log'}",
+        f"{out}: chain {status['chain_id']}, {describe_filter(status['filter'])}",
         f"covered: {ranges(status['covered'])} ({blocks:,} blocks)",
         f"gaps: {ranges(status['gaps'])}",
         f"rows: {status['rows']:,} in {len(status['files'])} files",
     ]
     if status["staged"]:
-        lines.append(f"staged, not yet compacted: {len(status['staged'])} fragments (the next "
-                     "run compacts them)")  # fmt: skip
+        staged = len(status["staged"])
+        lines.append(f"staged, not yet compacted: {staged} fragments (the next run compacts them)")
     for name, entry in status["files"]:
         span = f"{entry['from_block']}-{entry['to_block']}"
         lines.append(f"  {LOGS_DIR}/{name}  blocks {span}  {entry['rows']:,} rows")
     run = status["last_run"]
     if run:
-        verdict = "error: " + run["error"] if run.get("error") else "interrupted" if run.get(
-            "interrupted") else "ok"  # fmt: skip
+        verdict = "ok"
+        if run.get("interrupted"):
+            verdict = "interrupted"
+        if run.get("error"):
+            verdict = f"error: {run['error']}"
         lines.append(
             f"last run: blocks {run.get('from_block')}-{run.get('to_block')} "
             f"({run.get('end_reason') or 'given'}), {verdict}"
