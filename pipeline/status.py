@@ -43,7 +43,7 @@ def format_status(out: Path, status: dict) -> str:
         f"{out}: chain {status['chain_id']}, {describe_filter(status['filter'])}",
         f"covered: {ranges(status['covered'])} ({blocks:,} blocks)",
         f"gaps: {ranges(status['gaps'])}",
-        f"rows: {status['rows']:,} in {len(status['files'])} files",
+        f"rows: {status['rows']:,} in {len(status['files'])} file(s)",
     ]
     if status["staged"]:
         staged = len(status["staged"])
