@@ -5,6 +5,7 @@
     OUT/summary.json                         the last run's statistics
     OUT/.staging/frag__<from>_to_<to>.frag   fragments: results stored durably as they arrive,
                                              compacted into final files later
+    OUT/.lock                                held by the run that writes to the folder
 
 Names carry zero-padded block ranges (12 digits, enough for any chain for decades), so that name
 order is block order. Final files sit in OUT/logs/ so that `pandas.read_parquet("OUT/logs")`
@@ -20,6 +21,7 @@ from pathlib import Path
 BLOCK_DIGITS = 12
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"  # held by the run writing to the folder
 LOGS_DIR = "logs"
 STAGING_DIR = ".staging"
 _LOG_FILE = re.compile(rf"^logs__(\d{{{BLOCK_DIGITS}}})_to_(\d{{{BLOCK_DIGITS}}})\.parquet$")

@@ -10,9 +10,12 @@ covered then is exactly what this run fetches.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from .endpoints import Endpoint
 from .errors import ConfigError, ErrorKind, RpcError
 from .manifest import Manifest, describe_filter, filter_json, load_manifest, save_manifest
 from .naming import (
+    LOCK_FILE,
     LOGS_DIR,
     MANIFEST_FILE,
     STAGING_DIR,
@@ -48,6 +52,25 @@ class Resume:
     staged: tuple[tuple[int, int], ...]  # complete fragments kept from an earlier run
     todo: tuple[tuple[int, int], ...]  # block ranges this run fetches
     notes: tuple[str, ...] = ()  # what was repaired, for the user
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold the output folder for one run: a second run into it is refused, not interleaved.
+    The lock dies with the process, so a killed run never leaves it behind."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = (out / LOCK_FILE).open("a+")
+    except OSError as exc:
+        raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another backfill is writing to {out}: wait for it, or choose another --output"
+            ) from None
+        yield
 
 
 def prepare_output(config: BackfillConfig, plan: Plan) -> Resume:

@@ -33,7 +33,7 @@ from .messages import (
 )
 from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
-from .resume import Resume, hashes_from_any, prepare_output, tip_blocks
+from .resume import Resume, hashes_from_any, output_lock, prepare_output, tip_blocks
 from .storage import write_empty
 from .summary import EndpointStats, ranges_json, write_summary
 from .taskqueue import QUEUE_GONE, QueueManager
@@ -78,13 +78,14 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
-    resume = prepare_output(config, plan)
-    for note in resume.notes:
-        report(Notice(note))
-    supervisor = Supervisor(config, plan, resume, report)
-    with _signals_recorded(supervisor):
-        supervisor.run()
-    return supervisor.result()
+    with output_lock(config.output):
+        resume = prepare_output(config, plan)
+        for note in resume.notes:
+            report(Notice(note))
+        supervisor = Supervisor(config, plan, resume, report)
+        with _signals_recorded(supervisor):
+            supervisor.run()
+        return supervisor.result()
 
 
 @contextlib.contextmanager

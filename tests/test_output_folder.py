@@ -10,7 +10,7 @@ from pipeline.errors import ConfigError
 from pipeline.manifest import Manifest, filter_json, load_manifest, save_manifest
 from pipeline.naming import LOGS_DIR, STAGING_DIR, fragment_path, log_file_path, temp_path
 from pipeline.preflight import Plan
-from pipeline.resume import prepare_output
+from pipeline.resume import output_lock, prepare_output
 from pipeline.storage import write_empty, write_fragment
 
 TOPIC = "0x" + "ab" * 32
@@ -110,3 +110,11 @@ def test_log_files_without_a_manifest_or_a_broken_manifest_are_refused(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         prepare_output(config(tmp_path), plan())
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    with output_lock(tmp_path), pytest.raises(ConfigError, match="another backfill"):  # noqa: SIM117
+        with output_lock(tmp_path):
+            pass
+    with output_lock(tmp_path):  # released with the first run
+        pass
