@@ -113,8 +113,11 @@ def test_log_files_without_a_manifest_or_a_broken_manifest_are_refused(tmp_path)
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
-    with output_lock(tmp_path), pytest.raises(ConfigError, match="another backfill"):
-        with output_lock(tmp_path):
-            pass
+    with (
+        output_lock(tmp_path),
+        pytest.raises(ConfigError, match="another backfill"),
+        output_lock(tmp_path),
+    ):
+        pass
     with output_lock(tmp_path):  # released with the first run
         pass
