@@ -22,6 +22,7 @@ BLOCK_DIGITS = 12
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"  # held by the run writing to the folder
+WRITER_LOCK_FILE = ".writer.lock"  # held by that run's writer process
 LOGS_DIR = "logs"
 STAGING_DIR = ".staging"
 _LOG_FILE = re.compile(rf"^logs__(\d{{{BLOCK_DIGITS}}})_to_(\d{{{BLOCK_DIGITS}}})\.parquet$")

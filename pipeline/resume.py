@@ -30,6 +30,7 @@ from .naming import (
     MANIFEST_FILE,
     STAGING_DIR,
     SUMMARY_FILE,
+    WRITER_LOCK_FILE,
     final_files,
     fragments,
     temp_files,
@@ -42,6 +43,7 @@ from .rpc import RpcClient
 # How many blocks at the end of a run are remembered to notice a reorg there. A reorg deeper than
 # this still changes the first of them, and the whole final file holding it is fetched again.
 TIP_BLOCKS = 32
+ORPHAN_WRITER_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Resume:
 @contextlib.contextmanager
 def output_lock(out: Path) -> Iterator[None]:
     """Hold the output folder for one run: a second run into it is refused, not interleaved.
-    The lock dies with the process, so a killed run never leaves it behind."""
+    The locks die with their processes, so a killed run never leaves one behind."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         handle = (out / LOCK_FILE).open("a+")
@@ -70,6 +72,28 @@ def output_lock(out: Path) -> Iterator[None]:
             raise ConfigError(
                 f"another backfill is writing to {out}: wait for it, or choose another --output"
             ) from None
+        # The writer of a run whose supervisor was just killed stops within a second or two;
+        # until then it may still be writing here.
+        with writer_lock(out):
+            pass
+        yield
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Held by a run's writer process while it writes (and checked before a run starts)."""
+    with (out / WRITER_LOCK_FILE).open("a+") as handle:
+        deadline = time.monotonic() + ORPHAN_WRITER_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"a writer process of an earlier run still holds {out}: stop it first"
+                    ) from None
+                time.sleep(0.1)
         yield
 
 

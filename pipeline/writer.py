@@ -20,6 +20,7 @@ from .lifecycle import init_child
 from .manifest import Manifest, save_manifest
 from .messages import FetchedBatch, TaskWritten, WriterFailed
 from .naming import fragment_path
+from .resume import writer_lock
 from .storage import compact, row_count, write_fragment
 from .taskqueue import QUEUE_GONE
 
@@ -42,7 +43,8 @@ def writer_main(spec: WriterSpec, board, results, events) -> None:
     """Store batches until a None arrives, then compact what is staged and stop."""
     init_child(spec.supervisor_pid)
     staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks)
-    with contextlib.suppress(*QUEUE_GONE):  # the supervisor reports a lost queue itself
+    # The lock lets the next run wait for this process if its supervisor is killed.
+    with writer_lock(spec.output), contextlib.suppress(*QUEUE_GONE):
         try:
             staging.compact_ready()
             while (batch := results.get()) is not None:

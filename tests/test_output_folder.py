@@ -121,3 +121,17 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
         pass
     with output_lock(tmp_path):  # released with the first run
         pass
+
+
+def test_a_new_run_waits_for_a_killed_runs_writer_to_stop(tmp_path, monkeypatch):
+    import pipeline.resume as resume
+
+    monkeypatch.setattr(resume, "ORPHAN_WRITER_WAIT_S", 0.3)
+    with (
+        resume.writer_lock(tmp_path),  # an orphaned writer still at work
+        pytest.raises(ConfigError, match="writer process of an earlier run"),
+        output_lock(tmp_path),
+    ):
+        pass
+    with output_lock(tmp_path):  # it stopped: the run goes ahead
+        pass
