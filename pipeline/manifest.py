@@ -46,8 +46,8 @@ class Manifest:
         lo, hi = entry["from_block"], entry["to_block"]
         self.drop_range(lo, hi)
 
-    def drop_range(self, lo: int, hi: int) -> None:
-        """Forget coverage of blocks lo..hi."""
+    def drop_range(self, lo: int, hi: float = float("inf")) -> None:
+        """Forget coverage of blocks lo..hi (to the end by default)."""
         kept = []
         for a, b in self.covered:
             kept += [(a, min(b, lo - 1))] if a < lo else []

@@ -70,12 +70,11 @@ class EndpointState:
 
 @dataclass(frozen=True)
 class TaskWritten:
-    """Writer -> supervisor: a task's logs are stored (path is empty when it had none)."""
+    """Writer -> supervisor: a task's logs are staged durably; the task is complete."""
 
     task: Task
     endpoint: str
     logs: int
-    path: str
 
 
 @dataclass(frozen=True)

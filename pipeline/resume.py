@@ -208,7 +208,7 @@ def _repair_reorg(
         if end >= first:
             path.unlink()
             staged.remove((start, end))
-    manifest.drop_range(first, max(b for _, b in manifest.covered or [(first, first)]))
+    manifest.drop_range(first)
     return [f"block {first} is no longer the one stored (a reorg): fetching from there again"]
 
 

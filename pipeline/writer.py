@@ -64,7 +64,7 @@ def store_batch(batch: FetchedBatch, staging: Staging, board) -> TaskWritten | N
         return None
     staging.add(batch.table, task.start, task.end)
     board.complete(task.task_id)
-    return TaskWritten(task, batch.endpoint, batch.table.num_rows, "")
+    return TaskWritten(task, batch.endpoint, batch.table.num_rows)
 
 
 class Staging:
