@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -18,10 +19,10 @@ from .config import (
     build_config,
 )
 from .configfile import load_config_file
+from .console import make_console
 from .errors import ConfigError
-from .messages import EndpointState, Split, TaskWritten
 from .preflight import NoEndpointError
-from .run import Notice, RunResult, run_backfill
+from .run import Report, RunResult, run_backfill
 from .summary import format_table
 
 EXIT_USAGE = 2
@@ -133,7 +134,31 @@ def cli() -> None:
     help="TOML file with options and per-endpoint settings ([endpoints.NAME] url, rps, "
     "concurrency, max-block-range); flags given here win.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="Print no per-task lines.")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress display or per-task lines: warnings and the verdict only.",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also every failed request, with its error class and "
+    "what was done about it (and per-task lines on a terminal).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port while the run goes on.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server binds to.",
+)
 @click.pass_context
 def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
     """Fetch every matching log of a block range into Parquet files."""
@@ -143,7 +168,10 @@ def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
         for key, value in from_file.items():
             if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:
                 values[key] = value
-    quiet = values.pop("quiet")
+    quiet, verbose = values.pop("quiet"), values.pop("verbose")
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other: choose one")
+    metrics_port, metrics_host = values.pop("metrics_port"), values.pop("metrics_host")
     config = build_config(
         rpc=values.pop("rpc"),
         from_block=values.pop("from_block"),
@@ -155,8 +183,15 @@ def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
         endpoint_settings=endpoint_settings,
         **values,
     )
-    result = run_backfill(config, report=ConsoleReport(quiet))
-    print_result(result)
+    with contextlib.ExitStack() as stack:
+        reports: list[Report] = [stack.enter_context(make_console(quiet, verbose))]
+        if metrics_port is not None:
+            from .metrics import Metrics, MetricsServer
+
+            server = stack.enter_context(MetricsServer(Metrics(), metrics_port, metrics_host))
+            reports.append(server.metrics)
+        result = run_backfill(config, report=fan_out(reports))
+    print_result(result, quiet)
     sys.exit(result.exit_code)
 
 
@@ -203,7 +238,7 @@ def demo(
         output,
         logs=logs,
         blocks=blocks,
-        report=ConsoleReport(False),
+        console=make_console(),
         profiles=profiles,
         chunk_size=chunk_size,
     )
@@ -219,37 +254,22 @@ def status(output: Path) -> None:
     click.echo(format_status(output, folder_status(output)))
 
 
-class ConsoleReport:
-    """Prints task lines to stdout and notices to stderr as events arrive."""
+def fan_out(reports: list[Report]) -> Report:
+    """One report that hands every event to each of `reports`."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+    def report(event: object) -> None:
+        for each in reports:
+            each(event)
 
-    def __call__(self, event: object) -> None:
-        if isinstance(event, TaskWritten) and not self.quiet:
-            task = event.task
-            click.echo(
-                f"[{event.endpoint}] completed task {task.task_id} "
-                f"(blocks {task.start}-{task.end}): {event.logs} logs"
-            )
-        elif isinstance(event, Split) and not self.quiet:
-            task = event.task
-            click.echo(
-                f"[{event.endpoint}] split task {task.task_id} (blocks {task.start}-{task.end}) "
-                f"at {event.at}: {event.reason}"
-            )
-        elif isinstance(event, EndpointState):
-            detail = f": {event.detail}" if event.detail else ""
-            click.echo(f"[{event.endpoint}] {event.state}{detail}", err=True)
-        elif isinstance(event, Notice):
-            click.echo(event.text, err=True)
+    return report
 
 
-def print_result(result: RunResult) -> None:
-    """The per-endpoint table, then the verdict."""
-    click.echo("")
-    click.echo(format_table(result.summary["endpoints"]))
-    click.echo("")
+def print_result(result: RunResult, quiet: bool = False) -> None:
+    """The per-endpoint table (unless quiet), then the verdict."""
+    if not quiet:
+        click.echo("")
+        click.echo(format_table(result.summary["endpoints"]))
+        click.echo("")
     click.echo(result.message, err=result.exit_code != 0)
 
 

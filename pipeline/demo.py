@@ -10,10 +10,11 @@ import pyarrow.dataset as ds
 
 from .cli import print_result
 from .config import build_config
+from .console import PlainConsole
 from .devnet import Anvil, find_anvil
 from .errors import ConfigError
 from .naming import LOGS_DIR
-from .run import Report, RunResult, run_backfill
+from .run import RunResult, run_backfill
 from .seeding import seed_logs
 from .simulator import PROFILES, FaultProxy
 
@@ -28,7 +29,7 @@ def run_demo(
     *,
     logs: int,
     blocks: int,
-    report: Report,
+    console: PlainConsole,
     profiles: tuple[str, ...] = (),
     chunk_size: int | None = None,
 ) -> RunResult:
@@ -59,7 +60,8 @@ def run_demo(
             output=output,
             overwrite=True,
         )
-        result = run_backfill(config, report=report)
+        with console:
+            result = run_backfill(config, report=console)
         print_result(result)
         stored = ds.dataset(output / LOGS_DIR, format="parquet").count_rows()
         verdict = "matches" if stored == seeded.logs else "DOES NOT MATCH"
@@ -82,5 +84,6 @@ Read the logs in Python (pip install duckdb pandas):
   import duckdb
   duckdb.sql("SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1").show()
   import pandas as pd; df = pd.read_parquet("{output / LOGS_DIR}")
-Per-endpoint statistics: {output / "summary.json"}"""
+Per-endpoint statistics: {output / "summary.json"}
+Requests over time per endpoint (with the charts extra): {output / "timeline.png"}"""
     )

@@ -44,6 +44,7 @@ class Attempt:
     error_kind: str = ""
     error: str = ""
     reaction: str = ""  # what the worker did about the error (see worker.Reaction)
+    at: float = 0.0  # wall-clock time the answer arrived (time.time()), for the timeline
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class EndpointState:
     state: str
     detail: str = ""
     retired: bool = False
+    pause_s: float = 0.0  # the backoff or cool-down the endpoint just entered
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,25 @@ class ProcessStarted:
 
     role: str
     pid: int
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Supervisor -> console: the run's range and endpoints, before any worker starts."""
+
+    from_block: int
+    to_block: int
+    todo_blocks: int  # what this run must fetch; the rest was stored by earlier runs
+    endpoints: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Supervisor -> console and metrics, about once a second: how far the run is."""
+
+    blocks_done: int  # stored, by this run and earlier ones
+    blocks_total: int
+    logs: int  # stored by this run
+    queued_tasks: int  # waiting, including the part of the plan not yet cut into tasks
+    tasks_in_flight: int
+    elapsed_s: float

@@ -20,6 +20,7 @@ from pathlib import Path
 
 BLOCK_DIGITS = 12
 SUMMARY_FILE = "summary.json"
+TIMELINE_FILE = "timeline.png"  # next to the summary: requests over time per endpoint
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"  # held by the run writing to the folder
 WRITER_LOCK_FILE = ".writer.lock"  # held by that run's writer process

@@ -25,22 +25,27 @@ from .messages import (
     EndpointState,
     Notice,
     ProcessStarted,
+    Progress,
+    RunStarted,
     Split,
     Task,
     TaskWritten,
     WorkerStarted,
     WriterFailed,
 )
+from .naming import TIMELINE_FILE
 from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
 from .resume import Resume, hashes_from_any, output_lock, prepare_output, tip_blocks
 from .storage import write_empty
 from .summary import EndpointStats, ranges_json, write_summary
 from .taskqueue import QUEUE_GONE, QueueManager
+from .timeline import Timeline, write_timeline
 from .worker import EXIT_RETIRED, WorkerSpec, worker_main
 from .writer import WriterSpec, writer_main
 
 POLL_S = 0.2
+PROGRESS_S = 1.0
 MAX_RESTARTS_PER_ENDPOINT = 3
 RESULT_QUEUE_PER_WORKER = 2
 JOIN_GRACE_S = 5.0
@@ -137,17 +142,22 @@ class Supervisor:
     stored_rows: int = 0
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
+    last_report: float = 0.0
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        todo = sum(b - a + 1 for a, b in self.resume.todo)
-        self.already_stored = self.plan.to_block - self.plan.from_block + 1 - todo
+        self.todo = sum(b - a + 1 for a, b in self.resume.todo)
+        self.total = self.plan.to_block - self.plan.from_block + 1
+        self.already_stored = self.total - self.todo
         self.stats = {e.name: EndpointStats(e) for e in self.config.endpoints}
+        self.timeline = Timeline([e.name for e in self.config.endpoints], time.time())
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
 
     def run(self) -> None:
         """Start everything, watch until the work settles, then shut down in order."""
+        names = tuple(e.name for e in self.config.endpoints)
+        self.report(RunStarted(self.plan.from_block, self.plan.to_block, self.todo, names))
         manager = QueueManager(ctx=self.ctx)
         manager.start(init_child, (os.getpid(),))
         self.report(ProcessStarted("queue", manager._process.pid))
@@ -218,8 +228,10 @@ class Supervisor:
     def _watch(self) -> None:
         while not self.force_stop:
             self._drain()
-            if self.fatal or self.board.state().settled:
+            state = self.board.state()
+            if self.fatal or state.settled:
                 return
+            self._report_progress(state)
             if self.signal and not self.stopping:
                 self.report(
                     Notice("stopping: finishing the tasks in flight (press again to abort)")
@@ -237,7 +249,24 @@ class Supervisor:
         except queue.Empty:
             pass
 
+    def _report_progress(self, state) -> None:
+        now = time.monotonic()
+        if now - self.last_report < PROGRESS_S:
+            return
+        self.last_report = now
+        self.report(
+            Progress(
+                self.already_stored + self.written.blocks,
+                self.total,
+                sum(s.logs for s in self.stats.values()),
+                state.pending,
+                state.leased,
+                now - self.started,
+            )
+        )
+
     def _handle(self, event: object) -> None:
+        self.timeline.record(event)
         if isinstance(event, Attempt):
             self.stats[event.endpoint].record_attempt(event)
             if event.ok and event.task_id is not None:
@@ -371,11 +400,13 @@ class Supervisor:
             "error": self.fatal or None,
         }
         try:
+            chart = write_timeline(self.timeline, self.config.output / TIMELINE_FILE)
+            summary["timeline"] = chart.name if chart else None
             write_summary(self.config.output, summary)
         except OSError as exc:
             self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
             summary["error"] = self.fatal
-        total = self.plan.to_block - self.plan.from_block + 1
+        total = self.total
         done = self.written.blocks + self.already_stored
         if self.signal:
             code = EXIT_ON_SIGNAL[self.signal]

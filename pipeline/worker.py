@@ -106,7 +106,7 @@ class EndpointWorker:
         self.head = spec.head
         self.head_checked = 0.0 if spec.head is None else time.monotonic()
         self.retired = ""
-        self._state = "active"
+        self._state = ("active", 0.0)
         self._lock = threading.Lock()
 
     def guarded_loop(self) -> None:
@@ -217,7 +217,7 @@ class EndpointWorker:
         """What a failure means for the endpoint: slow down, go out, or back off."""
         if reaction is Reaction.THROTTLE:
             pause = self.throttle.on_throttled(err.retry_after)
-            self._set_state("throttled", f"{err.message[:80]}; pausing {pause:.1f}s")
+            self._set_state("throttled", f"{err.message[:80]}; pausing {pause:.1f}s", pause)
         elif reaction is Reaction.RETIRE:
             self._retire(str(err))
         if reaction is not Reaction.RETRY:
@@ -225,9 +225,10 @@ class EndpointWorker:
             return
         pause = self.throttle.on_failure(err.retry_after)
         if self.breaker.record_failure():
-            self._set_state("circuit open", f"{err}; cooling down {self.breaker.cooldown:.0f}s")
+            cooldown = self.breaker.cooldown
+            self._set_state("circuit open", f"{err}; cooling down {cooldown:.0f}s", cooldown)
         elif self.breaker.state == "closed":
-            self._set_state("backing off", f"{err}; pausing {pause:.1f}s")
+            self._set_state("backing off", f"{err}; pausing {pause:.1f}s", pause)
 
     def _split(self, task: Task, err: RpcError) -> None:
         at = split_point(task, err.hint, err.max_blocks)
@@ -283,27 +284,30 @@ class EndpointWorker:
         reaction: Reaction | None = None,
     ) -> None:
         task_id = task.task_id if task else None
+        latency, now = client.last_latency_ms, time.time()
         if err is None:
-            self.events.put(Attempt(self.name, ok, client.last_latency_ms, task_id))
+            self.events.put(Attempt(self.name, ok, latency, task_id, at=now))
             return
         self.events.put(
             Attempt(
                 self.name,
                 ok,
-                client.last_latency_ms,
+                latency,
                 task_id,
                 err.kind.value,
                 err.message,
                 reaction.value if reaction else "",
+                at=now,
             )
         )
 
-    def _set_state(self, state: str, detail: str) -> None:
+    def _set_state(self, state: str, detail: str, pause: float = 0.0) -> None:
+        # A longer pause is news too: the metrics show the backoff the endpoint is in now.
         with self._lock:
-            changed = state != self._state
-            self._state = state
+            changed = (state, pause) != self._state
+            self._state = (state, pause)
         if changed:
-            self.events.put(EndpointState(self.name, state, detail))
+            self.events.put(EndpointState(self.name, state, detail, pause_s=pause))
 
 
 def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> pa.Table:

@@ -4,8 +4,8 @@ VENV="$ROOT/.venv"
 
 bootstrap() {  # bootstrap [EXTRA]: install the project, with an optional extra such as "dev"
   local extra="${1:-}" python="${PYTHON:-python3}" stamp
-  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-    echo "error: Python 3.10 or newer is needed as '$python' (set PYTHON=/path/to/python3)" >&2
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: Python 3.11 or newer is needed as '$python' (set PYTHON=/path/to/python3)" >&2
     exit 2
   fi
   [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"

@@ -148,7 +148,9 @@ def test_a_second_run_resumes_another_filter_is_refused_and_overwrite_starts_ove
 def test_status_shows_coverage_gaps_rows_and_files(tmp_path, node, seeded):
     first = seeded.first_block
     args = ["backfill", "--rpc", node.url, "--output", str(tmp_path)]
-    assert pipeline(*args, "--from-block", str(first), "--to-block", str(first + 99)).returncode == 0
+    assert (
+        pipeline(*args, "--from-block", str(first), "--to-block", str(first + 99)).returncode == 0
+    )
     assert pipeline(*args, "--from-block", "300", "--to-block", "399").returncode == 0
     status = pipeline("status", str(tmp_path))
     assert status.returncode == 0, status.stderr

@@ -1,0 +1,271 @@
+"""Seeing a run: the live display, plain lines, --quiet/--verbose, metrics and the timeline."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+
+import orjson
+import pytest
+from conftest import backfill, node_rows, stored_rows
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.console import LiveConsole, PlainConsole, RunView, duration
+from pipeline.messages import Attempt, EndpointState, Progress, RunStarted, Task, TaskWritten
+from pipeline.metrics import Metrics, MetricsServer
+from pipeline.naming import SUMMARY_FILE, TIMELINE_FILE
+from pipeline.timeline import Timeline, write_timeline
+
+CHUNK = 100
+
+
+def test_live_display_shows_blocks_logs_rate_eta_and_each_endpoints_share_and_state():
+    stream = io.StringIO()
+    console = LiveConsole(stream=stream)
+    console(RunStarted(1, 1000, 800, ("fast", "slow")))  # 200 blocks stored by an earlier run
+    for i in range(3):
+        console(TaskWritten(Task(i, 201 + 100 * i, 300 + 100 * i), "fast", 1000))
+    console(TaskWritten(Task(9, 501, 600), "slow", 500))
+    console(EndpointState("slow", "circuit open", "5 failures", pause_s=10.0))
+    console.console.print(console.render())
+    text = stream.getvalue()
+    assert "600/1,000 blocks" in text and "60.0%" in text
+    assert "3,500 logs" in text and "logs/s" in text and "ETA" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    assert rows["fast"][1:4] == ["75%", "3", "3,000"]
+    assert rows["slow"][1:4] == ["25%", "1", "500"]
+    assert "circuit open (10s)" in text
+
+
+def test_eta_follows_the_recent_pace():
+    view = RunView()
+    view.update(RunStarted(0, 999, 1000, ("a",)))
+    view.history[0] = (time.monotonic() - 10, 0, 0)  # 10 s ago, nothing done
+    view.update(TaskWritten(Task(1, 0, 99), "a", 7))
+    blocks_per_s, logs_per_s = view.rates()
+    assert blocks_per_s == pytest.approx(10, rel=0.05)
+    assert logs_per_s == pytest.approx(0.7, rel=0.05)
+    assert view.eta() in {"1m30s", "1m29s"}
+    assert [duration(s) for s in (5, 65, 3725)] == ["5s", "1m05s", "1h02m"]
+
+
+def test_plain_output_prints_task_lines_and_a_periodic_status_line(
+    tmp_path, node, seeded, proxy, capsys
+):
+    slow = proxy(latency_ms=(40, 60))
+    start = seeded.first_block
+    console = PlainConsole(every=0.5)
+    result = backfill(
+        tmp_path, [f"slow={slow.url}"], console, from_block=start, to_block=start + 1999,
+        chunk_size=CHUNK,
+    )  # fmt: skip
+    assert result.exit_code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("completed task" in line for line in lines) >= 20
+    status = [line for line in lines if line.startswith("status: ")]
+    assert len(status) >= 1, lines
+    assert "of blocks (" in status[-1] and "logs/s" in status[-1] and "ETA" in status[-1]
+    assert "slow 100% active" in status[-1]
+
+
+def test_quiet_prints_only_the_verdict_and_verbose_adds_each_failed_request(
+    tmp_path, node, seeded, proxy
+):
+    flaky = proxy(failure_rate=0.5, seed=11, failure_kinds=("http_503",))
+    start = seeded.first_block
+    args = ["backfill", "--rpc", f"flaky={flaky.url}", "--from-block", str(start)]
+    args += ["--chunk-size", "100"]
+    quiet = run_cli(*args, "--to-block", str(start + 499), "--output", str(tmp_path / "q"), "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.splitlines() == [quiet.stdout.strip()]
+    assert quiet.stdout.startswith("complete: blocks")
+    assert "completed task" not in quiet.stderr and "p95 ms" not in quiet.stderr
+    verbose = run_cli(*args, "--to-block", str(start + 499), "--output", str(tmp_path / "v"), "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    failed = [line for line in verbose.stderr.splitlines() if "request failed" in line]
+    assert failed and all("server_error" in line and "-> retry" in line for line in failed)
+    assert verbose.stdout.count("completed task") >= 5
+    both = run_cli(*args, "--output", str(tmp_path / "b"), "-q", "-v")
+    assert both.returncode == 2 and len(both.stderr.splitlines()) == 1
+    assert "--quiet and --verbose" in both.stderr and not (tmp_path / "b").exists()
+
+
+def test_on_a_terminal_the_live_display_runs_and_the_table_follows(tmp_path, node, seeded, proxy):
+    slow = proxy(latency_ms=(20, 30))
+    start = seeded.first_block
+    code, screen = run_in_terminal(
+        "backfill", "--rpc", f"slow={slow.url}", "--from-block", str(start),
+        "--to-block", str(start + 999), "--chunk-size", str(CHUNK), "--output", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, screen
+    assert "1,000/1,000 blocks" in screen and "logs/s" in screen and "ETA" in screen
+    assert "completed task" not in screen  # per-task lines are for --verbose on a terminal
+    assert "p95 ms" in screen and "complete: blocks" in screen
+    assert stored_rows(tmp_path) == node_rows(node, start, start + 999)
+
+
+def test_metrics_count_what_the_summary_reports(tmp_path, node, seeded, proxy):
+    flaky = proxy(latency_ms=(0, 5), failure_rate=0.3, seed=2, failure_kinds=("http_503", "drop"))
+    steady = proxy(latency_ms=(5, 10))
+    start, end = seeded.first_block, seeded.first_block + 1499
+    with MetricsServer(Metrics(), 0) as server:
+        assert server.server.server_address[0] == "127.0.0.1"
+        result = backfill(
+            tmp_path, [f"flaky={flaky.url}", f"steady={steady.url}"], server.metrics,
+            from_block=start, to_block=end, chunk_size=CHUNK,
+        )  # fmt: skip
+        assert result.exit_code == 0
+        metrics = scrape(server.port)
+    total_logs = len(node_rows(node, start, end))
+    for entry in result.summary["endpoints"]:
+        name = entry["name"]
+        assert metrics[("backfill_requests_total", name)] == entry["requests"]
+        assert metrics[("backfill_request_latency_seconds_count", name)] == entry["requests"]
+        assert metrics[("backfill_tasks_total", name)] == entry["tasks"]
+        assert metrics[("backfill_logs_total", name)] == entry["logs"]
+        for kind, count in entry["errors"].items():
+            assert metrics[("backfill_request_failures_total", name, kind)] == count
+    assert result.summary["endpoints"][0]["errors"], "the flaky endpoint should have failed"
+    assert metrics[("backfill_rows_written_total",)] == total_logs
+    assert metrics[("backfill_blocks_done",)] == metrics[("backfill_blocks_total",)] == 1500
+    assert ("backfill_queue_depth",) in metrics and ("backfill_backoff_seconds", "flaky") in metrics
+
+
+def test_metrics_are_served_while_the_cli_runs(tmp_path, node, seeded, proxy):
+    slow = proxy(latency_ms=(50, 60))
+    start = seeded.first_block
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "backfill", "--rpc", f"slow={slow.url}",
+         "--from-block", str(start), "--to-block", str(start + 2999), "--chunk-size", "50",
+         "--output", str(tmp_path), "--metrics-port", str(port), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    seen = None
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            seen = scrape(port)
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if seen.get(("backfill_tasks_total", "slow"), 0) >= 3:
+            break
+        time.sleep(0.2)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert seen and 0 < seen[("backfill_blocks_done",)] < 3000, seen
+    assert seen[("backfill_endpoint_state", "slow", "active")] == 1
+
+
+def test_a_taken_metrics_port_is_a_one_line_error_and_nothing_is_written(tmp_path, node):
+    with MetricsServer(Metrics(), 0) as taken:
+        run = run_cli(
+            "backfill", "--rpc", node.url, "--output", str(tmp_path / "out"),
+            "--metrics-port", str(taken.port),
+        )  # fmt: skip
+    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
+    assert "--metrics-port" in run.stderr and not (tmp_path / "out").exists()
+
+
+def test_timeline_png_shows_the_fast_endpoint_doing_more(tmp_path, node, seeded, proxy):
+    fast, slow = proxy(latency_ms=(1, 3)), proxy(latency_ms=(80, 120))
+    flaky = proxy(latency_ms=(1, 3), failure_rate=0.4, seed=4, failure_kinds=("http_503",))
+    timelines = []
+    start = seeded.first_block
+    result = backfill(
+        tmp_path, [f"fast={fast.url}", f"slow={slow.url}", f"flaky={flaky.url}"],
+        from_block=start, to_block=start + 1999, chunk_size=CHUNK,
+        report=lambda event: timelines.append(event),
+    )  # fmt: skip
+    assert result.exit_code == 0
+    png = tmp_path / TIMELINE_FILE
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert orjson.loads((tmp_path / SUMMARY_FILE).read_bytes())["timeline"] == TIMELINE_FILE
+    timeline = Timeline(["fast", "slow", "flaky"], 0.0)
+    for event in timelines:
+        timeline.record(event)
+    assert timeline.blocks["fast"] > timeline.blocks["slow"]
+    assert any(outcome == "retry" for _, _, outcome in timeline.spans["flaky"])
+    assert all(start > 0 and seconds >= 0 for start, seconds, _ in timeline.spans["fast"])
+
+
+def test_without_matplotlib_no_chart_is_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    timeline = Timeline(["a"], 0.0)
+    timeline.record(Attempt("a", True, 12.0, 1, at=5.0))
+    assert write_timeline(timeline, tmp_path / TIMELINE_FILE) is None
+    assert not (tmp_path / TIMELINE_FILE).exists()
+
+
+def test_progress_events_carry_queue_depth_and_blocks_done(tmp_path, node, seeded, proxy):
+    slow = proxy(latency_ms=(30, 40))
+    start = seeded.first_block
+    events = []
+    result = backfill(
+        tmp_path, [f"slow={slow.url}"], events.append, from_block=start, to_block=start + 1999,
+        chunk_size=CHUNK,
+    )  # fmt: skip
+    assert result.exit_code == 0
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert len(progress) >= 1
+    assert all(p.blocks_total == 2000 and 0 <= p.blocks_done <= 2000 for p in progress)
+    assert progress[0].queued_tasks > progress[-1].queued_tasks or len(progress) == 1
+    assert [p.blocks_done for p in progress] == sorted(p.blocks_done for p in progress)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def run_in_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdout and stderr; (exit code, everything shown)."""
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], stdout=child, stderr=child, close_fds=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([main], [], [], 120)
+        if not ready:
+            process.kill()
+            break
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    return process.wait(timeout=30), b"".join(chunks).decode(errors="replace")
+
+
+def scrape(port: int) -> dict[tuple, float]:
+    """Every sample of the metrics endpoint as {(name, *label values): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, *sample.labels.values()): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if "le" not in sample.labels
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
