@@ -1,16 +1,22 @@
 """Bulk historical backfills of Ethereum event logs from many JSON-RPC endpoints into Parquet."""
 
-from .config import BackfillConfig, LogFilter, build_config
-from .errors import ConfigError
-from .preflight import NoEndpointError
-from .run import RunResult, run_backfill
+from importlib import import_module
 
-__all__ = [
-    "BackfillConfig",
-    "ConfigError",
-    "LogFilter",
-    "NoEndpointError",
-    "RunResult",
-    "build_config",
-    "run_backfill",
-]
+# Loaded on first use: the command line starts (and can be interrupted) before web3 and pyarrow
+# are imported.
+_EXPORTS = {
+    "BackfillConfig": "config",
+    "LogFilter": "config",
+    "build_config": "config",
+    "ConfigError": "errors",
+    "NoEndpointError": "preflight",
+    "RunResult": "run",
+    "run_backfill": "run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

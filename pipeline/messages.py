@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 
 @dataclass(frozen=True)
 class Task:
@@ -26,11 +24,13 @@ class Task:
 
 @dataclass(frozen=True)
 class FetchedBatch:
-    """Worker -> writer: every log of one task, already in columnar form."""
+    """Worker -> writer: every log of one task, in an Arrow IPC file at `path` (the data itself
+    would cost two copies through the queue process and its memory)."""
 
     task: Task
     endpoint: str
-    table: pa.Table
+    path: str
+    rows: int
 
 
 @dataclass(frozen=True)

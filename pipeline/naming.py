@@ -3,8 +3,9 @@
     OUT/logs/logs__<from>_to_<to>.parquet    final files (what readers read)
     OUT/manifest.json                        the proof of coverage: filter, chain, ranges, files
     OUT/summary.json                         the last run's statistics
-    OUT/.staging/frag__<from>_to_<to>.frag   fragments: results stored durably as they arrive,
-                                             compacted into final files later
+    OUT/.staging/frag__<from>_to_<to>.frag   fragments (Arrow IPC): results stored durably as
+                                             they arrive, compacted into final files later
+    OUT/.staging/incoming/<pid>-<task>.arrow a worker's result, until the writer accepts it
     OUT/.lock                                held by the run that writes to the folder
 
 Names carry zero-padded block ranges (12 digits, enough for any chain for decades), so that name
@@ -26,6 +27,7 @@ LOCK_FILE = ".lock"  # held by the run writing to the folder
 WRITER_LOCK_FILE = ".writer.lock"  # held by that run's writer process
 LOGS_DIR = "logs"
 STAGING_DIR = ".staging"
+INCOMING_DIR = ".staging/incoming"  # never trusted by a later run: deleted before it starts
 _LOG_FILE = re.compile(rf"^logs__(\d{{{BLOCK_DIGITS}}})_to_(\d{{{BLOCK_DIGITS}}})\.parquet$")
 _FRAGMENT = re.compile(rf"^frag__(\d{{{BLOCK_DIGITS}}})_to_(\d{{{BLOCK_DIGITS}}})\.frag$")
 
@@ -44,6 +46,11 @@ def fragment_path(out_dir: Path, start: int, end: int) -> Path:
     """Where the staged logs of blocks start..end are kept until compaction."""
     name = f"frag__{start:0{BLOCK_DIGITS}d}_to_{end:0{BLOCK_DIGITS}d}.frag"
     return out_dir / STAGING_DIR / name
+
+
+def incoming_path(out_dir: Path, pid: int, task_id: int) -> Path:
+    """Where worker `pid` leaves the result of task `task_id` for the writer."""
+    return out_dir / INCOMING_DIR / f"{pid}-{task_id}.arrow"
 
 
 def parse_fragment_name(name: str) -> tuple[int, int] | None:

@@ -20,11 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from .config import BackfillConfig
 from .endpoints import Endpoint
 from .errors import ConfigError, ErrorKind, RpcError
 from .manifest import Manifest, describe_filter, filter_json, load_manifest, save_manifest
 from .naming import (
+    INCOMING_DIR,
     LOCK_FILE,
     LOGS_DIR,
     MANIFEST_FILE,
@@ -39,6 +42,7 @@ from .planning import gaps, merge_ranges
 from .preflight import Plan
 from .ratecontrol import Throttle
 from .rpc import RpcClient
+from .storage import fragment_rows
 
 # How many blocks at the end of a run are remembered to notice a reorg there. A reorg deeper than
 # this still changes the first of them, and the whole final file holding it is fetched again.
@@ -106,6 +110,8 @@ def prepare_output(config: BackfillConfig, plan: Plan) -> Resume:
             _wipe(out)
         (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         (out / STAGING_DIR).mkdir(exist_ok=True)
+        discard_incoming(out)
+        (out / INCOMING_DIR).mkdir()
         for path in temp_files(out):
             path.unlink()
         manifest = _manifest_for(config, plan)
@@ -168,12 +174,25 @@ def _reconcile(out: Path, manifest: Manifest) -> list[str]:
     return notes
 
 
+def discard_incoming(out: Path) -> None:
+    """Delete results no writer accepted (a run stopped or killed before it could)."""
+    shutil.rmtree(out / INCOMING_DIR, ignore_errors=True)
+
+
+def _readable(fragment: Path) -> bool:
+    try:
+        fragment_rows(fragment)
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return True
+
+
 def _reusable_fragments(out: Path, manifest: Manifest) -> list[tuple[int, int]]:
     staged: list[tuple[int, int]] = []
     covered = list(manifest.covered)
     for start, end, path in fragments(out):
-        if any(a <= end and start <= b for a, b in covered):
-            path.unlink()  # already compacted (or overlapping): the final file holds it
+        if any(a <= end and start <= b for a, b in covered) or not _readable(path):
+            path.unlink()  # already compacted (or overlapping, or not a fragment): refetched
             continue
         staged.append((start, end))
         covered.append((start, end))

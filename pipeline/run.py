@@ -36,7 +36,14 @@ from .messages import (
 from .naming import TIMELINE_FILE
 from .planning import ChunkPlan, Coverage, gaps
 from .preflight import Plan, resolve_plan
-from .resume import Resume, hashes_from_any, output_lock, prepare_output, tip_blocks
+from .resume import (
+    Resume,
+    discard_incoming,
+    hashes_from_any,
+    output_lock,
+    prepare_output,
+    tip_blocks,
+)
 from .storage import write_empty
 from .summary import EndpointStats, ranges_json, write_summary
 from .taskqueue import QUEUE_GONE, QueueManager
@@ -213,6 +220,7 @@ class Supervisor:
             timeout=self.config.timeout,
             max_attempts=self.config.max_attempts,
             supervisor_pid=os.getpid(),
+            output=self.config.output,
             to_block=self.plan.to_block,
             head=self.plan.heads.get(endpoint.name),
         )
@@ -356,6 +364,7 @@ class Supervisor:
     def _finish_output(self) -> None:
         # The writer is gone: the manifest on disk holds everything this run stored.
         out = self.config.output
+        discard_incoming(out)
         manifest = load_manifest(out) or self.resume.manifest
         complete = not (self.fatal or self.signal or self.failed or self.unfetched)
         if complete and not manifest.files:

@@ -10,7 +10,7 @@ from .errors import ConfigError
 from .manifest import describe_filter, load_manifest
 from .naming import LOGS_DIR, MANIFEST_FILE, SUMMARY_FILE, fragments
 from .planning import gaps, merge_ranges
-from .storage import row_count
+from .storage import fragment_rows
 
 
 def folder_status(out: Path) -> dict:
@@ -18,7 +18,7 @@ def folder_status(out: Path) -> dict:
     manifest = load_manifest(out)
     if manifest is None:
         raise ConfigError(f"{out} has no {MANIFEST_FILE}: it is not a backfill output folder")
-    staged = [(a, b, row_count(path)) for a, b, path in fragments(out)]
+    staged = [(a, b, fragment_rows(path)) for a, b, path in fragments(out)]
     covered = merge_ranges([*manifest.covered, *((a, b) for a, b, _ in staged)])
     last_run = {}
     if (out / SUMMARY_FILE).is_file():

@@ -1,7 +1,8 @@
-"""Exporter: Parquet files that appear atomically and durably under their final name.
+"""Exporter: files that appear atomically and durably under their final name.
 
 Every file is written under a hidden temporary name, fsynced, renamed, and its folder fsynced,
-so after a crash at any instant a file is either complete or absent.
+so after a crash at any instant a file is either complete or absent. Fragments are uncompressed
+Arrow IPC (writing and reading them is a memory copy); final files are Parquet with zstd.
 """
 
 from __future__ import annotations
@@ -20,30 +21,56 @@ ROW_GROUP_ROWS = 128 * 1024  # big enough to scan fast, small enough for readers
 COMPRESSION = "zstd"
 
 
-def write_fragment(table: pa.Table, out_dir: Path, start: int, end: int) -> Path:
-    """Stage the logs of blocks start..end (sorted) as a durable fragment; return its path."""
+def write_result(table: pa.Table, path: Path) -> None:
+    """A worker's result for the writer, sorted; not yet durable (stage_result makes it so)."""
+    write_ipc(table.sort_by(SORT_KEYS), path)
+
+
+def stage_result(result: Path, out_dir: Path, start: int, end: int) -> Path:
+    """Make a worker's result of blocks start..end a durable fragment; return its path."""
     path = fragment_path(out_dir, start, end)
-    _write_atomically(path, [table.sort_by(SORT_KEYS)], table.schema)
+    fsync_path(result)
+    os.replace(result, path)
+    fsync_path(path.parent)
     return path
 
 
+def write_fragment(table: pa.Table, out_dir: Path, start: int, end: int) -> Path:
+    """Stage the logs of blocks start..end (sorted) as a durable fragment; return its path."""
+    path = fragment_path(out_dir, start, end)
+    tmp = temp_path(path)
+    try:
+        write_ipc(table.sort_by(SORT_KEYS), tmp)
+        stage_result(tmp, out_dir, start, end)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_ipc(table: pa.Table, path: Path) -> None:
+    """An Arrow IPC file: no encoding, no compression."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
 def read_fragment(path: Path) -> pa.Table:
-    """A staged fragment's logs."""
-    return pq.read_table(path)
+    """A staged fragment's logs (memory-mapped: nothing is copied until used)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
-def row_count(path: Path) -> int:
-    """Rows in a Parquet file, from its footer."""
-    return pq.read_metadata(path).num_rows
+def fragment_rows(path: Path) -> int:
+    """Rows in a fragment, from its footer; raises pa.ArrowInvalid if it is not one."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).count_rows()
 
 
 def compact(sources: list[Path], out_dir: Path, start: int, end: int) -> tuple[Path | None, int]:
     """Merge fragments (in block order, covering start..end) into one final file, one fragment
     in memory at a time; return (its path, rows), or (None, 0) if they hold no logs."""
-    rows = sum(map(row_count, sources))
+    rows = sum(map(fragment_rows, sources))
     if not rows:
         return None, 0
-    schema = pq.read_schema(sources[0])
+    schema = pa.ipc.open_file(pa.memory_map(str(sources[0]))).schema
     path = log_file_path(out_dir, start, end)
     _write_atomically(path, (read_fragment(p) for p in sources), schema)
     return path, rows

@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -23,10 +24,12 @@ from .endpoints import Endpoint
 from .errors import ErrorKind, RpcError
 from .health import CircuitBreaker
 from .lifecycle import init_child
-from .messages import Attempt, EndpointState, FetchedBatch, Split, Task
+from .messages import Attempt, EndpointState, FetchedBatch, Split, Task, WriterFailed
+from .naming import incoming_path
 from .planning import split_point
 from .ratecontrol import Throttle
 from .rpc import RpcClient
+from .storage import write_result
 from .taskqueue import QUEUE_GONE
 from .validate import check_batch, check_not_removed
 from .window import RangeWindow
@@ -73,6 +76,7 @@ class WorkerSpec:
     timeout: float
     max_attempts: int
     supervisor_pid: int
+    output: Path = Path()  # the output folder: results are left in its incoming folder
     to_block: int = 0  # the run's last block
     head: int | None = None  # the endpoint's head at preflight (None: it did not answer)
 
@@ -106,6 +110,7 @@ class EndpointWorker:
         self.head = spec.head
         self.head_checked = 0.0 if spec.head is None else time.monotonic()
         self.retired = ""
+        self.stopped = False  # the results cannot be written: leave the run to the supervisor
         self._state = ("active", 0.0)
         self._lock = threading.Lock()
 
@@ -122,7 +127,7 @@ class EndpointWorker:
 
     def loop(self, client: RpcClient) -> None:
         """Claim, fetch, hand over; exit once the board is closed or the endpoint retired."""
-        while not self.retired:
+        while not (self.retired or self.stopped):
             wait = self.throttle.paused_for() or self.breaker.admit()
             if wait > 0:
                 if self._sleep(wait):
@@ -187,7 +192,17 @@ class EndpointWorker:
         self.window.succeeded(task.blocks)
         self._record(True, client, task)
         # The lease stays ours until the writer has stored the batch: if we die now, it is redone.
-        self.results.put(FetchedBatch(task, self.name, table))
+        path = incoming_path(self.spec.output, os.getpid(), task.task_id)
+        try:
+            write_result(table, path)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            self.board.retry(task)
+            # The disk is the writer's business: say it once, as the writer would, and stop.
+            self.events.put(WriterFailed(f"cannot write to {self.spec.output}: {exc.strerror}"))
+            self.stopped = True
+            return
+        self.results.put(FetchedBatch(task, self.name, str(path), table.num_rows))
 
     def react(self, client: RpcClient, task: Task, err: RpcError, fallback: bool = True) -> None:
         """Do what the error class calls for (see Reaction)."""

@@ -1,9 +1,11 @@
 """Writer process: the single consumer of the result queue.
 
-Each batch is first staged as a durable fragment (so a finished range never lives only in
-memory), then the task is complete. Fragments are compacted into final files per aligned window
-of --file-blocks blocks once the whole window is staged, and whatever is left at the end of a run;
-each compaction is recorded in the manifest before its fragments are deleted.
+Workers leave each result as a file and queue only its name, so the data never passes through
+the queue process. The writer makes an accepted result a durable fragment (so a finished range
+never lives only in memory), then the task is complete. Fragments are compacted into final files
+per aligned window of --file-blocks blocks once the whole window is staged, and whatever is left
+at the end of a run; each compaction is recorded in the manifest before its fragments are
+deleted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .manifest import Manifest, save_manifest
 from .messages import FetchedBatch, TaskWritten, WriterFailed
 from .naming import fragment_path
 from .resume import writer_lock
-from .storage import compact, row_count, write_fragment
+from .storage import compact, fragment_rows, read_fragment, stage_result, write_fragment
 from .taskqueue import QUEUE_GONE
 
 MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
@@ -59,12 +61,13 @@ def writer_main(spec: WriterSpec, board, results, events) -> None:
 def store_batch(batch: FetchedBatch, staging: Staging, board) -> TaskWritten | None:
     """Stage one batch unless its task was stored already or replaced by pieces (a dead
     worker's task fetched twice, or cut after the worker died holding it)."""
-    task = batch.task
+    task, result = batch.task, Path(batch.path)
     if not board.accept(task.task_id):
+        result.unlink(missing_ok=True)
         return None
-    staging.add(batch.table, task.start, task.end)
+    staging.add(result, task.start, task.end)
     board.complete(task.task_id)
-    return TaskWritten(task, batch.endpoint, batch.table.num_rows)
+    return TaskWritten(task, batch.endpoint, batch.rows)
 
 
 class Staging:
@@ -91,11 +94,17 @@ class Staging:
             # the window it starts in, and its file may then cross too (names stay disjoint).
             self.fragments[start // file_blocks].append((start, end))
 
-    def add(self, table: pa.Table, start: int, end: int) -> None:
-        """Stage the logs of blocks start..end durably; compact their window if it is full."""
-        for window, lo, hi in _windows(start, end, self.file_blocks):
-            part = table if (lo, hi) == (start, end) else _rows_between(table, lo, hi)
-            write_fragment(part, self.out, lo, hi)
+    def add(self, result: Path, start: int, end: int) -> None:
+        """Stage a worker's result of blocks start..end durably; compact full windows."""
+        windows = list(_windows(start, end, self.file_blocks))
+        if len(windows) == 1:
+            stage_result(result, self.out, start, end)
+        else:  # one fragment per window, so that each window compacts on its own
+            table = read_fragment(result)
+            for _, lo, hi in windows:
+                write_fragment(_rows_between(table, lo, hi), self.out, lo, hi)
+            result.unlink()
+        for window, lo, hi in windows:
             self.fragments[window].append((lo, hi))
             self.missing[window] -= hi - lo + 1
             if self.missing[window] <= 0:
@@ -142,7 +151,7 @@ def _groups(out: Path, ranges: list[tuple[int, int]]) -> list[list[tuple[int, in
     groups: list[list[tuple[int, int]]] = []
     rows = 0
     for start, end in ranges:
-        count = row_count(fragment_path(out, start, end))
+        count = fragment_rows(fragment_path(out, start, end))
         contiguous = groups and groups[-1][-1][1] + 1 == start
         if contiguous and rows + count <= MAX_FILE_ROWS:
             groups[-1].append((start, end))
