@@ -8,7 +8,14 @@ from pipeline.config import build_config
 from pipeline.convert import log_schema
 from pipeline.errors import ConfigError
 from pipeline.manifest import Manifest, filter_json, load_manifest, save_manifest
-from pipeline.naming import LOGS_DIR, STAGING_DIR, fragment_path, log_file_path, temp_path
+from pipeline.naming import (
+    LOGS_DIR,
+    STAGING_DIR,
+    fragment_path,
+    incoming_path,
+    log_file_path,
+    temp_path,
+)
 from pipeline.preflight import Plan
 from pipeline.resume import output_lock, prepare_output
 from pipeline.storage import write_empty, write_fragment
@@ -135,3 +142,16 @@ def test_a_new_run_waits_for_a_killed_runs_writer_to_stop(tmp_path, monkeypatch)
         pass
     with output_lock(tmp_path):  # it stopped: the run goes ahead
         pass
+
+
+def test_results_no_writer_accepted_and_unreadable_fragments_are_fetched_again(tmp_path):
+    cfg = folder(tmp_path, fragments=[(0, 49)])
+    stray = incoming_path(tmp_path, 4242, 7)  # a worker's result the writer never accepted
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half a result")
+    fragment_path(tmp_path, 50, 99).write_bytes(b"not an Arrow file")  # e.g. an older format
+    resume = prepare_output(cfg, plan())
+    assert resume.staged == ((0, 49),)
+    assert resume.todo == ((50, 999),)
+    assert not stray.exists() and stray.parent.is_dir()
+    assert not fragment_path(tmp_path, 50, 99).exists()
