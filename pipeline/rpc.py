@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +24,15 @@ from .errors import ErrorKind, RpcError, classify_exception, decode_response
 
 READ_CHUNK_BYTES = 1 << 20
 MAX_RESPONSE_BYTES = 512 << 20  # larger answers are split like any "response too big" error
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An HTTP answer as received: status, headers and the whole body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 class RpcClient:
@@ -45,15 +56,29 @@ class RpcClient:
         self.last_latency_ms = 0.0
 
     def call(self, method: str, params: list) -> Any:
-        """One request; the latency of the latest call is kept in `last_latency_ms`."""
-        try:
-            return self._call(method, params)
-        except RpcError as err:
-            # Error bodies and transport errors may quote the URL, and with it an API key.
-            err.message = scrub(err.message, self.endpoint.url)
-            raise
+        """One request's decoded result; the latency of the latest call is in `last_latency_ms`."""
+        return self.decode(self.post(method, params))
 
-    def _call(self, method: str, params: list) -> Any:
+    def post(self, method: str, params: list) -> RawResponse:
+        """One request's raw answer, for callers that parse the body themselves."""
+        try:
+            return self._post(method, params)
+        except RpcError as err:
+            raise self._scrubbed(err) from None
+
+    def decode(self, response: RawResponse) -> Any:
+        """The result of a raw answer, or the RpcError it amounts to."""
+        try:
+            return decode_response(response.status, response.headers, response.body)
+        except RpcError as err:
+            raise self._scrubbed(err) from None
+
+    def _scrubbed(self, err: RpcError) -> RpcError:
+        # Error bodies and transport errors may quote the URL, and with it an API key.
+        err.message = scrub(err.message, self.endpoint.url)
+        return err
+
+    def _post(self, method: str, params: list) -> RawResponse:
         body = orjson.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         )
@@ -72,7 +97,7 @@ class RpcClient:
             raise classify_exception(exc) from None
         finally:
             self.last_latency_ms = (time.perf_counter() - started) * 1000
-        return decode_response(response.status_code, response.headers, content)
+        return RawResponse(response.status_code, response.headers, content)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
         # requests' timeout bounds each read, not the whole body: an endpoint that trickles a
@@ -92,7 +117,11 @@ class RpcClient:
 
     def get_logs(self, filter_params: dict) -> list[dict]:
         """eth_getLogs; anything but a JSON array of objects is a malformed response."""
-        logs = self.call("eth_getLogs", [filter_params])
+        return self.logs_result(self.post("eth_getLogs", [filter_params]))
+
+    def logs_result(self, response: RawResponse) -> list[dict]:
+        """The logs in a raw eth_getLogs answer, or the RpcError it amounts to."""
+        logs = self.decode(response)
         if not isinstance(logs, list):
             raise RpcError(
                 ErrorKind.MALFORMED, f"eth_getLogs returned {type(logs).__name__}, not a list"
