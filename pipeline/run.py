@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
+from pathlib import Path
 
 from .config import BackfillConfig
 from .convert import log_schema
@@ -80,6 +82,7 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
     Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
     nothing has been written.
     """
+    ctx = _process_context()
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
@@ -94,10 +97,20 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
         resume = prepare_output(config, plan)
         for note in resume.notes:
             report(Notice(note))
-        supervisor = Supervisor(config, plan, resume, report)
+        supervisor = Supervisor(config, plan, resume, report, ctx)
         with _signals_recorded(supervisor):
             supervisor.run()
         return supervisor.result()
+
+
+def _process_context() -> mp.context.BaseContext:
+    """Forkserver processes: children start from a clean process that has imported web3 and
+    pyarrow once. The server starts now, in the background, so that its imports overlap the
+    preflight instead of following it."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
+    threading.Thread(target=forkserver.ensure_running, daemon=True).start()
+    return ctx
 
 
 @contextlib.contextmanager
@@ -137,6 +150,7 @@ class Supervisor:
     plan: Plan
     resume: Resume
     report: Report
+    ctx: mp.context.BaseContext
     signal: int = 0
     force_stop: bool = False
     stopping: bool = False
@@ -151,6 +165,7 @@ class Supervisor:
     last_progress: float = field(default_factory=time.monotonic)
     last_report: float = 0.0
     seconds: float = 0.0
+    chart: Path | None = None
 
     def __post_init__(self) -> None:
         self.todo = sum(b - a + 1 for a, b in self.resume.todo)
@@ -158,8 +173,6 @@ class Supervisor:
         self.already_stored = self.total - self.todo
         self.stats = {e.name: EndpointStats(e) for e in self.config.endpoints}
         self.timeline = Timeline([e.name for e in self.config.endpoints], time.time())
-        self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
 
     def run(self) -> None:
         """Start everything, watch until the work settles, then shut down in order."""
@@ -205,6 +218,7 @@ class Supervisor:
             done = self.written.ranges()
             missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
             self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
+            self._draw_timeline()
         finally:
             self.seconds = time.monotonic() - self.started
             manager.shutdown()
@@ -351,6 +365,8 @@ class Supervisor:
         if self.writer.is_alive():
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
+        self._drain()
+        self._draw_timeline()  # while the writer compacts what is staged
         join_all([self.writer], WRITER_GRACE_S, aborted)
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()
@@ -360,6 +376,12 @@ class Supervisor:
             self.fatal = (
                 self.fatal or f"cannot write to {self.config.output}: {exc.strerror or exc}"
             )
+
+    def _draw_timeline(self) -> None:
+        try:
+            self.chart = write_timeline(self.timeline, self.config.output / TIMELINE_FILE)
+        except OSError as exc:
+            self.report(Notice(f"could not write {TIMELINE_FILE}: {exc.strerror or exc}"))
 
     def _finish_output(self) -> None:
         # The writer is gone: the manifest on disk holds everything this run stored.
@@ -407,10 +429,9 @@ class Supervisor:
             "unfetched_ranges": ranges_json(self.unfetched),
             "interrupted": bool(self.signal),
             "error": self.fatal or None,
+            "timeline": self.chart.name if self.chart else None,
         }
         try:
-            chart = write_timeline(self.timeline, self.config.output / TIMELINE_FILE)
-            summary["timeline"] = chart.name if chart else None
             write_summary(self.config.output, summary)
         except OSError as exc:
             self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"

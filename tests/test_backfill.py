@@ -6,13 +6,20 @@ import os
 import re
 import signal
 import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import backfill, node_rows, stored_rows
 
-from pipeline.messages import Attempt, TaskWritten
+from pipeline import worker
+from pipeline.config import build_config
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.messages import Attempt, Task, TaskWritten
 from pipeline.planning import plan_tasks
+from pipeline.rpc import RpcClient
 from pipeline.run import Notice, ProcessStarted, WorkerStarted
+from pipeline.worker import WorkerSpec, fetch_range
 
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
 
@@ -308,3 +315,20 @@ def test_losing_the_writer_or_the_queue_ends_with_exit_1_and_valid_files(
         node_rows(node, seeded.first_block, seeded.last_block)
     )
     assert all(f.suffix == ".parquet" for f in (tmp_path / "logs").iterdir())
+
+
+def test_an_answer_too_big_to_parse_cheaply_splits_but_one_block_may_be_big(
+    node, seeded, monkeypatch
+):
+    monkeypatch.setattr(worker, "SPLIT_RESPONSE_BYTES", 1_000)  # the real one is 32 MiB
+    config = build_config(rpc=[node.url], output=Path("unused"))
+    spec = WorkerSpec("w", config.endpoints[0], config.log_filter, 31337, False, 10.0, 3, 0)
+    client = RpcClient(config.endpoints[0], 10.0)
+    start = seeded.first_block
+    with pytest.raises(RpcError) as too_big:
+        fetch_range(client, Task(1, start, start + 99), spec)
+    assert too_big.value.kind is ErrorKind.RESPONSE_TOO_BIG
+    rows = node_rows(node, start, start + 99)
+    busiest = Counter(row[0] for row in rows).most_common(1)[0][0]
+    table = fetch_range(client, Task(2, busiest, busiest), spec)
+    assert len(table) == sum(row[0] == busiest for row in rows) >= 5  # well over 1,000 bytes
