@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,6 @@ from .seeding import seed_logs
 
 SAMPLE_S = 0.02
 JSON = {"Content-Type": "application/json"}
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Measurement:
         return self.logs / self.seconds if self.seconds else 0.0
 
 
-def measure(name: str, command: list[str], count: callable, expected: int) -> Measurement:
+def measure(name: str, command: list[str], count: Callable[[], int], expected: int) -> Measurement:
     """Run `command`, sampling the RSS of its whole process tree; `count` reads its output."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -71,26 +71,35 @@ def measure(name: str, command: list[str], count: callable, expected: int) -> Me
 
 
 def _tree_rss(root: int) -> int:
-    """Resident bytes of `root` and all its descendants (Linux /proc)."""
+    """Memory of `root` and all its descendants (Linux /proc), as PSS: forked children share
+    pages with their parent, and summing plain RSS would count those pages once per process."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
         except OSError:
             continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * PAGE
+        children.setdefault(ppid, []).append(int(entry))
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        total += _pss(pid)
         stack += children.get(pid, [])
     return total
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def fetch_only(url: str, start: int, end: int, chunk: int) -> int:
@@ -99,8 +108,12 @@ def fetch_only(url: str, start: int, end: int, chunk: int) -> int:
     logs = 0
     for lo in range(start, end + 1, chunk):
         hi = min(end, lo + chunk - 1)
-        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs",
-                "params": [{"fromBlock": hex(lo), "toBlock": hex(hi)}]}  # fmt: skip
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_getLogs",
+            "params": [{"fromBlock": hex(lo), "toBlock": hex(hi)}],
+        }
         reply = session.post(url, data=orjson.dumps(body), timeout=60, headers=JSON)
         payload = orjson.loads(reply.content)
         if "result" not in payload:
@@ -109,7 +122,7 @@ def fetch_only(url: str, start: int, end: int, chunk: int) -> int:
     return logs
 
 
-def parquet_rows(path: Path) -> callable:
+def parquet_rows(path: Path) -> Callable[[], int]:
     """A counter of the rows under `path`."""
     return lambda: ds.dataset(path, format="parquet").count_rows() if path.exists() else -1
 
@@ -135,7 +148,7 @@ def run_cpu_bound(logs: int, blocks: int, chunk: int, work: Path) -> list[Measur
                     str(end),
                     str(chunk),
                     str(marker),
-                ],  # fmt: skip
+                ],
                 lambda: int(marker.read_text()),
                 seeded.logs,
             )
@@ -143,19 +156,33 @@ def run_cpu_bound(logs: int, blocks: int, chunk: int, work: Path) -> list[Measur
         for n in (1, 3):
             out = work / f"ours-{n}"
             rpc = [arg for i in range(n) for arg in ("--rpc", f"e{i}={node.url}")]
-            command = [python, "-m", "pipeline", "backfill", *rpc, "--from-block", str(start),
-                       "--to-block", str(end), "--chunk-size", str(chunk), "--output", str(out),
-                       "--quiet", "--overwrite"]  # fmt: skip
+            command = [
+                python,
+                "-m",
+                "pipeline",
+                "backfill",
+                *rpc,
+                "--from-block",
+                str(start),
+                "--to-block",
+                str(end),
+                "--chunk-size",
+                str(chunk),
+                "--output",
+                str(out),
+                "--quiet",
+                "--overwrite",
+            ]
             results.append(
                 measure(
                     f"pipeline, {n} endpoint(s)", command, parquet_rows(out / "logs"), seeded.logs
-                )  # fmt: skip
+                )
             )
         if _has_cryo():
             out = work / "cryo"
             code = (
-                "import cryo; cryo.freeze('logs', rpc=%r, blocks=['%d:%d'], chunk_size=%d, "
-                "output_dir=%r, no_verbose=True)" % (node.url, start, end + 1, chunk, str(out))
+                f"import cryo; cryo.freeze('logs', rpc={node.url!r}, blocks=['{start}:{end + 1}'], "
+                f"chunk_size={chunk}, output_dir={str(out)!r}, no_verbose=True)"
             )
             out.mkdir(parents=True, exist_ok=True)
             results.append(measure("cryo", [python, "-c", code], parquet_rows(out), seeded.logs))
