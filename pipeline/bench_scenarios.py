@@ -177,9 +177,12 @@ def cryo(
     output = work / f"cryo-{len(list(work.glob('cryo-*')))}"
     output.mkdir(parents=True)
     options = "".join(f", {key}={value!r}" for key, value in limits.items())
+    # os._exit once freeze() has returned: cryo 0.3.2 can abort in interpreter finalization
+    # (PyGILState_Release from a leftover thread) after all its files are written.
     code = (
-        f"import cryo; cryo.freeze('logs', rpc={url!r}, blocks=['{start}:{end + 1}'], "
-        f"chunk_size={chunk}, inner_request_size={chunk}, output_dir={str(output)!r}{options})"
+        f"import os, cryo; cryo.freeze('logs', rpc={url!r}, blocks=['{start}:{end + 1}'], "
+        f"chunk_size={chunk}, inner_request_size={chunk}, output_dir={str(output)!r}{options}); "
+        "os._exit(0)"
     )
     return [sys.executable, "-c", code], output
 
