@@ -2,7 +2,7 @@
 providers, scheduling efficiency) and scaling (1..16 latency-bound endpoints).
 
 Each scenario seeds its own anvil, runs every contender as a separate process tree
-(pipeline.bench.run_measured) and returns the printed report.
+(pipeline.bench_measure.run_measured) and returns the printed report.
 """
 
 from __future__ import annotations
@@ -21,15 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .bench import (
-    Measurement,
-    compare,
-    format_table,
-    machine_line,
-    node_logs,
-    run_measured,
-    stored_rows,
-)
+from .bench import compare, format_table, node_logs, stored_rows
+from .bench_measure import Measurement, machine_line, run_measured
 from .devnet import Anvil, find_anvil
 from .naming import LOGS_DIR
 from .seeding import seed_logs
