@@ -39,6 +39,7 @@ FLAGS: dict[str, dict[str, dict[str, Any]]] = {
         "logs": {"type": int, "default": 200_000, "help": "logs to seed"},
         "blocks": {"type": int, "default": 1_000, "help": "blocks to seed"},
         "chunk-size": {"type": int, "default": 20, "help": "blocks per request"},
+        "concurrency": {"type": int, "default": 2, "help": "this tool's requests in flight"},
     },
     "provider": {
         "logs": {"type": int, "default": 30_000, "help": "logs to seed"},
@@ -213,7 +214,8 @@ def run_cpu(args: argparse.Namespace, work: Path) -> str:
         ceiling.verified = "count only: " + ("yes" if ceiling.logs == expected.num_rows else "NO")
         results = [ceiling]
         for n in (1, 3):
-            settings = [EndpointSetting(f"e{i}", node.url) for i in range(n)]
+            concurrency = args.cpu_concurrency
+            settings = [EndpointSetting(f"e{i}", node.url, None, concurrency) for i in range(n)]
             command, output = ours(settings, start, end, chunk, work)
             name = f"pipeline, {n} endpoint{'s' * (n > 1)}"
             results.append(contender(name, command, output, expected, period=CPU_SAMPLE_S))
@@ -229,7 +231,7 @@ def run_cpu(args: argparse.Namespace, work: Path) -> str:
             notes.append(NO_CRYO)
     head = [
         f"== cpu: {seeded.logs:,} logs over {blocks:,} blocks, {chunk} blocks per request, "
-        "straight from anvil (no latency)",
+        f"straight from anvil (no latency); this tool with --concurrency {args.cpu_concurrency}",
         machine_line(),
     ]
     return "\n".join([*head, format_table(results), *notes, ""])

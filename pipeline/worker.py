@@ -40,7 +40,10 @@ CLAIM_WAIT_S = 0.5
 HEAD_REFRESH_S = 2.0  # how stale the endpoint's head may be before we ask again when we need it
 EXIT_RETIRED = 3  # the endpoint is out for the rest of the run: the supervisor must not restart it
 EXIT_CRASHED = 70
-SPLIT_RESPONSE_BYTES = 16 << 20  # about 30,000 logs: a parse peaks near 4x this
+# Parsing an answer peaks near 3x its size: the answers a worker parses at once (one per
+# --concurrency thread) stay within this, a multi-block answer over its share is split.
+PARSE_BUDGET_BYTES = 96 << 20
+MIN_SPLIT_BYTES = 8 << 20  # about 15,000 logs: below that, splitting costs more than it saves
 
 
 class Reaction(enum.StrEnum):
@@ -328,11 +331,17 @@ class EndpointWorker:
             self.events.put(EndpointState(self.name, state, detail, pause_s=pause))
 
 
+def split_bytes(concurrency: int) -> int:
+    """The largest answer for more than one block that a worker with `concurrency` threads
+    parses rather than splits."""
+    return max(MIN_SPLIT_BYTES, PARSE_BUDGET_BYTES // concurrency)
+
+
 def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> pa.Table:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range."""
-    # Parsing costs a few times the body in memory: a range whose answer is bigger is split (the
-    # window learns it), and only a single block may be as big as an answer can be at all.
-    limit = MAX_RESPONSE_BYTES if task.blocks == 1 else SPLIT_RESPONSE_BYTES
+    # Only a single block may be as big as an answer can be at all; bigger ranges are split (and
+    # the endpoint's window learns it).
+    limit = MAX_RESPONSE_BYTES if task.blocks == 1 else split_bytes(spec.endpoint.concurrency)
     params = [spec.log_filter.rpc_params(task.start, task.end)]
     response = client.post("eth_getLogs", params, limit)
     # The fast path reads plain answers without a Python object per log; anything else (errors,

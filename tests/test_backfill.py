@@ -320,7 +320,8 @@ def test_losing_the_writer_or_the_queue_ends_with_exit_1_and_valid_files(
 def test_an_answer_too_big_to_parse_cheaply_splits_but_one_block_may_be_big(
     node, seeded, monkeypatch
 ):
-    monkeypatch.setattr(worker, "SPLIT_RESPONSE_BYTES", 1_000)  # the real one is 16 MiB
+    monkeypatch.setattr(worker, "PARSE_BUDGET_BYTES", 1_000)  # the real one is 96 MiB
+    monkeypatch.setattr(worker, "MIN_SPLIT_BYTES", 1_000)
     config = build_config(rpc=[node.url], output=Path("unused"))
     spec = WorkerSpec("w", config.endpoints[0], config.log_filter, 31337, False, 10.0, 3, 0)
     client = RpcClient(config.endpoints[0], 10.0)
