@@ -261,10 +261,7 @@ def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[
         return dict(zip(blocks, pool.map(lookup, blocks), strict=True))
 
 
-def tip_blocks(manifest: Manifest, end: int) -> list[int]:
+def tip_blocks(covered: list[tuple[int, int]], end: int) -> list[int]:
     """The covered blocks at the end of a run whose hashes are remembered."""
-    covered_end = [b for a, b in manifest.covered if a <= end <= b]
-    if not covered_end:
-        return []
-    start = next(a for a, b in manifest.covered if a <= end <= b)
-    return list(range(max(start, end - TIP_BLOCKS + 1), end + 1))
+    start = next((a for a, b in covered if a <= end <= b), None)
+    return [] if start is None else list(range(max(start, end - TIP_BLOCKS + 1), end + 1))

@@ -13,12 +13,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
 from pathlib import Path
 
 from .config import BackfillConfig
 from .convert import log_schema
+from .endpoints import Endpoint
 from .errors import ErrorKind, RpcError
 from .lifecycle import init_child, join_all
 from .manifest import load_manifest, save_manifest
@@ -36,7 +38,7 @@ from .messages import (
     WriterFailed,
 )
 from .naming import TIMELINE_FILE
-from .planning import ChunkPlan, Coverage, gaps
+from .planning import ChunkPlan, Coverage, gaps, merge_ranges
 from .preflight import Plan, resolve_plan
 from .resume import (
     Resume,
@@ -166,6 +168,7 @@ class Supervisor:
     last_report: float = 0.0
     seconds: float = 0.0
     chart: Path | None = None
+    tip: dict[int, str] = field(default_factory=dict)  # the end's block hashes, once complete
 
     def __post_init__(self) -> None:
         self.todo = sum(b - a + 1 for a, b in self.resume.todo)
@@ -366,8 +369,14 @@ class Supervisor:
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
         self._drain()
-        self._draw_timeline()  # while the writer compacts what is staged
+        # While the writer compacts what is staged: the chart, and the end's block hashes.
+        tip = self._fetch_tip_hashes()
+        self._draw_timeline()
         join_all([self.writer], WRITER_GRACE_S, aborted)
+        if tip is not None:
+            self.tip, error = tip.result()
+            if error:
+                self.report(Notice(f"could not record the end's block hashes ({error})"))
         self._drain()
         self.failed, self.unfetched = self.board.unfinished()
         try:
@@ -395,19 +404,30 @@ class Supervisor:
             start, end = self.plan.from_block, self.plan.to_block
             path = write_empty(log_schema(self.config.hex_output), out, start, end)
             manifest.add(start, end, path.name, 0)
-        if complete:
-            self._remember_tip(manifest)
+        if complete and self.tip:
+            manifest.tip = self.tip
         save_manifest(out, manifest)
         self.files, self.stored_rows = len(manifest.files), manifest.rows
 
-    def _remember_tip(self, manifest) -> None:
-        # The hashes at the end of the range let the next run notice a reorg there.
-        blocks = tip_blocks(manifest, self.plan.to_block)
+    def _fetch_tip_hashes(self) -> Future | None:
+        """Start fetching the hashes at the end of a complete run (they let the next run notice
+        a reorg there); None when the run is not complete."""
+        failed, unfetched = self.board.unfinished()
+        if self.fatal or self.signal or failed or unfetched:
+            return None
+        run = (self.plan.from_block, self.plan.to_block)
+        blocks = tip_blocks(merge_ranges([*self.resume.manifest.covered, run]), run[1])
+        usable = [s.endpoint for s in self.stats.values() if not s.out_reason]
+        pool = ThreadPoolExecutor(1)
+        future = pool.submit(self._tip_hashes, usable, blocks)
+        pool.shutdown(wait=False)  # the fetch goes on while the writer compacts
+        return future
+
+    def _tip_hashes(self, usable: list[Endpoint], blocks: list[int]) -> tuple[dict, str]:
         try:
-            usable = [s.endpoint for s in self.stats.values() if not s.out_reason]
-            manifest.tip = hashes_from_any(usable, self.config, self.plan, blocks)
+            return hashes_from_any(usable, self.config, self.plan, blocks), ""
         except RpcError as err:
-            self.report(Notice(f"could not record the end's block hashes ({err})"))
+            return {}, str(err)
 
     def result(self) -> RunResult:
         """The exit code, summary.json document and one-line verdict of the finished run."""
