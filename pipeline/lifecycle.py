@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import forkserver
 from pathlib import Path
 
 PARENT_CHECK_INTERVAL_S = 1.0
 _HAS_PROC = Path("/proc/self/stat").exists()
+
+
+def process_context() -> mp.context.BaseContext:
+    """Forkserver processes: children start from a clean process that has imported web3 and
+    pyarrow once. The server starts now, in the background, so that its imports overlap the
+    caller's preflight instead of following it."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
+    threading.Thread(target=forkserver.ensure_running, daemon=True).start()
+    return ctx
 
 
 def init_child(supervisor_pid: int) -> None:

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +229,24 @@ def _repair_reorg(
             staged.remove((start, end))
     manifest.drop_range(first)
     return [f"block {first} is no longer the one stored (a reorg): fetching from there again"]
+
+
+def start_tip_hashes(
+    endpoints: list[Endpoint], config: BackfillConfig, plan: Plan, blocks: list[int]
+) -> Future:
+    """Fetch the hashes of `blocks` (the end of a complete run, which let the next run notice a
+    reorg there) in the background; the future gives (hashes, error message or "")."""
+
+    def fetch() -> tuple[dict[int, str], str]:
+        try:
+            return hashes_from_any(endpoints, config, plan, blocks), ""
+        except RpcError as err:
+            return {}, str(err)
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fetch)
+    pool.shutdown(wait=False)  # the fetch goes on while the caller does other things
+    return future
 
 
 def hashes_from_any(

@@ -59,11 +59,10 @@ class RpcClient:
         """One request's decoded result; the latency of the latest call is in `last_latency_ms`."""
         return self.decode(self.post(method, params))
 
-    def post(self, method: str, params: list, max_bytes: int = MAX_RESPONSE_BYTES) -> RawResponse:
-        """One request's raw answer, for callers that parse the body themselves; a body over
-        `max_bytes` is a RESPONSE_TOO_BIG error."""
+    def post(self, method: str, params: list) -> RawResponse:
+        """One request's raw answer, for callers that parse the body themselves."""
         try:
-            return self._post(method, params, max_bytes)
+            return self._post(method, params)
         except RpcError as err:
             raise self._scrubbed(err) from None
 
@@ -79,7 +78,7 @@ class RpcClient:
         err.message = scrub(err.message, self.endpoint.url)
         return err
 
-    def _post(self, method: str, params: list, max_bytes: int = MAX_RESPONSE_BYTES) -> RawResponse:
+    def _post(self, method: str, params: list) -> RawResponse:
         body = orjson.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         )
@@ -93,14 +92,14 @@ class RpcClient:
                 stream=True,
             )
             with response:
-                content = self._read_body(response, started + self.timeout, max_bytes)
+                content = self._read_body(response, started + self.timeout)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise classify_exception(exc) from None
         finally:
             self.last_latency_ms = (time.perf_counter() - started) * 1000
         return RawResponse(response.status_code, response.headers, content)
 
-    def _read_body(self, response: requests.Response, deadline: float, max_bytes: int) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
         # requests' timeout bounds each read, not the whole body: an endpoint that trickles a
         # byte now and then would hold us forever. Reading may still fail (truncated, reset).
         chunks, size = [], 0
@@ -108,8 +107,10 @@ class RpcClient:
         while chunk := response.raw.read1(READ_CHUNK_BYTES, decode_content=True):
             chunks.append(chunk)
             size += len(chunk)
-            if size > max_bytes:
-                raise RpcError(ErrorKind.RESPONSE_TOO_BIG, f"response over {max_bytes >> 20} MiB")
+            if size > MAX_RESPONSE_BYTES:
+                raise RpcError(
+                    ErrorKind.RESPONSE_TOO_BIG, f"response over {MAX_RESPONSE_BYTES >> 20} MiB"
+                )
             if time.perf_counter() > deadline:
                 raise RpcError(ErrorKind.TIMEOUT, f"response took over {self.timeout:g}s")
         return b"".join(chunks)

@@ -13,16 +13,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
 from pathlib import Path
 
 from .config import BackfillConfig
 from .convert import log_schema
-from .endpoints import Endpoint
-from .errors import ErrorKind, RpcError
-from .lifecycle import init_child, join_all
+from .errors import ErrorKind
+from .lifecycle import init_child, join_all, process_context
 from .manifest import load_manifest, save_manifest
 from .messages import (
     Attempt,
@@ -43,9 +41,9 @@ from .preflight import Plan, resolve_plan
 from .resume import (
     Resume,
     discard_incoming,
-    hashes_from_any,
     output_lock,
     prepare_output,
+    start_tip_hashes,
     tip_blocks,
 )
 from .storage import write_empty
@@ -84,7 +82,7 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
     Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
     nothing has been written.
     """
-    ctx = _process_context()
+    ctx = process_context()
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
@@ -103,16 +101,6 @@ def run_backfill(config: BackfillConfig, report: Report = lambda event: None) ->
         with _signals_recorded(supervisor):
             supervisor.run()
         return supervisor.result()
-
-
-def _process_context() -> mp.context.BaseContext:
-    """Forkserver processes: children start from a clean process that has imported web3 and
-    pyarrow once. The server starts now, in the background, so that its imports overlap the
-    preflight instead of following it."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["pipeline.worker", "pipeline.writer"])
-    threading.Thread(target=forkserver.ensure_running, daemon=True).start()
-    return ctx
 
 
 @contextlib.contextmanager
@@ -410,24 +398,14 @@ class Supervisor:
         self.files, self.stored_rows = len(manifest.files), manifest.rows
 
     def _fetch_tip_hashes(self) -> Future | None:
-        """Start fetching the hashes at the end of a complete run (they let the next run notice
-        a reorg there); None when the run is not complete."""
+        """Start fetching the hashes at the end of a complete run; None if it is not complete."""
         failed, unfetched = self.board.unfinished()
         if self.fatal or self.signal or failed or unfetched:
             return None
         run = (self.plan.from_block, self.plan.to_block)
         blocks = tip_blocks(merge_ranges([*self.resume.manifest.covered, run]), run[1])
         usable = [s.endpoint for s in self.stats.values() if not s.out_reason]
-        pool = ThreadPoolExecutor(1)
-        future = pool.submit(self._tip_hashes, usable, blocks)
-        pool.shutdown(wait=False)  # the fetch goes on while the writer compacts
-        return future
-
-    def _tip_hashes(self, usable: list[Endpoint], blocks: list[int]) -> tuple[dict, str]:
-        try:
-            return hashes_from_any(usable, self.config, self.plan, blocks), ""
-        except RpcError as err:
-            return {}, str(err)
+        return start_tip_hashes(usable, self.config, self.plan, blocks)
 
     def result(self) -> RunResult:
         """The exit code, summary.json document and one-line verdict of the finished run."""

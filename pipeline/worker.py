@@ -23,14 +23,14 @@ from .config import LogFilter
 from .convert import logs_to_table
 from .endpoints import Endpoint
 from .errors import ErrorKind, RpcError
-from .fastlogs import body_to_table
+from .fastlogs import body_to_table_in_pieces
 from .health import CircuitBreaker
 from .lifecycle import init_child
 from .messages import Attempt, EndpointState, FetchedBatch, Split, Task, WriterFailed
 from .naming import incoming_path
 from .planning import split_point
 from .ratecontrol import Throttle
-from .rpc import MAX_RESPONSE_BYTES, RpcClient
+from .rpc import RpcClient
 from .storage import write_result
 from .taskqueue import QUEUE_GONE
 from .validate import check_batch, check_not_removed
@@ -40,10 +40,9 @@ CLAIM_WAIT_S = 0.5
 HEAD_REFRESH_S = 2.0  # how stale the endpoint's head may be before we ask again when we need it
 EXIT_RETIRED = 3  # the endpoint is out for the rest of the run: the supervisor must not restart it
 EXIT_CRASHED = 70
-# Parsing an answer peaks near 3x its size: the answers a worker parses at once (one per
-# --concurrency thread) stay within this, a multi-block answer over its share is split.
-PARSE_BUDGET_BYTES = 96 << 20
-MIN_SPLIT_BYTES = 8 << 20  # about 15,000 logs: below that, splitting costs more than it saves
+# Big answers are parsed a piece at a time (parsing peaks near 3x what it reads). Splitting the
+# range instead would make the provider build the whole answer again.
+PARSE_PIECE_BYTES = 16 << 20  # about 30,000 logs
 
 
 class Reaction(enum.StrEnum):
@@ -331,24 +330,16 @@ class EndpointWorker:
             self.events.put(EndpointState(self.name, state, detail, pause_s=pause))
 
 
-def split_bytes(concurrency: int) -> int:
-    """The largest answer for more than one block that a worker with `concurrency` threads
-    parses rather than splits."""
-    return max(MIN_SPLIT_BYTES, PARSE_BUDGET_BYTES // concurrency)
-
-
 def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> pa.Table:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range."""
-    # Only a single block may be as big as an answer can be at all; bigger ranges are split (and
-    # the endpoint's window learns it).
-    limit = MAX_RESPONSE_BYTES if task.blocks == 1 else split_bytes(spec.endpoint.concurrency)
-    params = [spec.log_filter.rpc_params(task.start, task.end)]
-    response = client.post("eth_getLogs", params, limit)
+    response = client.post("eth_getLogs", [spec.log_filter.rpc_params(task.start, task.end)])
     # The fast path reads plain answers without a Python object per log; anything else (errors,
     # odd formatting) goes the careful way, which also says what is wrong with it.
     table = None
     if response.status == HTTPStatus.OK:
-        table = body_to_table(response.body, spec.chain_id, spec.hex_output)
+        table = body_to_table_in_pieces(
+            response.body, spec.chain_id, spec.hex_output, PARSE_PIECE_BYTES
+        )
     if table is None:
         logs = client.logs_result(response)
         check_not_removed(logs)

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from conftest import backfill, node_rows, stored_rows
 
 from pipeline import worker
 from pipeline.config import build_config
-from pipeline.errors import ErrorKind, RpcError
 from pipeline.messages import Attempt, Task, TaskWritten
 from pipeline.planning import plan_tasks
 from pipeline.rpc import RpcClient
@@ -317,19 +315,14 @@ def test_losing_the_writer_or_the_queue_ends_with_exit_1_and_valid_files(
     assert all(f.suffix == ".parquet" for f in (tmp_path / "logs").iterdir())
 
 
-def test_an_answer_too_big_to_parse_cheaply_splits_but_one_block_may_be_big(
-    node, seeded, monkeypatch
-):
-    monkeypatch.setattr(worker, "PARSE_BUDGET_BYTES", 1_000)  # the real one is 96 MiB
-    monkeypatch.setattr(worker, "MIN_SPLIT_BYTES", 1_000)
+def test_a_big_answer_is_parsed_a_piece_at_a_time_into_the_nodes_rows(node, seeded, monkeypatch):
+    monkeypatch.setattr(worker, "PARSE_PIECE_BYTES", 50_000)  # the real one is 16 MiB
     config = build_config(rpc=[node.url], output=Path("unused"))
     spec = WorkerSpec("w", config.endpoints[0], config.log_filter, 31337, False, 10.0, 3, 0)
-    client = RpcClient(config.endpoints[0], 10.0)
     start = seeded.first_block
-    with pytest.raises(RpcError) as too_big:
-        fetch_range(client, Task(1, start, start + 99), spec)
-    assert too_big.value.kind is ErrorKind.RESPONSE_TOO_BIG
-    rows = node_rows(node, start, start + 99)
-    busiest = Counter(row[0] for row in rows).most_common(1)[0][0]
-    table = fetch_range(client, Task(2, busiest, busiest), spec)
-    assert len(table) == sum(row[0] == busiest for row in rows) >= 5  # well over 1,000 bytes
+    table = fetch_range(RpcClient(config.endpoints[0], 10.0), Task(1, start, start + 299), spec)
+    assert table.num_rows > 1000 and len(table["block_number"].chunks) > 10
+    rows = sorted(
+        zip(table["block_number"].to_pylist(), table["log_index"].to_pylist(), strict=True)
+    )
+    assert rows == [row[:2] for row in node_rows(node, start, start + 299)]

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.convert import log_schema, logs_to_table
 from pipeline.errors import decode_response
-from pipeline.fastlogs import body_to_table
+from pipeline.fastlogs import body_to_table, body_to_table_in_pieces
 from pipeline.validate import check_not_removed
 
 CHAIN = 31337
@@ -326,3 +326,20 @@ def test_logs_with_odd_values_and_repeated_keys_never_differ_from_the_careful_pa
             again = json.dumps(_odd_value(rng), separators=(",", ":")).encode()
             body = body.replace(key + b":", key + b":" + again + b"," + key + b":", 1)
         agree(body, hex_output)
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 700, 5_000, 10**9])
+def test_a_body_read_in_pieces_gives_the_same_table(piece_bytes):
+    rng = random.Random(piece_bytes)
+    body = body_of([anvil_log(rng, i) for i in range(300)])
+    whole = body_to_table(body, CHAIN, False)
+    assert whole is not None
+    pieces = body_to_table_in_pieces(body, CHAIN, False, piece_bytes)
+    assert pieces is not None and pieces.equals(whole)
+
+
+def test_a_bad_piece_sends_the_whole_body_the_careful_way():
+    rng = random.Random(5)
+    logs = [anvil_log(rng, i) for i in range(50)]
+    logs[40]["data"] = "0xZZ"
+    assert body_to_table_in_pieces(body_of(logs), CHAIN, False, 500) is None
