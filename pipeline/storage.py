@@ -8,7 +8,7 @@ Arrow IPC (writing and reading them is a memory copy); final files are Parquet w
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,16 +64,13 @@ def fragment_rows(path: Path) -> int:
     return pa.ipc.open_file(pa.memory_map(str(path))).count_rows()
 
 
-def compact(sources: list[Path], out_dir: Path, start: int, end: int) -> tuple[Path | None, int]:
-    """Merge fragments (in block order, covering start..end) into one final file, one fragment
-    in memory at a time; return (its path, rows), or (None, 0) if they hold no logs."""
-    rows = sum(map(fragment_rows, sources))
-    if not rows:
-        return None, 0
+def compact(sources: list[Path], out_dir: Path, start: int, end: int) -> Path:
+    """Merge fragments (in block order, covering start..end, holding logs) into one final file,
+    a row group's worth in memory at a time; return its path."""
     schema = pa.ipc.open_file(pa.memory_map(str(sources[0]))).schema
     path = log_file_path(out_dir, start, end)
     _write_atomically(path, (read_fragment(p) for p in sources), schema)
-    return path, rows
+    return path
 
 
 def write_empty(schema: pa.Schema, out_dir: Path, start: int, end: int) -> Path:
@@ -87,9 +84,8 @@ def _write_atomically(path: Path, tables: Iterable[pa.Table], schema: pa.Schema)
     tmp = temp_path(path)
     try:
         with pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer:
-            for table in tables:
-                if table.num_rows:
-                    writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            for group in _row_groups(tables):
+                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)
@@ -105,3 +101,20 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The rows of `tables` in order, regrouped into ROW_GROUP_ROWS-row tables (the last one
+    shorter): fragments of a few logs each must not become as many tiny row groups."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        pending.append(table)
+        rows += table.num_rows
+        if rows >= ROW_GROUP_ROWS:
+            combined = pa.concat_tables(pending)
+            full = rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            yield combined.slice(0, full)
+            pending, rows = [combined.slice(full)], rows - full
+    if rows:
+        yield pa.concat_tables(pending)

@@ -65,7 +65,7 @@ def store_batch(batch: FetchedBatch, staging: Staging, board) -> TaskWritten | N
     if not board.accept(task.task_id):
         result.unlink(missing_ok=True)
         return None
-    staging.add(result, task.start, task.end)
+    staging.add(result, task.start, task.end, batch.rows)
     board.complete(task.task_id)
     return TaskWritten(task, batch.endpoint, batch.rows)
 
@@ -84,7 +84,7 @@ class Staging:
         self.out = out
         self.manifest = manifest
         self.file_blocks = file_blocks
-        self.fragments: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
         self.missing: dict[int, int] = defaultdict(int)
         for start, end in todo:
             for window, lo, hi in _windows(start, end, file_blocks):
@@ -92,20 +92,25 @@ class Staging:
         for start, end in staged:
             # A fragment staged with another --file-blocks may cross a window: it is filed under
             # the window it starts in, and its file may then cross too (names stay disjoint).
-            self.fragments[start // file_blocks].append((start, end))
+            rows = fragment_rows(fragment_path(out, start, end))
+            self.fragments[start // file_blocks].append((start, end, rows))
 
-    def add(self, result: Path, start: int, end: int) -> None:
-        """Stage a worker's result of blocks start..end durably; compact full windows."""
+    def add(self, result: Path, start: int, end: int, rows: int) -> None:
+        """Stage a worker's result of blocks start..end (`rows` logs) durably; compact full
+        windows."""
         windows = list(_windows(start, end, self.file_blocks))
         if len(windows) == 1:
             stage_result(result, self.out, start, end)
+            counts = [rows]
         else:  # one fragment per window, so that each window compacts on its own
             table = read_fragment(result)
-            for _, lo, hi in windows:
-                write_fragment(_rows_between(table, lo, hi), self.out, lo, hi)
+            parts = [_rows_between(table, lo, hi) for _, lo, hi in windows]
+            for part, (_, lo, hi) in zip(parts, windows, strict=True):
+                write_fragment(part, self.out, lo, hi)
+            counts = [part.num_rows for part in parts]
             result.unlink()
-        for window, lo, hi in windows:
-            self.fragments[window].append((lo, hi))
+        for (window, lo, hi), count in zip(windows, counts, strict=True):
+            self.fragments[window].append((lo, hi, count))
             self.missing[window] -= hi - lo + 1
             if self.missing[window] <= 0:
                 self._compact(window)
@@ -121,11 +126,12 @@ class Staging:
             self._compact(window)
 
     def _compact(self, window: int) -> None:
-        ranges = sorted(self.fragments.pop(window, []))
-        for group in _groups(self.out, ranges):
+        fragments = sorted(self.fragments.pop(window, []))
+        for group in _groups(fragments):
             start, end = group[0][0], group[-1][1]
-            paths = [fragment_path(self.out, a, b) for a, b in group]
-            path, rows = compact(paths, self.out, start, end)
+            paths = [fragment_path(self.out, a, b) for a, b, _ in group]
+            rows = sum(count for _, _, count in group)
+            path = compact(paths, self.out, start, end) if rows else None
             self.manifest.add(start, end, path.name if path else None, rows)
             save_manifest(self.out, self.manifest)  # the record first, then the cleanup
             for fragment in paths:
@@ -146,17 +152,16 @@ def _rows_between(table: pa.Table, lo: int, hi: int) -> pa.Table:
     return table.filter(pc.and_(pc.greater_equal(blocks, lo), pc.less_equal(blocks, hi)))
 
 
-def _groups(out: Path, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """Contiguous runs of fragments, cut where a run would pass MAX_FILE_ROWS."""
-    groups: list[list[tuple[int, int]]] = []
+def _groups(fragments: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Contiguous runs of fragments (lo, hi, rows), cut where a run would pass MAX_FILE_ROWS."""
+    groups: list[list[tuple[int, int, int]]] = []
     rows = 0
-    for start, end in ranges:
-        count = fragment_rows(fragment_path(out, start, end))
+    for start, end, count in fragments:
         contiguous = groups and groups[-1][-1][1] + 1 == start
         if contiguous and rows + count <= MAX_FILE_ROWS:
-            groups[-1].append((start, end))
+            groups[-1].append((start, end, count))
             rows += count
         else:
-            groups.append([(start, end)])
+            groups.append([(start, end, count)])
             rows = count
     return groups
