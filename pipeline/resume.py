@@ -264,10 +264,14 @@ def hashes_from_any(
 
 
 def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[int, str]:
-    """The canonical hash of each block, within the endpoint's --concurrency and --rps (one
-    client per thread)."""
+    """The canonical hash of each block: one batch request where the endpoint takes batches,
+    else one request per block within its --concurrency and --rps (one client per thread)."""
     local = threading.local()
     throttle = Throttle(endpoint.rps)
+    try:
+        return RpcClient(endpoint, timeout).block_hashes(blocks)
+    except RpcError:
+        pass  # no batches here (or a fault): the requests one by one tell which
 
     def lookup(block: int) -> str:
         if not hasattr(local, "client"):

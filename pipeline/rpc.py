@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -61,10 +62,36 @@ class RpcClient:
 
     def post(self, method: str, params: list) -> RawResponse:
         """One request's raw answer, for callers that parse the body themselves."""
+        call = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         try:
-            return self._post(method, params)
+            return self._post(orjson.dumps(call))
         except RpcError as err:
             raise self._scrubbed(err) from None
+
+    def block_hashes(self, blocks: list[int]) -> dict[int, str]:
+        """The hashes of `blocks` from one JSON-RPC batch request; RpcError unless the endpoint
+        answers every call of the batch (not every provider takes batches)."""
+        calls = [
+            {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(b), False]}
+            for i, b in enumerate(blocks)
+        ]
+        try:
+            response = self._post(orjson.dumps(calls))
+            answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
+        except RpcError as err:
+            raise self._scrubbed(err) from None
+        except orjson.JSONDecodeError:
+            answers = None
+        found = {
+            a["id"]: a["result"]["hash"]
+            for a in (answers if isinstance(answers, list) else ())
+            if isinstance(a, dict)
+            and _has_hash(a.get("result"))
+            and a.get("id") in range(len(blocks))
+        }
+        if len(found) != len(blocks):
+            raise RpcError(ErrorKind.MALFORMED, "the batch of block hashes was not answered")
+        return {block: found[i] for i, block in enumerate(blocks)}
 
     def decode(self, response: RawResponse) -> Any:
         """The result of a raw answer, or the RpcError it amounts to."""
@@ -78,10 +105,7 @@ class RpcClient:
         err.message = scrub(err.message, self.endpoint.url)
         return err
 
-    def _post(self, method: str, params: list) -> RawResponse:
-        body = orjson.dumps(
-            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        )
+    def _post(self, body: bytes) -> RawResponse:
         started = time.perf_counter()
         try:
             response = self.session.post(
@@ -162,6 +186,10 @@ class RpcClient:
     def close(self) -> None:
         """Release pooled connections."""
         self.session.close()
+
+
+def _has_hash(header: Any) -> bool:
+    return isinstance(header, dict) and isinstance(header.get("hash"), str)
 
 
 def _quantity(value: Any, what: str) -> int:

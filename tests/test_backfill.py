@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import backfill, node_rows, stored_rows
 
 from pipeline import worker
 from pipeline.config import build_config
+from pipeline.errors import RpcError
 from pipeline.messages import Attempt, Task, TaskWritten
 from pipeline.planning import plan_tasks
+from pipeline.resume import block_hashes
 from pipeline.rpc import RpcClient
 from pipeline.run import Notice, ProcessStarted, WorkerStarted
 from pipeline.worker import WorkerSpec, fetch_range
 
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
+JSON = {"Content-Type": "application/json"}
 
 
 def assert_complete(result, output, node, seeded, **filters):
@@ -326,3 +332,34 @@ def test_a_big_answer_is_parsed_a_piece_at_a_time_into_the_nodes_rows(node, seed
         zip(table["block_number"].to_pylist(), table["log_index"].to_pylist(), strict=True)
     )
     assert rows == [row[:2] for row in node_rows(node, start, start + 299)]
+
+
+def test_block_hashes_come_in_one_batch_or_one_by_one_where_batches_are_refused(node, seeded):
+    blocks = list(range(seeded.first_block, seeded.first_block + 32))
+    endpoint = build_config(rpc=[node.url], output=Path("unused")).endpoints[0]
+    single = {b: RpcClient(endpoint, 10.0).block_hash(b) for b in blocks}
+    assert RpcClient(endpoint, 10.0).block_hashes(blocks) == single
+
+    class NoBatches(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if body.startswith(b"["):
+                answer = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"no batch"}}'
+            else:
+                answer = requests.post(node.url, data=body, headers=JSON, timeout=10).content
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoBatches) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        refusing = build_config(rpc=[url], output=Path("unused")).endpoints[0]
+        with pytest.raises(RpcError):
+            RpcClient(refusing, 10.0).block_hashes(blocks)
+        assert block_hashes(refusing, 10.0, blocks) == single
+        server.shutdown()
