@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,8 @@ class EndpointStats:
     failures: int = 0
     tasks: int = 0
     logs: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    # 8 bytes a request (a list of floats takes 32): a run of millions of requests stays small.
+    latencies_ms: array = field(default_factory=lambda: array("d"))
     errors: Counter = field(default_factory=Counter)
     last_error: str = ""
     consecutive_failures: int = 0  # endpoint faults only: caps and throttles are not failures
@@ -89,7 +92,7 @@ class EndpointStats:
         }
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile; None for no values."""
     if not values:
         return None

@@ -15,6 +15,7 @@ from .messages import Attempt, TaskWritten
 from .naming import temp_path
 
 OK_COLOUR, FAIL_COLOUR, THROTTLE_COLOUR = "#2a9d8f", "#d62828", "#f4a261"
+MAX_SPANS = 200_000  # per endpoint; past it every other answer is dropped, failures first kept
 
 
 @dataclass
@@ -32,7 +33,12 @@ class Timeline:
             seconds = event.latency_ms / 1000
             outcome = "ok" if event.ok else event.reaction or "failed"
             start = event.at - self.t0 - seconds
-            self.spans.setdefault(event.endpoint, []).append((start, seconds, outcome))
+            spans = self.spans.setdefault(event.endpoint, [])
+            spans.append((start, seconds, outcome))
+            if len(spans) > MAX_SPANS:  # a days-long run: memory stays flat, the chart readable
+                spans[:] = [s for i, s in enumerate(spans) if s[2] != "ok" or i % 2]
+            if len(spans) > MAX_SPANS:
+                spans[:] = spans[1::2]
         elif isinstance(event, TaskWritten):
             self.blocks[event.endpoint] += event.task.blocks
 

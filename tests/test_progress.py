@@ -16,6 +16,7 @@ import pytest
 from conftest import backfill, node_rows, stored_rows
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline import timeline as timeline_module
 from pipeline.console import LiveConsole, PlainConsole, RunView, duration
 from pipeline.messages import Attempt, EndpointState, Progress, RunStarted, Task, TaskWritten
 from pipeline.metrics import Metrics, MetricsServer
@@ -269,3 +270,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_very_long_run_keeps_a_bounded_timeline_with_every_failure(monkeypatch):
+    monkeypatch.setattr(timeline_module, "MAX_SPANS", 100)
+    timeline = Timeline(["a"], 0.0)
+    for i in range(1000):
+        failed = i % 50 == 0
+        timeline.record(Attempt("a", not failed, 5.0, i, "timeout" if failed else "", at=i + 1.0))
+    spans = timeline.spans["a"]
+    assert len(spans) <= 100
+    assert sum(outcome != "ok" for _, _, outcome in spans) == 20
