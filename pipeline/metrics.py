@@ -68,8 +68,7 @@ class Metrics:
         elif isinstance(event, EndpointState):
             self.backoff.labels(event.endpoint).set(event.pause_s)
             self._set_state(event.endpoint, event.state)
-        elif isinstance(event, Progress):
-            self.blocks_done.set(event.blocks_done)
+        elif isinstance(event, Progress):  # blocks and rows follow TaskWritten, as they happen
             self.queue_depth.set(event.queued_tasks)
             self.in_flight.set(event.tasks_in_flight)
         elif isinstance(event, RunStarted):

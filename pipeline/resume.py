@@ -268,10 +268,14 @@ def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[
     else one request per block within its --concurrency and --rps (one client per thread)."""
     local = threading.local()
     throttle = Throttle(endpoint.rps)
+    time.sleep(throttle.reserve())
+    batch = RpcClient(endpoint, timeout)
     try:
-        return RpcClient(endpoint, timeout).block_hashes(blocks)
+        return batch.block_hashes(blocks)
     except RpcError:
         pass  # no batches here (or a fault): the requests one by one tell which
+    finally:
+        batch.close()
 
     def lookup(block: int) -> str:
         if not hasattr(local, "client"):

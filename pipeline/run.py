@@ -434,8 +434,7 @@ class Supervisor:
         except OSError as exc:
             self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
             summary["error"] = self.fatal
-        total = self.total
-        done = self.written.blocks + self.already_stored
+        total, done = self.total, self.written.blocks + self.already_stored
         if self.signal:
             code = EXIT_ON_SIGNAL[self.signal]
             message = f"interrupted: {done} of {total} blocks stored; run again to resume"

@@ -22,8 +22,10 @@ COMPRESSION = "zstd"
 
 
 def write_result(table: pa.Table, path: Path) -> None:
-    """A worker's result for the writer, sorted; not yet durable (stage_result makes it so)."""
-    write_ipc(table.sort_by(SORT_KEYS), path)
+    """A worker's result for the writer: sorted, Arrow IPC (no encoding, no compression); not
+    yet durable (stage_result makes it so)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.sort_by(SORT_KEYS))
 
 
 def stage_result(result: Path, out_dir: Path, start: int, end: int) -> Path:
@@ -40,18 +42,12 @@ def write_fragment(table: pa.Table, out_dir: Path, start: int, end: int) -> Path
     path = fragment_path(out_dir, start, end)
     tmp = temp_path(path)
     try:
-        write_ipc(table.sort_by(SORT_KEYS), tmp)
+        write_result(table, tmp)
         stage_result(tmp, out_dir, start, end)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def write_ipc(table: pa.Table, path: Path) -> None:
-    """An Arrow IPC file: no encoding, no compression."""
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
 
 
 def read_fragment(path: Path) -> pa.Table:
