@@ -13,7 +13,7 @@ from .config import build_config
 from .console import PlainConsole
 from .devnet import Anvil, find_anvil
 from .errors import ConfigError
-from .naming import LOGS_DIR
+from .naming import LOGS_DIR, SUMMARY_FILE, TIMELINE_FILE
 from .run import RunResult, run_backfill
 from .seeding import seed_logs
 from .simulator import PROFILES, FaultProxy
@@ -78,12 +78,15 @@ def profile_list() -> str:
 
 def _explain(output: Path) -> None:
     glob = f"{output}/**/*.parquet"
+    chart = output / TIMELINE_FILE
+    if not chart.exists():
+        chart = "install the charts extra (.venv/bin/pip install -e '.[charts]') to get one"
     click.echo(
         f"""
 Read the logs in Python (pip install duckdb pandas):
   import duckdb
   duckdb.sql("SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1").show()
   import pandas as pd; df = pd.read_parquet("{output / LOGS_DIR}")
-Per-endpoint statistics: {output / "summary.json"}
-Requests over time per endpoint (with the charts extra): {output / "timeline.png"}"""
+Per-endpoint statistics: {output / SUMMARY_FILE}
+Requests over time per endpoint: {chart}"""
     )
