@@ -5,13 +5,13 @@ from importlib import import_module
 # Loaded on first use: the command line starts (and can be interrupted) before web3 and pyarrow
 # are imported.
 _EXPORTS = {
-    "BackfillConfig": "config",
-    "LogFilter": "config",
-    "build_config": "config",
+    "BackfillConfig": "config.settings",
+    "LogFilter": "config.settings",
+    "build_config": "config.settings",
     "ConfigError": "errors",
-    "NoEndpointError": "preflight",
-    "RunResult": "run",
-    "run_backfill": "run",
+    "NoEndpointError": "plan.preflight",
+    "RunResult": "run.supervisor",
+    "run_backfill": "run.supervisor",
 }
 __all__ = sorted(_EXPORTS)
 

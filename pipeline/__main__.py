@@ -6,7 +6,7 @@ import sys
 def main() -> None:
     """Import the command line, then run it; Ctrl-C while the libraries load is a clean exit."""
     try:
-        from .cli import main as cli_main
+        from pipeline.cli import main as cli_main
     except KeyboardInterrupt:
         print("interrupted before the backfill started; nothing was written", file=sys.stderr)
         sys.exit(130)

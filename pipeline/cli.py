@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .config import (
+from pipeline.config.settings import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_FILE_BLOCKS,
@@ -18,12 +18,12 @@ from .config import (
     DEFAULT_TIMEOUT_S,
     build_config,
 )
-from .configfile import load_config_file
-from .console import make_console
-from .errors import ConfigError
-from .preflight import NoEndpointError
-from .run import Report, RunResult, run_backfill
-from .summary import format_table
+from pipeline.config.tomlfile import load_config_file
+from pipeline.errors import ConfigError
+from pipeline.plan.preflight import NoEndpointError
+from pipeline.report.console import make_console
+from pipeline.report.summary import format_table
+from pipeline.run.supervisor import Report, RunResult, run_backfill
 
 EXIT_USAGE = 2
 
@@ -186,7 +186,7 @@ def backfill(ctx: click.Context, config_file: Path | None, **values) -> None:
     with contextlib.ExitStack() as stack:
         reports: list[Report] = [stack.enter_context(make_console(quiet, verbose))]
         if metrics_port is not None:
-            from .metrics import Metrics, MetricsServer
+            from pipeline.report.metrics import Metrics, MetricsServer
 
             server = stack.enter_context(MetricsServer(Metrics(), metrics_port, metrics_host))
             reports.append(server.metrics)
@@ -229,7 +229,7 @@ def demo(
     list_profiles: bool,
 ) -> None:
     """Run offline: a local anvil node behind simulated providers, then a backfill."""
-    from .demo import profile_list, run_demo
+    from pipeline.dev.demo import profile_list, run_demo
 
     if list_profiles:
         click.echo(profile_list())
@@ -249,7 +249,7 @@ def demo(
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
 def status(output: Path) -> None:
     """Show what an output folder holds: covered ranges, gaps, rows and files."""
-    from .status import folder_status, format_status
+    from pipeline.report.status import folder_status, format_status
 
     click.echo(format_status(output, folder_status(output)))
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.config import build_config
-from pipeline.devnet import Anvil, find_anvil
-from pipeline.naming import LOGS_DIR
-from pipeline.run import RunResult, run_backfill
-from pipeline.seeding import SeedReport, seed_logs
-from pipeline.simulator import FaultProxy, Profile
+from pipeline.config.settings import build_config
+from pipeline.dev.devnet import Anvil, find_anvil
+from pipeline.dev.seeding import SeedReport, seed_logs
+from pipeline.dev.simulator import FaultProxy, Profile
+from pipeline.run.supervisor import RunResult, run_backfill
+from pipeline.store.layout import LOGS_DIR
 
 SEED_BLOCKS = 3000
 SEED_LOGS = 60_000

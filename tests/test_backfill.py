@@ -14,15 +14,15 @@ import pytest
 import requests
 from conftest import backfill, node_rows, stored_rows
 
-from pipeline import worker
-from pipeline.config import build_config
+from pipeline.config.settings import build_config
 from pipeline.errors import RpcError
+from pipeline.fetch import worker
+from pipeline.fetch.rpc import RpcClient
+from pipeline.fetch.worker import WorkerSpec, fetch_range
 from pipeline.messages import Attempt, Task, TaskWritten
-from pipeline.planning import plan_tasks
-from pipeline.resume import block_hashes
-from pipeline.rpc import RpcClient
-from pipeline.run import Notice, ProcessStarted, WorkerStarted
-from pipeline.worker import WorkerSpec, fetch_range
+from pipeline.plan.chunks import plan_tasks
+from pipeline.run.supervisor import Notice, ProcessStarted, WorkerStarted
+from pipeline.store.resume import block_hashes
 
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
 JSON = {"Content-Type": "application/json"}

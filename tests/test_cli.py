@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import node_rows, stored_rows
 
-from pipeline.naming import LOGS_DIR
+from pipeline.store.layout import LOGS_DIR
 
 
 def pipeline(*args: str, **kwargs) -> subprocess.CompletedProcess:

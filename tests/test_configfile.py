@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.config import build_config
-from pipeline.configfile import load_config_file
+from pipeline.config.settings import build_config
+from pipeline.config.tomlfile import load_config_file
 from pipeline.errors import ConfigError
 
 CONFIG = """

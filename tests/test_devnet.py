@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from eth_utils import keccak
 
-from pipeline.devnet import Anvil, find_anvil
-from pipeline.seeding import DEV_ACCOUNT, EMITTERS, SeedReport, seed_logs
+from pipeline.dev.devnet import Anvil, find_anvil
+from pipeline.dev.seeding import DEV_ACCOUNT, EMITTERS, SeedReport, seed_logs
 
 BLOCKS, LOGS, SEED = 300, 5000, 3
 BY_ADDRESS = {e.address: e for e in EMITTERS}
@@ -66,7 +66,7 @@ def test_taken_port_and_bad_flags_fail_clearly(node: Anvil) -> None:
 
 
 def test_anvil_dies_with_its_parent() -> None:
-    code = "from pipeline.devnet import Anvil; print(Anvil().start().port, flush=True); input()"
+    code = "from pipeline.dev.devnet import Anvil; print(Anvil().start().port, flush=True); input()"
     parent = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,

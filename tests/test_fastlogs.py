@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.convert import log_schema, logs_to_table
 from pipeline.errors import decode_response
-from pipeline.fastlogs import body_to_table, body_to_table_in_pieces
-from pipeline.validate import check_not_removed
+from pipeline.fetch.convert import log_schema, logs_to_table
+from pipeline.fetch.fastlogs import body_to_table, body_to_table_in_pieces
+from pipeline.fetch.validate import check_not_removed
 
 CHAIN = 31337
 KEYS = ("address", "topics", "data", "blockHash", "blockNumber", "transactionHash",

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from pipeline.health import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from pipeline.fetch.health import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from pipeline.fetch.ratecontrol import MIN_RPS, RETRY_AFTER_CAP_S, RETRY_AFTER_FLOOR_S, Throttle
+from pipeline.fetch.window import GROW_AFTER, PROBE_AFTER, RangeWindow
 from pipeline.messages import Task
-from pipeline.planning import split_point
-from pipeline.ratecontrol import MIN_RPS, RETRY_AFTER_CAP_S, RETRY_AFTER_FLOOR_S, Throttle
-from pipeline.window import GROW_AFTER, PROBE_AFTER, RangeWindow
+from pipeline.plan.chunks import split_point
 
 
 class Clock:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import build_config
-from pipeline.convert import log_schema
+from pipeline.config.settings import build_config
 from pipeline.errors import ConfigError
-from pipeline.manifest import Manifest, filter_json, load_manifest, save_manifest
-from pipeline.naming import (
+from pipeline.fetch.convert import log_schema
+from pipeline.plan.preflight import Plan
+from pipeline.store.files import write_empty, write_fragment
+from pipeline.store.layout import (
     LOGS_DIR,
     STAGING_DIR,
     fragment_path,
@@ -16,9 +17,8 @@ from pipeline.naming import (
     log_file_path,
     temp_path,
 )
-from pipeline.preflight import Plan
-from pipeline.resume import output_lock, prepare_output
-from pipeline.storage import write_empty, write_fragment
+from pipeline.store.manifest import Manifest, filter_json, load_manifest, save_manifest
+from pipeline.store.resume import output_lock, prepare_output
 
 TOPIC = "0x" + "ab" * 32
 
@@ -131,7 +131,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
 
 
 def test_a_new_run_waits_for_a_killed_runs_writer_to_stop(tmp_path, monkeypatch):
-    import pipeline.resume as resume
+    import pipeline.store.resume as resume
 
     monkeypatch.setattr(resume, "ORPHAN_WRITER_WAIT_S", 0.3)
     with (

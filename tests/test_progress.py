@@ -17,12 +17,12 @@ import pytest
 from conftest import backfill, node_rows, stored_rows
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import timeline as timeline_module
-from pipeline.console import LiveConsole, PlainConsole, RunView, duration
 from pipeline.messages import Attempt, EndpointState, Progress, RunStarted, Task, TaskWritten
-from pipeline.metrics import Metrics, MetricsServer
-from pipeline.naming import SUMMARY_FILE, TIMELINE_FILE
-from pipeline.timeline import Timeline, write_timeline
+from pipeline.report import timeline as timeline_module
+from pipeline.report.console import LiveConsole, PlainConsole, RunView, duration
+from pipeline.report.metrics import Metrics, MetricsServer
+from pipeline.report.timeline import Timeline, write_timeline
+from pipeline.store.layout import SUMMARY_FILE, TIMELINE_FILE
 
 CHUNK = 100
 

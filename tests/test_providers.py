@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from conftest import backfill, node_rows, stored_rows
 
+from pipeline.dev.simulator import PROFILES, FaultProxy, Profile
 from pipeline.messages import Split
-from pipeline.simulator import PROFILES, FaultProxy, Profile
 
 FIRST, LAST = 1, 1000  # ~20,000 logs of the seeded node
 CHUNK = 200
@@ -180,9 +180,9 @@ def test_a_pruned_endpoint_alone_reports_the_ranges_it_cannot_serve(tmp_path, no
 
 
 def test_an_answer_that_trickles_in_times_out_as_a_whole(node, seeded):
-    from pipeline.endpoints import parse_endpoints
+    from pipeline.config.endpoints import parse_endpoints
     from pipeline.errors import ErrorKind, RpcError
-    from pipeline.rpc import RpcClient
+    from pipeline.fetch.rpc import RpcClient
 
     trickling = Profile("trickling", failure_rate=1.0, failure_kinds=("trickle",))
     with FaultProxy(node.url, trickling) as proxy:

@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import backfill, node_rows, stored_rows
 
-from pipeline.devnet import Anvil, find_anvil
-from pipeline.naming import LOGS_DIR, STAGING_DIR
-from pipeline.run import ProcessStarted
-from pipeline.seeding import seed_logs
-from pipeline.simulator import FaultProxy, Profile
+from pipeline.dev.devnet import Anvil, find_anvil
+from pipeline.dev.seeding import seed_logs
+from pipeline.dev.simulator import FaultProxy, Profile
+from pipeline.run.supervisor import ProcessStarted
+from pipeline.store.layout import LOGS_DIR, STAGING_DIR
 
 FIRST, LAST = 1, 1500
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.providers import CAP_ERRORS, CapHit, hint_range
-from pipeline.simulator import FAULTS, PROFILES, FaultProxy, Profile, TokenBucket, parse_request
+from pipeline.dev.providers import CAP_ERRORS, CapHit, hint_range
+from pipeline.dev.simulator import FAULTS, PROFILES, FaultProxy, Profile, TokenBucket, parse_request
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = 1000  # the stub chain: blocks 0..HEAD, block b holds b % 4 logs (0, 1, 2, 3, 0, 1, ...)
@@ -325,7 +325,7 @@ def test_profiles() -> None:
 
 
 def test_standalone_main(upstream: str) -> None:
-    cmd = [sys.executable, "-m", "pipeline.simulator", "--upstream", upstream, "--profile", "fast"]
+    cmd = [sys.executable, "-m", "pipeline.dev.simulator", "--upstream", upstream, "--profile", "fast"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -871,7 +871,7 @@ def test_profile_validation(upstream: str, fields: dict) -> None:
 
 
 def test_standalone_list_prints_every_profile_with_its_description() -> None:
-    cmd = [sys.executable, "-m", "pipeline.simulator", "--list"]
+    cmd = [sys.executable, "-m", "pipeline.dev.simulator", "--list"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
     assert len(lines) == len(PROFILES)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pipeline.messages import Task
-from pipeline.planning import ChunkPlan
-from pipeline.taskqueue import TaskBoard
+from pipeline.plan.board import TaskBoard
+from pipeline.plan.chunks import ChunkPlan
 
 
 def board(start=0, end=999, chunk=1000, endpoints=("a", "b")) -> TaskBoard:

@@ -1,0 +1,1 @@
+"""Configuration: flags, TOML file and environment, validated once into a BackfillConfig."""

@@ -1,0 +1,238 @@
+"""Run configuration: command-line values, then environment, then defaults, validated once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from eth_utils import is_checksum_address
+
+from pipeline.config.endpoints import Endpoint, parse_endpoints
+from pipeline.errors import ConfigError
+
+DEFAULT_RPC_URLS = (
+    "https://ethereum-sepolia-rpc.publicnode.com",
+    "https://rpc.ankr.com/eth_sepolia",
+    "https://sepolia.drpc.org",
+)
+BLOCK_TAGS = ("latest", "safe", "finalized")
+DEFAULT_CHUNK_SIZE = 1000
+DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_STALL_TIMEOUT_S = 60.0
+DEFAULT_CONCURRENCY = 1
+DEFAULT_FILE_BLOCKS = 100_000
+MAX_CONCURRENCY = 64
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which logs to fetch: addresses ORed, and per topic position a list of values ORed."""
+
+    addresses: tuple[str, ...] = ()
+    topics: tuple[tuple[str, ...], ...] = ((), (), (), ())
+
+    def rpc_params(self, start: int, end: int) -> dict:
+        """The eth_getLogs filter object for blocks start..end inclusive."""
+        params: dict = {"fromBlock": hex(start), "toBlock": hex(end)}
+        if self.addresses:
+            params["address"] = list(self.addresses)
+        topics = list(self.topics)
+        while topics and not topics[-1]:
+            topics.pop()  # trailing wildcards are implied; some providers reject explicit nulls
+        if topics:
+            params["topics"] = [list(values) if values else None for values in topics]
+        return params
+
+    def matches(self, log: dict) -> bool:
+        """Whether one decoded log passes the filter (for logs read from block receipts)."""
+        if self.addresses and str(log.get("address", "")).lower() not in self.addresses:
+            return False
+        topics = [str(t).lower() for t in log.get("topics") or ()]
+        for position, values in enumerate(self.topics):
+            if values and (position >= len(topics) or topics[position] not in values):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """Everything one backfill run needs, already validated."""
+
+    endpoints: tuple[Endpoint, ...]
+    from_block: int
+    # A block number, one of BLOCK_TAGS, or None for the reorg-safe default (finalized, else the
+    # head minus the chain's confirmation depth); resolved against the endpoints.
+    to_block: int | str | None
+    log_filter: LogFilter = field(default_factory=LogFilter)
+    confirmations: int = 0  # with to_block "latest": stop this many blocks below the head
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    output: Path = Path("output")
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    hex_output: bool = False
+    timeout: float = DEFAULT_TIMEOUT_S
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
+    overwrite: bool = False
+    file_blocks: int = DEFAULT_FILE_BLOCKS  # final files never cross a multiple of this
+
+
+def build_config(
+    *,
+    rpc: Sequence[str] = (),
+    from_block: str | int = 0,
+    to_block: str | int | None = None,
+    confirmations: int | None = None,
+    addresses: Sequence[str] = (),
+    topics: Sequence[Sequence[str]] = ((), (), (), ()),
+    env: Mapping[str, str] | None = None,
+    rps: float | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    endpoint_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    **options,
+) -> BackfillConfig:
+    """Validate raw values; `--rpc`, `--address` and `--topic0` fall back to RPC_URLS,
+    CONTRACT_ADDRESS and EVENT_TOPIC in `env`, then to the defaults. `endpoint_settings`
+    (from a config file) names endpoints with their URL and/or their own limits."""
+    env = env or {}
+    settings = dict(endpoint_settings or {})
+    configured = [f"{name}={s['url']}" for name, s in settings.items() if "url" in s]
+    rpc_specs = list(rpc) or configured or _split_env(env.get("RPC_URLS")) or list(DEFAULT_RPC_URLS)
+    addresses = list(addresses) or _split_env(env.get("CONTRACT_ADDRESS"))
+    topic_lists = [list(t) for t in topics] + [[] for _ in range(4 - len(topics))]
+    topic_lists[0] = topic_lists[0] or _split_env(env.get("EVENT_TOPIC"))
+    start = parse_block_number(from_block, "--from-block")
+    end, depth = (None, 0) if to_block is None else parse_block_spec(to_block)
+    if isinstance(end, int) and start > end:
+        raise ConfigError(f"--from-block {start} is after --to-block {end}: swap them")
+    if confirmations is not None:
+        if isinstance(confirmations, bool) or not isinstance(confirmations, int):
+            raise ConfigError(f"--confirmations must be a whole number, got {confirmations!r}")
+        if confirmations < 0:
+            raise ConfigError(f"--confirmations must not be negative, got {confirmations}")
+        if end not in (None, "latest") or depth:
+            raise ConfigError(
+                "--confirmations counts back from the head: use it without --to-block, or with "
+                "--to-block latest (or write --to-block latest-N)"
+            )
+        end, depth = "latest", confirmations
+    for name in ("chunk_size", "max_attempts", "file_blocks"):
+        if name in options and int(options[name]) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("timeout", "stall_timeout"):
+        if name in options and not float(options[name]) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if "output" in options:
+        options["output"] = Path(options["output"])
+    if len(topics) > 4:
+        raise ConfigError("at most four topic positions (--topic0 .. --topic3)")
+    endpoints = parse_endpoints(rpc_specs)
+    unmatched = sorted(set(settings) - {e.name for e in endpoints})
+    if unmatched and "url" not in settings[unmatched[0]]:
+        names = ", ".join(e.name for e in endpoints)
+        raise ConfigError(
+            f"the config file sets limits for endpoint {unmatched[0]!r}, but no endpoint has "
+            f"that name (endpoints: {names}); name it with --rpc {unmatched[0]}=URL"
+        )
+    return BackfillConfig(
+        endpoints=tuple(
+            _with_limits(e, settings.get(e.name, {}), rps, concurrency) for e in endpoints
+        ),
+        from_block=start,
+        to_block=end,
+        confirmations=depth,
+        log_filter=LogFilter(
+            addresses=tuple(dict.fromkeys(parse_address(a) for a in addresses)),
+            topics=tuple(
+                tuple(dict.fromkeys(parse_topic(t, f"--topic{i}") for t in values))
+                for i, values in enumerate(topic_lists)
+            ),
+        ),
+        **options,
+    )
+
+
+def _with_limits(
+    endpoint: Endpoint, settings: Mapping[str, Any], rps: float | None, concurrency: int
+) -> Endpoint:
+    where = f"endpoint {endpoint.name}"
+    rps = settings.get("rps", rps)
+    concurrency = settings.get("concurrency", concurrency)
+    max_blocks = settings.get("max_block_range")
+    if rps is not None and not (_number(rps, f"--rps ({where})") > 0):
+        raise ConfigError(f"--rps must be positive ({where}), got {rps}")
+    if not 1 <= _number(concurrency, f"--concurrency ({where})") <= MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency must be 1-{MAX_CONCURRENCY} ({where}), got {concurrency}")
+    if max_blocks is not None and not _number(max_blocks, f"max-block-range ({where})") >= 1:
+        raise ConfigError(f"max-block-range must be at least 1 ({where}), got {max_blocks}")
+    return replace(
+        endpoint,
+        rps=None if rps is None else float(rps),
+        concurrency=int(concurrency),
+        max_blocks=None if max_blocks is None else int(max_blocks),
+    )
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    return value
+
+
+def _split_env(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def parse_block_number(value: str | int, flag: str) -> int:
+    """A non-negative block number, decimal or 0x-hex."""
+    text = str(value).strip().replace("_", "")
+    try:
+        number = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise ConfigError(f"{flag} must be a block number, got {str(value)!r}") from None
+    if number < 0:
+        raise ConfigError(f"{flag} must not be negative, got {number}")
+    return number
+
+
+def parse_block_spec(value: str | int) -> tuple[int | str, int]:
+    """(a block number or one of latest, safe, finalized; confirmations below it): `latest-N`
+    means N blocks below the head."""
+    text = str(value).strip().lower().replace(" ", "")
+    if text in BLOCK_TAGS:
+        return text, 0
+    if behind := re.fullmatch(r"latest-([0-9_]+)", text):
+        return "latest", int(behind[1].replace("_", ""))
+    if not re.fullmatch(r"-?(0x[0-9a-f]+|[0-9_]+)", text):
+        raise ConfigError(
+            f"--to-block must be a block number, latest-N, or one of {', '.join(BLOCK_TAGS)}, "
+            f"got {value!r}"
+        )
+    return parse_block_number(text, "--to-block"), 0
+
+
+def parse_address(value: str) -> str:
+    """A 20-byte 0x address, lower-cased; a mixed-case one must carry a valid checksum."""
+    text = value.strip()
+    if not _ADDRESS.match(text):
+        raise ConfigError(f"--address must be 0x followed by 40 hex digits, got {value!r}")
+    if (
+        text[2:] != text[2:].lower()
+        and text[2:] != text[2:].upper()
+        and not is_checksum_address(text)
+    ):
+        raise ConfigError(f"--address {value} has a wrong checksum: check it for typos")
+    return text.lower()
+
+
+def parse_topic(value: str, flag: str) -> str:
+    """A 32-byte 0x topic, lower-cased."""
+    text = value.strip()
+    if not _TOPIC.match(text):
+        raise ConfigError(f"{flag} must be 0x followed by 64 hex digits, got {value!r}")
+    return text.lower()

@@ -1,0 +1,53 @@
+"""Trust nothing an endpoint returns: a batch must be exactly the logs asked for."""
+
+from __future__ import annotations
+
+from operator import methodcaller
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config.settings import LogFilter
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.convert import TOPIC_COLUMNS
+from pipeline.messages import Task
+
+
+def check_batch(table: pa.Table, task: Task, log_filter: LogFilter, hex_output: bool) -> None:
+    """Raise a MALFORMED RpcError unless every log lies in the task's range, matches the
+    filter, and appears once."""
+    if not table.num_rows:
+        return
+    bounds = pc.min_max(table["block_number"]).as_py()
+    if bounds["min"] < task.start or bounds["max"] > task.end:
+        _reject(f"returned blocks {bounds['min']}-{bounds['max']} for {task.start}-{task.end}")
+    key = pc.add(
+        pc.multiply(table["block_number"], pa.scalar(1 << 32, pa.uint64())),
+        table["log_index"].cast(pa.uint64()),
+    )
+    if pc.count_distinct(key).as_py() != table.num_rows:
+        _reject("returned the same log twice")
+    wanted = [
+        ("address", log_filter.addresses),
+        *zip(TOPIC_COLUMNS, log_filter.topics, strict=True),
+    ]
+    for column, values in wanted:
+        if values and not pc.all(pc.is_in(table[column], _value_set(values, hex_output))).as_py():
+            _reject(f"returned logs whose {column} does not match the filter")
+
+
+def check_not_removed(logs: list[dict]) -> None:
+    """Raise a MALFORMED RpcError if the endpoint returned logs marked removed by a reorg: they
+    are not on the canonical chain (an endpoint mid-reorg; another attempt will see it settled)."""
+    if any(map(methodcaller("get", "removed"), logs)):
+        _reject("returned logs marked removed (a reorg in progress)")
+
+
+def _value_set(values: tuple[str, ...], hex_output: bool) -> pa.Array:
+    if hex_output:
+        return pa.array(values, pa.string())
+    return pa.array([bytes.fromhex(v[2:]) for v in values], pa.binary())
+
+
+def _reject(reason: str) -> None:
+    raise RpcError(ErrorKind.MALFORMED, reason)

@@ -1,0 +1,149 @@
+"""Before any task runs: ask every endpoint which chain it serves and where its head is."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pipeline.config.endpoints import Endpoint
+from pipeline.config.settings import BackfillConfig
+from pipeline.errors import ConfigError, ErrorKind, RpcError
+from pipeline.fetch.rpc import RpcClient
+
+PROBE_TIMEOUT_S = 10.0
+PROBE_ATTEMPTS = 4  # one 429 or 502 at start must not end a run before it began
+PROBE_RETRY_S = 0.5
+FINAL = (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED)  # asking again will not change the answer
+
+
+# How far below the head a reorg can still reach, for chains whose nodes may not know a
+# finalized block; used only when no endpoint answers the "finalized" tag.
+REORG_DEPTH = {137: 256, 56: 20, 250: 10, 100: 20}
+DEFAULT_REORG_DEPTH = 64  # two Ethereum epochs: beyond it a block is finalized
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one endpoint answered at start; `error` is set when it did not answer."""
+
+    endpoint: Endpoint
+    chain_id: int | None = None
+    head: int | None = None  # its latest block
+    error: str = ""
+    refused_tag: bool = False  # it answered, but knows no such block tag
+    tag_block: int | None = None  # its safe/finalized block, when that tag was asked
+
+
+class NoEndpointError(RuntimeError):
+    """No endpoint answered at all (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved run: chain, inclusive block range, why it ends there, and the endpoints
+    that failed to answer or lag behind."""
+
+    chain_id: int
+    from_block: int
+    to_block: int
+    silent: tuple[Probe, ...]
+    heads: dict[str, int] = field(default_factory=dict)  # endpoint name -> its latest block
+    behind: tuple[Probe, ...] = ()  # answered, but their head is before the end block
+    end_reason: str = ""
+
+
+def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
+    """Ask one endpoint for its chain id, head and `tag` block, retrying passing faults."""
+    for attempt in range(PROBE_ATTEMPTS):
+        result, kind = _probe_once(endpoint, tag, timeout)
+        if not result.error or result.refused_tag or kind in FINAL:
+            break
+        if attempt + 1 < PROBE_ATTEMPTS:
+            time.sleep(PROBE_RETRY_S * 2**attempt)
+    return result
+
+
+def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> tuple[Probe, ErrorKind | None]:
+    client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
+    chain_id = head = None
+    try:
+        chain_id = client.chain_id()
+        head = client.block_number()
+        tagged = client.block_number(tag) if tag != "latest" else None
+        return Probe(endpoint, chain_id, head, tag_block=tagged), None
+    except RpcError as err:
+        refused = head is not None and err.kind is ErrorKind.PERMANENT
+        return Probe(endpoint, chain_id, head, str(err), refused_tag=refused), err.kind
+    finally:
+        client.close()
+
+
+def resolve_plan(config: BackfillConfig) -> Plan:
+    """Probe all endpoints at once and pin down the chain and the block range to fetch."""
+    tag = config.to_block if isinstance(config.to_block, str) else "latest"
+    tag = "finalized" if config.to_block is None else tag
+    with ThreadPoolExecutor(max_workers=len(config.endpoints)) as pool:
+        probes = list(pool.map(lambda e: probe(e, tag, config.timeout), config.endpoints))
+    answered = [p for p in probes if p.head is not None]
+    if not answered:
+        reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in probes)
+        raise NoEndpointError(
+            f"no endpoint answered ({reasons}); check the --rpc URLs and the network"
+        )
+    chains = {p.chain_id for p in answered}
+    if len(chains) > 1:
+        listing = ", ".join(f"{p.endpoint.name}={p.chain_id}" for p in answered)
+        raise ConfigError(
+            f"the endpoints serve different chains ({listing}): pass endpoints of one chain"
+        )
+    chain_id = chains.pop()
+    end, reason = _end_block(config, tag, answered, chain_id)
+    if config.from_block > end:
+        raise ConfigError(
+            f"--from-block {config.from_block} is after the end block {end} ({reason})"
+        )
+    return Plan(
+        chain_id,
+        config.from_block,
+        end,
+        tuple(p for p in probes if p.error and not p.refused_tag),
+        {p.endpoint.name: p.head for p in answered},
+        tuple(p for p in answered if p.head < end),
+        reason,
+    )
+
+
+def _end_block(
+    config: BackfillConfig, tag: str, answered: list[Probe], chain_id: int
+) -> tuple[int, str]:
+    # The run ends at the most advanced endpoint's block. Endpoints behind it serve only what
+    # they have: a node asked beyond its head may answer [] instead of an error, so workers
+    # never ask beyond the head they know.
+    leader = max(answered, key=lambda p: p.head)
+    head = leader.head
+    if isinstance(config.to_block, int):
+        if config.to_block > head:
+            raise ConfigError(
+                f"--to-block {config.to_block} is beyond block {head}, the head of "
+                f"{leader.endpoint.name} (the most advanced endpoint): lower it or use latest"
+            )
+        return config.to_block, "--to-block"
+    if tag == "latest":
+        below = f" minus {config.confirmations} confirmations" if config.confirmations else ""
+        return head - config.confirmations, f"the latest block {head}{below}"
+    tagged = [p.tag_block for p in answered if p.tag_block is not None]
+    if tagged:
+        default = " (the reorg-safe default)" if config.to_block is None else ""
+        return max(tagged), f"the {tag} block{default}"
+    reasons = "; ".join(f"{p.endpoint.name}: {p.error}" for p in answered if p.error)
+    if config.to_block is not None:
+        raise ConfigError(
+            f"--to-block {tag}: no endpoint could tell that block ({reasons}); "
+            "use a block number or latest-N"
+        )
+    depth = REORG_DEPTH.get(chain_id, DEFAULT_REORG_DEPTH)
+    return head - depth, (
+        f"the latest block {head} minus {depth} confirmations (the reorg-safe default; "
+        "no endpoint knows a finalized block)"
+    )

@@ -1,0 +1,1 @@
+"""Reporting: statistics and summary.json, the console, metrics, the timeline, folder status."""

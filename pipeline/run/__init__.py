@@ -1,0 +1,1 @@
+"""Running: the library entry point, the supervisor that watches the processes, their lifecycle."""

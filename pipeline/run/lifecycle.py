@@ -1,0 +1,66 @@
+"""Child-process hygiene: signals belong to the supervisor, and orphans end themselves."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing import forkserver
+from pathlib import Path
+
+PARENT_CHECK_INTERVAL_S = 1.0
+_HAS_PROC = Path("/proc/self/stat").exists()
+
+
+def process_context() -> mp.context.BaseContext:
+    """Forkserver processes: children start from a clean process that has imported web3 and
+    pyarrow once. The server starts now, in the background, so that its imports overlap the
+    caller's preflight instead of following it."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipeline.fetch.worker", "pipeline.store.writer"])
+    threading.Thread(target=forkserver.ensure_running, daemon=True).start()
+    return ctx
+
+
+def init_child(supervisor_pid: int) -> None:
+    """Ignore Ctrl-C/SIGTERM (the supervisor shuts us down in order) and exit if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch, args=(supervisor_pid,), daemon=True).start()
+
+
+def _watch(pid: int) -> None:
+    while _alive(pid):
+        time.sleep(PARENT_CHECK_INTERVAL_S)
+    # A SIGKILLed supervisor cannot stop us; a stray worker must not write into a re-run's output.
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    if _HAS_PROC:
+        try:
+            # A dead but unreaped supervisor is a zombie, state "Z": gone all the same.
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def join_all(processes: list, grace: float, abort: Callable[[], bool] = lambda: False) -> None:
+    """Wait up to `grace` seconds (less if `abort` turns true) for processes, then kill them."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not abort() and any(p.is_alive() for p in processes):
+        time.sleep(0.05)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+        process.join(2)

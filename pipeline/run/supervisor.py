@@ -1,0 +1,458 @@
+"""The supervisor: plans the run, starts the queue, workers and writer, watches them, summarises.
+
+This is the library API the CLI and the tests call: `run_backfill(config, report)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config.settings import BackfillConfig
+from pipeline.errors import ErrorKind
+from pipeline.fetch.convert import log_schema
+from pipeline.fetch.worker import EXIT_RETIRED, WorkerSpec, worker_main
+from pipeline.messages import (
+    Attempt,
+    EndpointState,
+    Notice,
+    ProcessStarted,
+    Progress,
+    RunStarted,
+    Split,
+    Task,
+    TaskWritten,
+    WorkerStarted,
+    WriterFailed,
+)
+from pipeline.plan.board import QUEUE_GONE, QueueManager
+from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
+from pipeline.plan.preflight import Plan, resolve_plan
+from pipeline.report.summary import EndpointStats, ranges_json, write_summary
+from pipeline.report.timeline import Timeline, write_timeline
+from pipeline.run.lifecycle import init_child, join_all, process_context
+from pipeline.store.files import write_empty
+from pipeline.store.layout import TIMELINE_FILE
+from pipeline.store.manifest import load_manifest, save_manifest
+from pipeline.store.resume import (
+    Resume,
+    discard_incoming,
+    output_lock,
+    prepare_output,
+    start_tip_hashes,
+    tip_blocks,
+)
+from pipeline.store.writer import WriterSpec, writer_main
+
+POLL_S = 0.2
+PROGRESS_S = 1.0
+MAX_RESTARTS_PER_ENDPOINT = 3
+RESULT_QUEUE_PER_WORKER = 2
+JOIN_GRACE_S = 5.0
+WRITER_GRACE_S = 300.0  # the writer compacts what is staged before it stops
+THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
+EXIT_OK, EXIT_INCOMPLETE = 0, 1
+EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the run ended: exit code, the summary document, and a one-line verdict."""
+
+    exit_code: int
+    summary: dict
+    message: str
+
+
+Report = Callable[[object], None]
+
+
+def run_backfill(config: BackfillConfig, report: Report = lambda event: None) -> RunResult:
+    """Fetch every log of the configured range into config.output; RPC faults never raise.
+
+    Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
+    nothing has been written.
+    """
+    ctx = process_context()
+    plan = resolve_plan(config)
+    for probe in plan.silent:
+        report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
+    for probe in plan.behind:
+        report(
+            Notice(
+                f"{probe.endpoint.name} is at block {probe.head}, behind the end block "
+                f"{plan.to_block}: it serves only blocks it has"
+            )
+        )
+    with output_lock(config.output):
+        resume = prepare_output(config, plan)
+        for note in resume.notes:
+            report(Notice(note))
+        supervisor = Supervisor(config, plan, resume, report, ctx)
+        with _signals_recorded(supervisor):
+            supervisor.run()
+        return supervisor.result()
+
+
+@contextlib.contextmanager
+def _signals_recorded(supervisor: Supervisor) -> Iterator[None]:
+    """SIGINT/SIGTERM ask for a graceful stop; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame) -> None:
+        if supervisor.signal:
+            supervisor.force_stop = True
+        supervisor.signal = signum
+
+    previous = {s: signal.signal(s, handle) for s in EXIT_ON_SIGNAL}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class _Worker:
+    index: int
+    spec: WorkerSpec
+    process: mp.process.BaseProcess
+    restarts: int = 0
+    retired: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Owns the processes and the bookkeeping of one run."""
+
+    config: BackfillConfig
+    plan: Plan
+    resume: Resume
+    report: Report
+    ctx: mp.context.BaseContext
+    signal: int = 0
+    force_stop: bool = False
+    stopping: bool = False
+    fatal: str = ""
+    stats: dict[str, EndpointStats] = field(default_factory=dict)
+    failed: list[Task] = field(default_factory=list)
+    unfetched: list[Task] = field(default_factory=list)
+    written: Coverage = field(default_factory=Coverage)
+    files: int = 0
+    stored_rows: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
+    last_report: float = 0.0
+    seconds: float = 0.0
+    chart: Path | None = None
+    tip: dict[int, str] = field(default_factory=dict)  # the end's block hashes, once complete
+
+    def __post_init__(self) -> None:
+        self.todo = sum(b - a + 1 for a, b in self.resume.todo)
+        self.total = self.plan.to_block - self.plan.from_block + 1
+        self.already_stored = self.total - self.todo
+        self.stats = {e.name: EndpointStats(e) for e in self.config.endpoints}
+        self.timeline = Timeline([e.name for e in self.config.endpoints], time.time())
+
+    def run(self) -> None:
+        """Start everything, watch until the work settles, then shut down in order."""
+        names = tuple(e.name for e in self.config.endpoints)
+        self.report(RunStarted(self.plan.from_block, self.plan.to_block, self.todo, names))
+        manager = QueueManager(ctx=self.ctx)
+        manager.start(init_child, (os.getpid(),))
+        self.report(ProcessStarted("queue", manager._process.pid))
+        self.workers: list[_Worker] = []
+        self.writer = None
+        try:
+            plan = ChunkPlan.over(self.resume.todo, self.config.chunk_size)
+            self.board = manager.TaskBoard(plan, [e.name for e in self.config.endpoints])
+            self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
+            self.events = manager.Queue()
+            self.writer = self.ctx.Process(
+                target=writer_main,
+                args=(
+                    WriterSpec(
+                        self.config.output,
+                        os.getpid(),
+                        self.resume.manifest,
+                        self.resume.todo,
+                        self.resume.staged,
+                        self.config.file_blocks,
+                    ),
+                    self.board,
+                    self.results,
+                    self.events,
+                ),
+                name="writer",
+            )
+            self.writer.start()
+            self.report(ProcessStarted("writer", self.writer.pid))
+            self.workers = [self._start_worker(i, 0) for i in range(len(self.config.endpoints))]
+            self._watch()
+            self._shutdown()
+        except QUEUE_GONE:
+            # The Manager process holding the queue died: nothing can be coordinated any more.
+            self.fatal = self.fatal or "the task queue process died"
+            join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
+            self.failed = []
+            done = self.written.ranges()
+            missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
+            self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
+            self._draw_timeline()
+        finally:
+            self.seconds = time.monotonic() - self.started
+            manager.shutdown()
+
+    def _start_worker(self, index: int, restarts: int) -> _Worker:
+        endpoint = self.config.endpoints[index]
+        spec = WorkerSpec(
+            worker_id=f"{endpoint.name}#{restarts}",
+            endpoint=endpoint,
+            log_filter=self.config.log_filter,
+            chain_id=self.plan.chain_id,
+            hex_output=self.config.hex_output,
+            timeout=self.config.timeout,
+            max_attempts=self.config.max_attempts,
+            supervisor_pid=os.getpid(),
+            output=self.config.output,
+            to_block=self.plan.to_block,
+            head=self.plan.heads.get(endpoint.name),
+        )
+        process = self.ctx.Process(
+            target=worker_main,
+            args=(spec, self.board, self.results, self.events),
+            name=f"worker-{spec.worker_id}",
+        )
+        process.start()
+        self.report(WorkerStarted(endpoint.name, spec.worker_id, process.pid))
+        return _Worker(index, spec, process, restarts)
+
+    def _watch(self) -> None:
+        while not self.force_stop:
+            self._drain()
+            state = self.board.state()
+            if self.fatal or state.settled:
+                return
+            self._report_progress(state)
+            if self.signal and not self.stopping:
+                self.report(
+                    Notice("stopping: finishing the tasks in flight (press again to abort)")
+                )
+                self._stop_workers()
+            self._replace_dead_workers()
+            self._check_stalled()
+
+    def _drain(self) -> None:
+        try:
+            event = self.events.get(timeout=POLL_S)
+            while True:
+                self._handle(event)
+                event = self.events.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _report_progress(self, state) -> None:
+        now = time.monotonic()
+        if now - self.last_report < PROGRESS_S:
+            return
+        self.last_report = now
+        self.report(
+            Progress(
+                self.already_stored + self.written.blocks,
+                self.total,
+                sum(s.logs for s in self.stats.values()),
+                state.pending,
+                state.leased,
+                now - self.started,
+            )
+        )
+
+    def _handle(self, event: object) -> None:
+        self.timeline.record(event)
+        if isinstance(event, Attempt):
+            self.stats[event.endpoint].record_attempt(event)
+            if event.ok and event.task_id is not None:
+                self.last_progress = time.monotonic()
+        elif isinstance(event, TaskWritten):
+            self.stats[event.endpoint].record_written(event)
+            self.written.add(event.task.start, event.task.end)
+            self.last_progress = time.monotonic()
+        elif isinstance(event, Split):
+            self.stats[event.endpoint].record_split(event)
+        elif isinstance(event, EndpointState):
+            self.stats[event.endpoint].record_state(event)
+        elif isinstance(event, WriterFailed):
+            self.fatal = event.message
+        self.report(event)
+
+    def _replace_dead_workers(self) -> None:
+        if not self.writer.is_alive() and not self.fatal:
+            self.fatal = f"the writer process died (exit code {self.writer.exitcode})"
+        for slot, worker in enumerate(self.workers):
+            exitcode = worker.process.exitcode
+            if worker.retired or exitcode is None or (exitcode == 0 and self.stopping):
+                continue
+            requeued = self.board.release(worker.spec.worker_id)
+            name = worker.spec.endpoint.name
+            if exitcode == EXIT_RETIRED:
+                worker.retired = True
+                continue
+            text = f"worker for {name} died (exit code {exitcode}); {requeued} tasks requeued"
+            if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stopping:
+                self.report(Notice(text))
+                worker.retired = True
+            else:
+                self.report(Notice(text + ", restarting it"))
+                self.workers[slot] = self._start_worker(worker.index, worker.restarts + 1)
+        if all(w.retired for w in self.workers):
+            out = [s for s in self.stats.values() if s.out_reason]
+            if len(out) == len(self.stats):
+                reasons = "; ".join(f"{s.endpoint.name}: {s.out_reason}" for s in out)
+                self.fatal = f"every endpoint is out of service ({reasons})"
+            else:
+                self.fatal = "every worker process died"
+
+    def _check_stalled(self) -> None:
+        # Progress is a fetched or stored task; without any for this long, waiting is pointless:
+        # every endpoint is failing, out, or behind the blocks still missing.
+        limit = self.config.stall_timeout
+        stats = self.stats.values()
+        if any(s.last_error.startswith(ErrorKind.RATE_LIMITED.value) for s in stats):
+            limit *= THROTTLED_STALL_FACTOR
+        slowest = max((1 / e.rps for e in self.config.endpoints if e.rps), default=0.0)
+        limit = max(limit, 5 * slowest)
+        if time.monotonic() - self.last_progress > limit:
+            reasons = "; ".join(
+                f"{s.endpoint.name}: {s.out_reason or s.last_error or s.state}" for s in stats
+            )
+            failing = all(s.consecutive_failures or s.out_reason for s in stats)
+            what = "every endpoint has been failing" if failing else "no block was fetched"
+            self.fatal = f"{what} for {limit:.0f}s ({reasons})"
+
+    def _stop_workers(self) -> None:
+        # Closing the board is the one stop signal: workers leave once idle or out of backoff.
+        # (A multiprocessing.Event would not do: a worker SIGKILLed inside Event.wait() leaves
+        # its semaphores so that the next set() blocks forever.)
+        self.board.close()
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        if self.fatal:
+            self.board.abort(self.fatal)
+        self._stop_workers()
+        aborted = lambda: self.force_stop  # noqa: E731 - a second Ctrl-C cuts the waits short
+        join_all([w.process for w in self.workers], self.config.timeout + JOIN_GRACE_S, aborted)
+        if self.writer.is_alive():
+            with contextlib.suppress(queue.Full):
+                self.results.put(None, timeout=JOIN_GRACE_S)
+        self._drain()
+        # While the writer compacts what is staged: the chart, and the end's block hashes.
+        tip = self._fetch_tip_hashes()
+        self._draw_timeline()
+        join_all([self.writer], WRITER_GRACE_S, aborted)
+        if tip is not None:
+            self.tip, error = tip.result()
+            if error:
+                self.report(Notice(f"could not record the end's block hashes ({error})"))
+        self._drain()
+        self.failed, self.unfetched = self.board.unfinished()
+        try:
+            self._finish_output()
+        except OSError as exc:
+            self.fatal = (
+                self.fatal or f"cannot write to {self.config.output}: {exc.strerror or exc}"
+            )
+
+    def _draw_timeline(self) -> None:
+        try:
+            self.chart = write_timeline(self.timeline, self.config.output / TIMELINE_FILE)
+        except OSError as exc:
+            self.report(Notice(f"could not write {TIMELINE_FILE}: {exc.strerror or exc}"))
+
+    def _finish_output(self) -> None:
+        # The writer is gone: the manifest on disk holds everything this run stored.
+        out = self.config.output
+        discard_incoming(out)
+        manifest = load_manifest(out) or self.resume.manifest
+        complete = not (self.fatal or self.signal or self.failed or self.unfetched)
+        if complete and not manifest.files:
+            # Not a single log: one empty file, so that queries over OUT/**/*.parquet find the
+            # schema instead of failing on "no files".
+            start, end = self.plan.from_block, self.plan.to_block
+            path = write_empty(log_schema(self.config.hex_output), out, start, end)
+            manifest.add(start, end, path.name, 0)
+        if complete and self.tip:
+            manifest.tip = self.tip
+        save_manifest(out, manifest)
+        self.files, self.stored_rows = len(manifest.files), manifest.rows
+
+    def _fetch_tip_hashes(self) -> Future | None:
+        """Start fetching the hashes at the end of a complete run; None if it is not complete."""
+        failed, unfetched = self.board.unfinished()
+        if self.fatal or self.signal or failed or unfetched:
+            return None
+        run = (self.plan.from_block, self.plan.to_block)
+        blocks = tip_blocks(merge_ranges([*self.resume.manifest.covered, run]), run[1])
+        usable = [s.endpoint for s in self.stats.values() if not s.out_reason]
+        return start_tip_hashes(usable, self.config, self.plan, blocks)
+
+    def result(self) -> RunResult:
+        """The exit code, summary.json document and one-line verdict of the finished run."""
+        logs = sum(s.logs for s in self.stats.values())
+        summary = {
+            "chain_id": self.plan.chain_id,
+            "from_block": self.plan.from_block,
+            "to_block": self.plan.to_block,
+            "end_reason": self.plan.end_reason,
+            "blocks": self.written.blocks,
+            "already_stored_blocks": self.already_stored,
+            "logs": logs,
+            "files": self.files,
+            "stored_logs": self.stored_rows,
+            "seconds": round(self.seconds, 3),
+            "logs_per_second": round(logs / self.seconds, 1) if self.seconds else 0.0,
+            "endpoints": [s.to_json() for s in self.stats.values()],
+            "failed_ranges": ranges_json(self.failed),
+            "unfetched_ranges": ranges_json(self.unfetched),
+            "interrupted": bool(self.signal),
+            "error": self.fatal or None,
+            "timeline": self.chart.name if self.chart else None,
+        }
+        try:
+            write_summary(self.config.output, summary)
+        except OSError as exc:
+            self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
+            summary["error"] = self.fatal
+        total, done = self.total, self.written.blocks + self.already_stored
+        if self.signal:
+            code = EXIT_ON_SIGNAL[self.signal]
+            message = f"interrupted: {done} of {total} blocks stored; run again to resume"
+        elif self.failed or self.unfetched:
+            code = EXIT_INCOMPLETE
+            missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
+            message = (
+                f"incomplete: {total - done} of {total} blocks in {missing} ranges "
+                f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json); "
+                "run again to resume"
+            )
+        elif self.fatal:
+            code, message = EXIT_INCOMPLETE, f"every block was fetched, but {self.fatal}"
+        else:
+            code = EXIT_OK
+            earlier = f" ({self.already_stored} already stored)" if self.already_stored else ""
+            message = (
+                f"complete: blocks {self.plan.from_block}-{self.plan.to_block}{earlier}, "
+                f"{logs} logs fetched in {self.seconds:.1f}s"
+            )
+        return RunResult(code, summary, message)

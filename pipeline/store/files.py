@@ -1,0 +1,116 @@
+"""Exporter: files that appear atomically and durably under their final name.
+
+Every file is written under a hidden temporary name, fsynced, renamed, and its folder fsynced,
+so after a crash at any instant a file is either complete or absent. Fragments are uncompressed
+Arrow IPC (writing and reading them is a memory copy); final files are Parquet with zstd.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.store.layout import fragment_path, log_file_path, temp_path
+
+SORT_KEYS = [("block_number", "ascending"), ("log_index", "ascending")]
+ROW_GROUP_ROWS = 128 * 1024  # big enough to scan fast, small enough for readers' memory
+COMPRESSION = "zstd"
+
+
+def write_result(table: pa.Table, path: Path) -> None:
+    """A worker's result for the writer: sorted, Arrow IPC (no encoding, no compression); not
+    yet durable (stage_result makes it so)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.sort_by(SORT_KEYS))
+
+
+def stage_result(result: Path, out_dir: Path, start: int, end: int) -> Path:
+    """Make a worker's result of blocks start..end a durable fragment; return its path."""
+    path = fragment_path(out_dir, start, end)
+    fsync_path(result)
+    os.replace(result, path)
+    fsync_path(path.parent)
+    return path
+
+
+def write_fragment(table: pa.Table, out_dir: Path, start: int, end: int) -> Path:
+    """Stage the logs of blocks start..end (sorted) as a durable fragment; return its path."""
+    path = fragment_path(out_dir, start, end)
+    tmp = temp_path(path)
+    try:
+        write_result(table, tmp)
+        stage_result(tmp, out_dir, start, end)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_fragment(path: Path) -> pa.Table:
+    """A staged fragment's logs (memory-mapped: nothing is copied until used)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def fragment_rows(path: Path) -> int:
+    """Rows in a fragment, from its footer; raises pa.ArrowInvalid if it is not one."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).count_rows()
+
+
+def compact(sources: list[Path], out_dir: Path, start: int, end: int) -> Path:
+    """Merge fragments (in block order, covering start..end, holding logs) into one final file,
+    a row group's worth in memory at a time; return its path."""
+    schema = pa.ipc.open_file(pa.memory_map(str(sources[0]))).schema
+    path = log_file_path(out_dir, start, end)
+    _write_atomically(path, (read_fragment(p) for p in sources), schema)
+    return path
+
+
+def write_empty(schema: pa.Schema, out_dir: Path, start: int, end: int) -> Path:
+    """A final file with no rows, so that a query over OUT/**/*.parquet finds the schema."""
+    path = log_file_path(out_dir, start, end)
+    _write_atomically(path, [], schema)
+    return path
+
+
+def _write_atomically(path: Path, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
+    tmp = temp_path(path)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer:
+            for group in _row_groups(tables):
+                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The rows of `tables` in order, regrouped into ROW_GROUP_ROWS-row tables (the last one
+    shorter): fragments of a few logs each must not become as many tiny row groups."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        pending.append(table)
+        rows += table.num_rows
+        if rows >= ROW_GROUP_ROWS:
+            combined = pa.concat_tables(pending)
+            full = rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            yield combined.slice(0, full)
+            pending, rows = [combined.slice(full)], rows - full
+    if rows:
+        yield pa.concat_tables(pending)

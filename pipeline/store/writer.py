@@ -1,0 +1,167 @@
+"""Writer process: the single consumer of the result queue.
+
+Workers leave each result as a file and queue only its name, so the data never passes through
+the queue process. The writer makes an accepted result a durable fragment (so a finished range
+never lives only in memory), then the task is complete. Fragments are compacted into final files
+per aligned window of --file-blocks blocks once the whole window is staged, and whatever is left
+at the end of a run; each compaction is recorded in the manifest before its fragments are
+deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.messages import FetchedBatch, TaskWritten, WriterFailed
+from pipeline.plan.board import QUEUE_GONE
+from pipeline.run.lifecycle import init_child
+from pipeline.store.files import compact, fragment_rows, read_fragment, stage_result, write_fragment
+from pipeline.store.layout import fragment_path
+from pipeline.store.manifest import Manifest, save_manifest
+from pipeline.store.resume import writer_lock
+
+MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
+
+
+@dataclass(frozen=True)
+class WriterSpec:
+    """What the writer process needs to know."""
+
+    output: Path
+    supervisor_pid: int
+    manifest: Manifest
+    todo: tuple[tuple[int, int], ...]  # the block ranges this run fetches
+    staged: tuple[tuple[int, int], ...]  # fragments an earlier run left, reused
+    file_blocks: int  # final files never cross a multiple of this: stable names across runs
+
+
+def writer_main(spec: WriterSpec, board, results, events) -> None:
+    """Store batches until a None arrives, then compact what is staged and stop."""
+    init_child(spec.supervisor_pid)
+    staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks)
+    # The lock lets the next run wait for this process if its supervisor is killed.
+    with writer_lock(spec.output), contextlib.suppress(*QUEUE_GONE):
+        try:
+            staging.compact_ready()
+            while (batch := results.get()) is not None:
+                written = store_batch(batch, staging, board)
+                if written is not None:
+                    events.put(written)
+            staging.compact_all()
+        except OSError as exc:
+            events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
+
+
+def store_batch(batch: FetchedBatch, staging: Staging, board) -> TaskWritten | None:
+    """Stage one batch unless its task was stored already or replaced by pieces (a dead
+    worker's task fetched twice, or cut after the worker died holding it)."""
+    task, result = batch.task, Path(batch.path)
+    if not board.accept(task.task_id):
+        result.unlink(missing_ok=True)
+        return None
+    staging.add(result, task.start, task.end, batch.rows)
+    board.complete(task.task_id)
+    return TaskWritten(task, batch.endpoint, batch.rows)
+
+
+class Staging:
+    """Fragments by window, and how many blocks of each window this run has still to stage."""
+
+    def __init__(
+        self,
+        out: Path,
+        manifest: Manifest,
+        todo: tuple[tuple[int, int], ...],
+        staged: tuple[tuple[int, int], ...],
+        file_blocks: int,
+    ) -> None:
+        self.out = out
+        self.manifest = manifest
+        self.file_blocks = file_blocks
+        self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
+        self.missing: dict[int, int] = defaultdict(int)
+        for start, end in todo:
+            for window, lo, hi in _windows(start, end, file_blocks):
+                self.missing[window] += hi - lo + 1
+        for start, end in staged:
+            # A fragment staged with another --file-blocks may cross a window: it is filed under
+            # the window it starts in, and its file may then cross too (names stay disjoint).
+            rows = fragment_rows(fragment_path(out, start, end))
+            self.fragments[start // file_blocks].append((start, end, rows))
+
+    def add(self, result: Path, start: int, end: int, rows: int) -> None:
+        """Stage a worker's result of blocks start..end (`rows` logs) durably; compact full
+        windows."""
+        windows = list(_windows(start, end, self.file_blocks))
+        if len(windows) == 1:
+            stage_result(result, self.out, start, end)
+            counts = [rows]
+        else:  # one fragment per window, so that each window compacts on its own
+            table = read_fragment(result)
+            parts = [_rows_between(table, lo, hi) for _, lo, hi in windows]
+            for part, (_, lo, hi) in zip(parts, windows, strict=True):
+                write_fragment(part, self.out, lo, hi)
+            counts = [part.num_rows for part in parts]
+            result.unlink()
+        for (window, lo, hi), count in zip(windows, counts, strict=True):
+            self.fragments[window].append((lo, hi, count))
+            self.missing[window] -= hi - lo + 1
+            if self.missing[window] <= 0:
+                self._compact(window)
+
+    def compact_ready(self) -> None:
+        """Compact windows an earlier run staged completely (nothing left to fetch there)."""
+        for window in [w for w in self.fragments if self.missing.get(w, 0) <= 0]:
+            self._compact(window)
+
+    def compact_all(self) -> None:
+        """At the end of a run: move everything staged into final files."""
+        for window in list(self.fragments):
+            self._compact(window)
+
+    def _compact(self, window: int) -> None:
+        fragments = sorted(self.fragments.pop(window, []))
+        for group in _groups(fragments):
+            start, end = group[0][0], group[-1][1]
+            paths = [fragment_path(self.out, a, b) for a, b, _ in group]
+            rows = sum(count for _, _, count in group)
+            path = compact(paths, self.out, start, end) if rows else None
+            self.manifest.add(start, end, path.name if path else None, rows)
+            save_manifest(self.out, self.manifest)  # the record first, then the cleanup
+            for fragment in paths:
+                fragment.unlink()
+
+
+def _windows(start: int, end: int, size: int):
+    """(window, lo, hi) for each `size`-block window that start..end touches."""
+    lo = start
+    while lo <= end:
+        hi = min(end, (lo // size + 1) * size - 1)
+        yield lo // size, lo, hi
+        lo = hi + 1
+
+
+def _rows_between(table: pa.Table, lo: int, hi: int) -> pa.Table:
+    blocks = table["block_number"]
+    return table.filter(pc.and_(pc.greater_equal(blocks, lo), pc.less_equal(blocks, hi)))
+
+
+def _groups(fragments: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Contiguous runs of fragments (lo, hi, rows), cut where a run would pass MAX_FILE_ROWS."""
+    groups: list[list[tuple[int, int, int]]] = []
+    rows = 0
+    for start, end, count in fragments:
+        contiguous = groups and groups[-1][-1][1] + 1 == start
+        if contiguous and rows + count <= MAX_FILE_ROWS:
+            groups[-1].append((start, end, count))
+            rows += count
+        else:
+            groups.append([(start, end, count)])
+            rows = count
+    return groups
