@@ -149,7 +149,7 @@ def _body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
 
 def _result_span(body: bytes) -> tuple[int, int]:
     """Where the inside of the `result` array starts and ends, once the rest is known to be a
-    JSON-RPC success whose only `result` is that array (as errors.decode_response reads it)."""
+    JSON-RPC success whose only `result` is that array (as classify.decode_response reads it)."""
     match = _RESULT.search(body)
     end = body.rfind(b"]")  # the grammar of the inside proves that the array ends there
     if _BATCH.match(body):  # a batch of one, as some gateways answer: its own ']' comes last

@@ -21,7 +21,8 @@ from requests.adapters import HTTPAdapter
 from web3 import HTTPProvider
 
 from pipeline.config.endpoints import Endpoint, scrub
-from pipeline.errors import ErrorKind, RpcError, classify_exception, decode_response
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.classify import classify_exception, decode_response
 
 READ_CHUNK_BYTES = 1 << 20
 MAX_RESPONSE_BYTES = 512 << 20  # larger answers are split like any "response too big" error

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -15,7 +14,8 @@ import orjson
 from pipeline.config.endpoints import Endpoint
 from pipeline.messages import Attempt, EndpointState, Split, Task, TaskWritten
 from pipeline.plan.chunks import merge_ranges
-from pipeline.store.layout import SUMMARY_FILE, temp_path
+from pipeline.store.atomic import write_atomically
+from pipeline.store.layout import SUMMARY_FILE
 
 
 @dataclass
@@ -115,12 +115,10 @@ def ranges_json(tasks: list[Task]) -> list[dict]:
 
 
 def write_summary(out_dir: Path, summary: dict) -> Path:
-    """Write summary.json atomically."""
-    path = out_dir / SUMMARY_FILE
-    tmp = temp_path(path)
-    tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
-    return path
+    """Write summary.json atomically and durably."""
+    return write_atomically(
+        out_dir / SUMMARY_FILE, orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+    )
 
 
 def format_table(endpoints: list[dict]) -> str:

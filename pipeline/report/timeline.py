@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.messages import Attempt, TaskWritten
-from pipeline.store.layout import temp_path
+from pipeline.store.atomic import write_atomically
 
 OK_COLOUR, FAIL_COLOUR, THROTTLE_COLOUR = "#2a9d8f", "#d62828", "#f4a261"
 MAX_SPANS = 200_000  # per endpoint; past it every other answer is dropped, failures first kept
@@ -65,10 +65,7 @@ def write_timeline(timeline: Timeline, path: Path) -> Path | None:
     axes.set_xlabel("seconds since the run started")
     axes.set_title("requests per endpoint: bars are answers, red x failures, orange x throttled")
     axes.grid(axis="x", alpha=0.3)
-    tmp = temp_path(path)
-    figure.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
-    return path
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 def _draw_row(axes, row: int, spans: list[tuple[float, float, str]]) -> None:

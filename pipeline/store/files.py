@@ -7,14 +7,14 @@ Arrow IPC (writing and reading them is a memory copy); final files are Parquet w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.store.layout import fragment_path, log_file_path, temp_path
+from pipeline.store.atomic import atomic_path, publish
+from pipeline.store.layout import fragment_path, log_file_path
 
 SORT_KEYS = [("block_number", "ascending"), ("log_index", "ascending")]
 ROW_GROUP_ROWS = 128 * 1024  # big enough to scan fast, small enough for readers' memory
@@ -30,23 +30,14 @@ def write_result(table: pa.Table, path: Path) -> None:
 
 def stage_result(result: Path, out_dir: Path, start: int, end: int) -> Path:
     """Make a worker's result of blocks start..end a durable fragment; return its path."""
-    path = fragment_path(out_dir, start, end)
-    fsync_path(result)
-    os.replace(result, path)
-    fsync_path(path.parent)
-    return path
+    return publish(result, fragment_path(out_dir, start, end))
 
 
 def write_fragment(table: pa.Table, out_dir: Path, start: int, end: int) -> Path:
     """Stage the logs of blocks start..end (sorted) as a durable fragment; return its path."""
     path = fragment_path(out_dir, start, end)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         write_result(table, tmp)
-        stage_result(tmp, out_dir, start, end)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -77,26 +68,12 @@ def write_empty(schema: pa.Schema, out_dir: Path, start: int, end: int) -> Path:
 
 
 def _write_atomically(path: Path, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
-    tmp = temp_path(path)
-    try:
-        with pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer:
-            for group in _row_groups(tables):
-                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer,
+    ):
+        for group in _row_groups(tables):
+            writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
 
 
 def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:

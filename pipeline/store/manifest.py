@@ -8,7 +8,6 @@ folder itself (naming.fragments) until compaction moves them into final files an
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import orjson
 from pipeline.config.settings import LogFilter
 from pipeline.errors import ConfigError
 from pipeline.plan.chunks import merge_ranges
-from pipeline.store.files import fsync_path
-from pipeline.store.layout import MANIFEST_FILE, temp_path
+from pipeline.store.atomic import write_atomically
+from pipeline.store.layout import MANIFEST_FILE
 
 VERSION = 1
 
@@ -114,9 +113,5 @@ def load_manifest(out_dir: Path) -> Manifest | None:
 
 def save_manifest(out_dir: Path, manifest: Manifest) -> None:
     """Replace manifest.json atomically and durably."""
-    path = out_dir / MANIFEST_FILE
-    tmp = temp_path(path)
-    tmp.write_bytes(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2))
-    fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(out_dir)
+    document = orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2)
+    write_atomically(out_dir / MANIFEST_FILE, document)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import decode_response
+from pipeline.fetch.classify import decode_response
 from pipeline.fetch.convert import log_schema, logs_to_table
 from pipeline.fetch.fastlogs import body_to_table, body_to_table_in_pieces
 from pipeline.fetch.validate import check_not_removed

@@ -18,7 +18,7 @@ import requests
 from pipeline.dev.providers import CAP_ERRORS, CapHit, hint_range
 from pipeline.dev.simulator import FAULTS, PROFILES, FaultProxy, Profile, TokenBucket, parse_request
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAD = 1000  # the stub chain: blocks 0..HEAD, block b holds b % 4 logs (0, 1, 2, 3, 0, 1, ...)
 RESULTS = {"eth_chainId": "0x7a69", "eth_blockNumber": hex(HEAD)}
 TAG_BLOCKS = {"latest": HEAD, "pending": HEAD, "safe": HEAD - 32, "finalized": HEAD - 64}
@@ -325,7 +325,15 @@ def test_profiles() -> None:
 
 
 def test_standalone_main(upstream: str) -> None:
-    cmd = [sys.executable, "-m", "pipeline.dev.simulator", "--upstream", upstream, "--profile", "fast"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.dev.simulator",
+        "--upstream",
+        upstream,
+        "--profile",
+        "fast",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -16,7 +16,8 @@ import time
 import pytest
 import requests
 
-from pipeline.errors import ErrorKind, RpcError, classify_rpc_error, decode_response
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.classify import classify_rpc_error, decode_response
 
 K = ErrorKind
 

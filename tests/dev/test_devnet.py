@@ -72,7 +72,7 @@ def test_anvil_dies_with_its_parent() -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     assert parent.stdout is not None
     port = int(parent.stdout.readline())

@@ -1,0 +1,57 @@
+"""The one way this tool writes a file: whole or not at all, and durable once renamed.
+
+Readers (and a later run) either see a file complete under its final name or not at all: it is
+written under a hidden temporary name, fsynced, renamed over the final name, and its folder is
+fsynced so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from pipeline.store.layout import temp_path
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it becomes `final` durably, on any error it
+    is deleted and `final` is untouched."""
+    tmp = temp_path(final)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, final)
+        fsync_path(final.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(final: Path, data: bytes | Callable[[Path], object]) -> Path:
+    """Write `data` (bytes, or a function that writes the path it is given) as `final`."""
+    with atomic_path(final) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            data(tmp)
+    return final
+
+
+def publish(written: Path, final: Path) -> Path:
+    """Make an already written file `final` durably (its data first, then the rename)."""
+    fsync_path(written)
+    os.replace(written, final)
+    fsync_path(final.parent)
+    return final
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
