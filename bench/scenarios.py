@@ -21,11 +21,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bench.__main__ import compare, format_table, node_logs, stored_rows
 from bench.measure import Measurement, machine_line, run_measured
+from bench.report import format_table
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import seed_logs
 from pipeline.dev.simulator import FaultProxy, Outcome, Profile, Reply, RpcRequest
+from pipeline.dev.verify import COMMON_COLUMNS, compare, node_logs, stored_logs
 from pipeline.store.layout import LOGS_DIR
 
 CPU_SAMPLE_S = 0.02  # memory can spike within a second when logs arrive at 200k/s
@@ -123,7 +124,7 @@ def contender(
 ) -> Measurement:
     """Run one contender, then compare its stored rows with the node's."""
     result = run_measured(name, command, period)
-    stored = stored_rows(output)
+    stored = stored_logs(output, COMMON_COLUMNS)
     result.logs, result.verified = stored.num_rows, compare(expected, stored)
     if proxies:
         result.fetch_s = fetch_window(proxies)
@@ -202,7 +203,7 @@ def run_cpu(args: argparse.Namespace, work: Path) -> str:
     with Anvil(find_anvil()) as node:
         seeded = seed_logs(node.url, blocks=blocks, logs=logs, seed=SEED)
         start, end = seeded.first_block, seeded.last_block
-        expected = node_logs(node.url, start, end)
+        expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
         marker = work / "fetch-only.count"
         helper = [sys.executable, "-m", "bench", "fetch-only", node.url]
         ceiling = run_measured(
@@ -283,7 +284,7 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
     with Anvil(find_anvil()) as node:
         seeded = seed_logs(node.url, blocks=blocks, logs=logs, seed=SEED)
         start, end = seeded.first_block, seeded.last_block
-        expected = node_logs(node.url, start, end)
+        expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
 
         def run(chosen: Sequence[Provider], name: str) -> Measurement:
             with contextlib.ExitStack() as stack:
@@ -372,7 +373,7 @@ def run_scaling(args: argparse.Namespace, work: Path) -> str:
             for _ in range(max(counts))
         ]
         start = segments[0].first_block
-        everything = node_logs(node.url, start, segments[-1].last_block)
+        everything = node_logs(node.url, start, segments[-1].last_block, columns=COMMON_COLUMNS)
         results = []
         for n in counts:
             end = segments[n - 1].last_block

@@ -10,8 +10,8 @@ _EXPORTS = {
     "build_config": "config.settings",
     "ConfigError": "errors",
     "NoEndpointError": "plan.preflight",
-    "RunResult": "run.supervisor",
-    "run_backfill": "run.supervisor",
+    "RunResult": "run.api",
+    "run_backfill": "run.api",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,8 +1,40 @@
-"""Messages that cross process boundaries: small, frozen and picklable."""
+"""Messages that cross process boundaries: small, frozen and picklable.
+
+Also their vocabulary (EndpointStatus, Reaction; ErrorKind lives in pipeline.errors), the union of
+the run events the supervisor hands to a Report, and the types of the queues that carry them.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeAlias, TypeVar
+
+from pipeline.errors import ErrorKind
+
+
+class EndpointStatus(enum.StrEnum):
+    """The state an endpoint is in. The values are a public contract: summary.json, the console
+    and the metrics label `state` show them as they are."""
+
+    ACTIVE = "active"
+    THROTTLED = "throttled"  # the provider rate-limits us: paced slower, paused as it asked
+    BACKING_OFF = "backing off"  # after an endpoint fault
+    CIRCUIT_OPEN = "circuit open"  # after a run of faults: cooling down, then one probe
+    BEHIND = "behind"  # its head is before the blocks still wanted
+    OUT = "out"  # retired for the rest of the run (quota, auth...)
+
+
+class Reaction(enum.StrEnum):
+    """What a worker does about a failed request."""
+
+    SPLIT = "split"  # the range was too big for this endpoint: cut it, no penalty
+    THROTTLE = "throttle"  # slow down this endpoint, no penalty for the task
+    RETIRE = "retire"  # quota, auth, filter limits: the endpoint is out for the rest of the run
+    BEHIND = "behind"  # the endpoint does not have these blocks yet
+    EXCLUDE = "exclude"  # the endpoint can never serve this range (pruned history)
+    RETRY = "retry"  # an endpoint fault: back off, count the attempt, let anyone retry
 
 
 @dataclass(frozen=True)
@@ -41,10 +73,13 @@ class Attempt:
     ok: bool
     latency_ms: float
     task_id: int | None = None
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None  # set on failures
     error: str = ""
-    reaction: str = ""  # what the worker did about the error (see worker.Reaction)
+    reaction: Reaction | None = None  # what the worker did about the error
     at: float = 0.0  # wall-clock time the answer arrived (time.time()), for the timeline
+    # A 200 answer the fast parser (fastlogs) refused and the careful path read: a provider whose
+    # answers all go that way costs several times the CPU per log.
+    parser_fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,17 +89,17 @@ class Split:
     endpoint: str
     task: Task
     at: int
-    reason: str
+    reason: ErrorKind
     window: int | None = None  # the endpoint's request window after the split
 
 
 @dataclass(frozen=True)
 class EndpointState:
-    """Worker -> supervisor: an endpoint changed state (active, backing off, circuit open,
-    behind, out); `detail` says why, `retired` marks it out for the rest of the run."""
+    """Worker -> supervisor: an endpoint changed state; `detail` says why, `retired` marks it
+    out for the rest of the run."""
 
     endpoint: str
-    state: str
+    state: EndpointStatus
     detail: str = ""
     retired: bool = False
     pause_s: float = 0.0  # the backoff or cool-down the endpoint just entered
@@ -130,3 +165,39 @@ class Progress:
     queued_tasks: int  # waiting, including the part of the plan not yet cut into tasks
     tasks_in_flight: int
     elapsed_s: float
+
+
+# Everything the supervisor hands to a Report: what the workers and the writer send through the
+# event queue, and what the supervisor says itself.
+Event: TypeAlias = (
+    Attempt
+    | Split
+    | EndpointState
+    | TaskWritten
+    | WriterFailed
+    | Notice
+    | WorkerStarted
+    | ProcessStarted
+    | RunStarted
+    | Progress
+)
+Report: TypeAlias = Callable[[Event], None]
+
+_Item = TypeVar("_Item")
+
+
+class Channel(Protocol[_Item]):
+    """What the processes use of a Manager queue (a proxy of queue.Queue, not one itself)."""
+
+    def put(self, item: _Item, block: bool = True, timeout: float | None = None) -> None:
+        """Add an item, waiting up to `timeout` for room (queue.Full after that)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> _Item:
+        """Take the next item, waiting up to `timeout` (queue.Empty after that)."""
+
+    def get_nowait(self) -> _Item:
+        """Take the next item if there is one (queue.Empty if not)."""
+
+
+EventQueue: TypeAlias = Channel[Event]  # workers and writer -> supervisor
+ResultQueue: TypeAlias = Channel[FetchedBatch | None]  # workers -> writer; None: stop

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pyarrow.dataset as ds
+import pyarrow as pa
 import pytest
 
 from pipeline.config.settings import build_config
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import SeedReport, seed_logs
 from pipeline.dev.simulator import FaultProxy, Profile
-from pipeline.run.supervisor import RunResult, run_backfill
+from pipeline.dev.verify import node_logs, stored_logs
+from pipeline.fetch.rpc import RpcClient
+from pipeline.plan.chunks import ChunkPlan
+from pipeline.run.api import RunResult, run_backfill
 from pipeline.store.layout import LOGS_DIR
 
 SEED_BLOCKS = 3000
@@ -57,44 +60,29 @@ def backfill(output: Path, rpc: list[str], report=lambda event: None, **kwargs) 
 
 def node_rows(node: Anvil, start: int, end: int, addresses=None, topics=None) -> list[tuple]:
     """The node's own eth_getLogs answer for the range, as comparable row tuples."""
-    params: dict = {"fromBlock": hex(start), "toBlock": hex(end)}
-    if addresses:
-        params["address"] = addresses
-    if topics:
-        params["topics"] = topics
-    logs = node.rpc("eth_getLogs", [params])
-    return sorted(
-        (
-            int(log["blockNumber"], 16),
-            int(log["logIndex"], 16),
-            log["blockHash"],
-            int(log["transactionIndex"], 16),
-            log["transactionHash"],
-            log["address"].lower(),
-            *(log["topics"] + [None] * (4 - len(log["topics"]))),
-            log["data"],
-        )
-        for log in logs
-    )
+    return as_tuples(node_logs(node.url, start, end, addresses or (), topics or ()))
 
 
 def stored_rows(output: Path) -> list[tuple]:
     """Every row of every Parquet file under output, as comparable tuples (duplicates kept)."""
-    table = ds.dataset(output / LOGS_DIR, format="parquet").to_table()
+    return as_tuples(stored_logs(output / LOGS_DIR))
 
-    def hx(value):
-        return value if value is None or isinstance(value, str) else "0x" + value.hex()
 
-    return sorted(
-        (
-            row["block_number"],
-            row["log_index"],
-            hx(row["block_hash"]),
-            row["transaction_index"],
-            hx(row["transaction_hash"]),
-            hx(row["address"]),
-            *(hx(row[f"topic{i}"]) for i in range(4)),
-            hx(row["data"]),
-        )
-        for row in table.to_pylist()
-    )
+def as_tuples(table: pa.Table) -> list[tuple]:
+    """Rows as tuples with bytes shown as 0x hex: readable diffs in test failures."""
+    columns = [
+        ["0x" + v.hex() if isinstance(v, bytes) else v for v in table[name].to_pylist()]
+        for name in table.column_names
+    ]
+    return list(zip(*columns, strict=True))
+
+
+def get_logs(client: RpcClient, filter_params: dict) -> list[dict]:
+    """eth_getLogs through the tool's client; anything but a list of logs raises RpcError."""
+    return client.logs_result(client.post("eth_getLogs", [filter_params]))
+
+
+def plan_tasks(start: int, end: int, chunk_size: int) -> list:
+    """All tasks of start..end at once, as the board would hand them out."""
+    plan = ChunkPlan(start, end, chunk_size)
+    return list(iter(plan.take, None))

@@ -11,21 +11,27 @@ from typing import Any
 from eth_utils import is_checksum_address
 
 from pipeline.config.endpoints import Endpoint, parse_endpoints
+from pipeline.config.options import (
+    BY_NAME,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_FILE_BLOCKS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_OUTPUT,
+    DEFAULT_STALL_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    checked,
+)
 from pipeline.errors import ConfigError
 
+# The other DEFAULT_* values are defined with their options (pipeline.config.options) and
+# imported above, so `from pipeline.config.settings import DEFAULT_...` keeps working.
 DEFAULT_RPC_URLS = (
     "https://ethereum-sepolia-rpc.publicnode.com",
     "https://rpc.ankr.com/eth_sepolia",
     "https://sepolia.drpc.org",
 )
 BLOCK_TAGS = ("latest", "safe", "finalized")
-DEFAULT_CHUNK_SIZE = 1000
-DEFAULT_MAX_ATTEMPTS = 10
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_STALL_TIMEOUT_S = 60.0
-DEFAULT_CONCURRENCY = 1
-DEFAULT_FILE_BLOCKS = 100_000
-MAX_CONCURRENCY = 64
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -73,7 +79,7 @@ class BackfillConfig:
     log_filter: LogFilter = field(default_factory=LogFilter)
     confirmations: int = 0  # with to_block "latest": stop this many blocks below the head
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    output: Path = Path("output")
+    output: Path = DEFAULT_OUTPUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     hex_output: bool = False
     timeout: float = DEFAULT_TIMEOUT_S
@@ -121,14 +127,7 @@ def build_config(
                 "--to-block latest (or write --to-block latest-N)"
             )
         end, depth = "latest", confirmations
-    for name in ("chunk_size", "max_attempts", "file_blocks"):
-        if name in options and int(options[name]) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("timeout", "stall_timeout"):
-        if name in options and not float(options[name]) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-    if "output" in options:
-        options["output"] = Path(options["output"])
+    options = checked(options)  # each option's own bounds and type, from the registry
     if len(topics) > 4:
         raise ConfigError("at most four topic positions (--topic0 .. --topic3)")
     endpoints = parse_endpoints(rpc_specs)
@@ -161,19 +160,17 @@ def _with_limits(
     endpoint: Endpoint, settings: Mapping[str, Any], rps: float | None, concurrency: int
 ) -> Endpoint:
     where = f"endpoint {endpoint.name}"
-    rps = settings.get("rps", rps)
-    concurrency = settings.get("concurrency", concurrency)
+    # The run-wide --rps and --concurrency, unless the file sets this endpoint's own; checked
+    # against the same bounds either way.
+    rps = BY_NAME["rps"].check(settings.get("rps", rps), where)
+    concurrency = BY_NAME["concurrency"].check(settings.get("concurrency", concurrency), where)
     max_blocks = settings.get("max_block_range")
-    if rps is not None and not (_number(rps, f"--rps ({where})") > 0):
-        raise ConfigError(f"--rps must be positive ({where}), got {rps}")
-    if not 1 <= _number(concurrency, f"--concurrency ({where})") <= MAX_CONCURRENCY:
-        raise ConfigError(f"--concurrency must be 1-{MAX_CONCURRENCY} ({where}), got {concurrency}")
     if max_blocks is not None and not _number(max_blocks, f"max-block-range ({where})") >= 1:
         raise ConfigError(f"max-block-range must be at least 1 ({where}), got {max_blocks}")
     return replace(
         endpoint,
-        rps=None if rps is None else float(rps),
-        concurrency=int(concurrency),
+        rps=rps,
+        concurrency=concurrency,
         max_blocks=None if max_blocks is None else int(max_blocks),
     )
 

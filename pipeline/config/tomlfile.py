@@ -18,21 +18,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.options import ENDPOINT_KEYS, FILE_OPTIONS, Option
 from pipeline.errors import ConfigError
 
-_LIST, _BLOCK, _NUMBER = (list, str), (int, str), (int, float)
-# Key -> accepted TOML types; keys are the backfill flags' names.
-RUN_KEYS: dict[str, tuple[type, ...]] = {
-    "rpc": _LIST, "address": _LIST, "topic0": _LIST, "topic1": _LIST, "topic2": _LIST,
-    "topic3": _LIST, "from_block": _BLOCK, "to_block": _BLOCK, "chunk_size": (int,),
-    "max_attempts": (int,), "concurrency": (int,), "output": (str,), "hex": (bool,),
-    "overwrite": (bool,), "quiet": (bool,), "timeout": _NUMBER, "stall_timeout": _NUMBER,
-    "rps": _NUMBER, "confirmations": (int,), "file_blocks": (int,),
-}  # fmt: skip
-ENDPOINT_KEYS: dict[str, tuple[type, ...]] = {
-    "url": (str,), "rps": _NUMBER, "concurrency": (int,), "max_block_range": (int,),
-}  # fmt: skip
-PARAMETER_NAMES = {"hex": "hex_output"}  # where the command's parameter is named differently
+# Key -> accepted TOML types; keys are the backfill flags' names, from the option registry.
+RUN_KEYS: dict[str, tuple[type, ...]] = {name: o.toml_types for name, o in FILE_OPTIONS.items()}
 
 
 def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -54,12 +44,14 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, An
             raise ConfigError(f"--config {path}: [endpoints.{name}] must be a table")
         endpoints[name] = settings = {_key(k): v for k, v in settings.items()}
         _check_keys(settings, ENDPOINT_KEYS, f"--config {path} [endpoints.{name}]")
-    run = {
-        PARAMETER_NAMES.get(key, key): [value] if isinstance(value, str) and RUN_KEYS[key] is _LIST
-        else value
-        for key, value in document.items()
-    }  # fmt: skip
+    run = {FILE_OPTIONS[key].dest: _as_given(FILE_OPTIONS[key], v) for key, v in document.items()}
     return run, endpoints
+
+
+def _as_given(option: Option, value: Any) -> Any:
+    """The value as the command line would give it: one string for a repeatable option is a
+    list of one."""
+    return [value] if option.multiple and isinstance(value, str) else value
 
 
 def _key(name: str) -> str:

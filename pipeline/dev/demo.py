@@ -6,16 +6,16 @@ import contextlib
 from pathlib import Path
 
 import click
-import pyarrow.dataset as ds
 
-from pipeline.cli import print_result
 from pipeline.config.settings import build_config
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import seed_logs
 from pipeline.dev.simulator import PROFILES, FaultProxy
+from pipeline.dev.verify import compare, node_logs, stored_logs
 from pipeline.errors import ConfigError
 from pipeline.report.console import PlainConsole
-from pipeline.run.supervisor import RunResult, run_backfill
+from pipeline.report.verdict import print_result
+from pipeline.run.api import RunResult, run_backfill
 from pipeline.store.layout import LOGS_DIR, SUMMARY_FILE, TIMELINE_FILE
 
 DEMO_PROVIDERS = ("fast", "medium", "slow-flaky")
@@ -63,9 +63,12 @@ def run_demo(
         with console:
             result = run_backfill(config, report=console)
         print_result(result)
-        stored = ds.dataset(output / LOGS_DIR, format="parquet").count_rows()
-        verdict = "matches" if stored == seeded.logs else "DOES NOT MATCH"
-        say(f"verified: {stored:,} rows stored, {verdict} the {seeded.logs:,} logs on the node")
+        expected = node_logs(node.url, seeded.first_block, seeded.last_block)
+        stored = stored_logs(output / LOGS_DIR)
+        same = compare(expected, stored)
+        verdict = "matches" if same == "yes" else f"DOES NOT MATCH ({same})"
+        total = expected.num_rows
+        say(f"verified: {stored.num_rows:,} rows stored, {verdict} the {total:,} logs on the node")
     _explain(output)
     return result
 

@@ -1,9 +1,24 @@
 """Fast path: an eth_getLogs response body straight to a log_schema() table, no per-log objects.
 
-A compact `result` array of flat log objects is read with numpy: without backslash, whitespace or
-control bytes every '"' opens or closes a string, so all strings are found at once; the bytes
-between strings (gaps) must be separators of compact JSON in the grammar of an array of flat
-objects, so what is taken is exactly what orjson reads. Anything else is refused (None).
+A compact `result` array of flat log objects is read with numpy, whole-body array operations
+only; anything else is refused (None) and the caller takes the careful path (orjson).
+
+How logs and keys are found without a Python object per log:
+1. Strings. Without backslash, whitespace or control bytes (checked first) every '"' opens or
+   closes a string, so np.flatnonzero(body == '"') finds all strings at once: even quotes open,
+   odd ones close. Each string is a token.
+2. Gaps. What lies between one string's closing quote and the next one's opening quote can only
+   be a handful of byte sequences in compact JSON: ':' after a key, ',' between values, ':['
+   opening a topics array, '],' closing it, '},{' between two logs, or a literal value such as
+   ':false,'. Each gap is looked up in a small hash table (_PatternTable) that gives it a code of a
+   few bits (see _gap_code): whether a key comes before it, what that key holds, whether it starts
+   a new log, how it changes the array depth. An unknown gap refuses the body.
+3. Grammar. Cumulative sums over the codes give every token its array depth and its log number;
+   keys are the tokens at depth 0 followed by ':'. Whole-array checks prove that the sequence of
+   gaps is exactly the grammar of an array of flat objects, so what is taken is what orjson reads.
+4. Columns. Keys are named through a second hash table of the known field names; each log must
+   have each field once. Values are then sliced out of the body by their quote positions and
+   decoded as columns (hex quantities, fixed-size hashes, data).
 """
 
 from __future__ import annotations
@@ -18,32 +33,50 @@ import pyarrow as pa
 
 from pipeline.fetch.convert import ADDRESS_BYTES, HASH_BYTES, TOPIC_COLUMNS, log_schema
 
-_RESULT, _BATCH = re.compile(rb'"result"[ \t\n\r]*:[ \t\n\r]*\['), re.compile(rb"[ \t\n\r]*\[")
-_FIELDS = (b"blockNumber", b"blockHash", b"transactionIndex", b"transactionHash", b"logIndex",
-           b"address", b"topics", b"data", b"removed")  # fmt: skip
-_NUMBER, _BLOCK_HASH, _TX_INDEX, _TX_HASH, _LOG_INDEX, _ADDRESS, _TOPICS, _DATA, _REMOVED = range(9)
-_STR, _ARR, _EMPTY, _FALSY, _TRUTHY = range(5)  # what a key holds: a string, an array, a literal
+_RESULT_OPENING = re.compile(rb'"result"[ \t\n\r]*:[ \t\n\r]*\[')
+_BATCH_OPENING = re.compile(rb"[ \t\n\r]*\[")  # a batch of one answer
+
+# The fields a log must have, numbered in this order (`removed` may be missing).
+_LOG_KEYS = (b"blockNumber", b"blockHash", b"transactionIndex", b"transactionHash", b"logIndex",
+             b"address", b"topics", b"data", b"removed")  # fmt: skip
+_BLOCK_NUMBER, _BLOCK_HASH, _TX_INDEX, _TX_HASH, _LOG_INDEX, _ADDRESS, _TOPICS, _DATA, _REMOVED = (
+    range(9)
+)
+# What a key holds: a string, an array of strings, or one of the literals [], false/null, true.
+_HOLDS_STRING, _HOLDS_ARRAY, _HOLDS_EMPTY_ARRAY, _HOLDS_FALSE_OR_NULL, _HOLDS_TRUE = range(5)
 
 
-def _code(delta: int, after_key: int, new_log: int, holds: int = 7) -> int:
+def _gap_code(delta: int, after_key: int, new_log: int, holds: int = 7) -> int:
     # A gap's code is its grammar: what the key before it holds (bits 0-2, 7: no key), a key
     # comes before it (bit 3), it starts a log (bit 4), its change of array depth + 1 (bits 5-6).
     return holds | after_key << 3 | new_log << 4 | (delta + 1) << 5
 
 
-_INNER = {b":": _code(0, 1, 0, _STR), b":[": _code(1, 1, 0, _ARR), b",": _code(0, 0, 0),
-          b"],": _code(-1, 0, 0), b"},{": _code(0, 0, 1), b"]},{": _code(-1, 0, 1)}  # fmt: skip
-_LAST = {b"}": _code(0, 0, 0), b"]}": _code(-1, 0, 0)}  # the gap before the array's ']'
-for _literal, _kind in ((b"[]", _EMPTY), (b"false", _FALSY), (b"null", _FALSY), (b"true", _TRUTHY)):
-    _INNER[b":" + _literal + b","] = _code(0, 1, 0, _kind)
-    _INNER[b":" + _literal + b"},{"] = _code(0, 1, 1, _kind)
-    _LAST[b":" + _literal + b"}"] = _code(0, 1, 0, _kind)
-_COLON, _COMMA = _INNER[b":"], _INNER[b","]
-_ONE_BYTE_GAPS = np.full(256, -1, np.int8)
-_ONE_BYTE_GAPS[ord(":")], _ONE_BYTE_GAPS[ord(",")] = _COLON, _COMMA
-_0X = int.from_bytes(b"0x", "little")  # "0x" read as one uint16
-_DIGITS = np.arange(16) >= 16 - np.arange(17)[:, None]  # [k]: the last k of 16 places
-_MASKS = np.array([(1 << 8 * k) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
+# The gaps between two strings, and (closing) the one after the last string of the array.
+_INNER_GAPS = {
+    b":": _gap_code(0, 1, 0, _HOLDS_STRING),
+    b":[": _gap_code(1, 1, 0, _HOLDS_ARRAY),
+    b",": _gap_code(0, 0, 0),
+    b"],": _gap_code(-1, 0, 0),
+    b"},{": _gap_code(0, 0, 1),
+    b"]},{": _gap_code(-1, 0, 1),
+}
+_CLOSING_GAPS = {b"}": _gap_code(0, 0, 0), b"]}": _gap_code(-1, 0, 0)}  # before the array's ']'
+for _literal, _holds in (
+    (b"[]", _HOLDS_EMPTY_ARRAY),
+    (b"false", _HOLDS_FALSE_OR_NULL),
+    (b"null", _HOLDS_FALSE_OR_NULL),
+    (b"true", _HOLDS_TRUE),
+):
+    _INNER_GAPS[b":" + _literal + b","] = _gap_code(0, 1, 0, _holds)
+    _INNER_GAPS[b":" + _literal + b"},{"] = _gap_code(0, 1, 1, _holds)
+    _CLOSING_GAPS[b":" + _literal + b"}"] = _gap_code(0, 1, 0, _holds)
+_COLON_GAP, _COMMA_GAP = _INNER_GAPS[b":"], _INNER_GAPS[b","]
+_ONE_BYTE_GAPS = np.full(256, -1, np.int8)  # most gaps: a look-up by their one byte
+_ONE_BYTE_GAPS[ord(":")], _ONE_BYTE_GAPS[ord(",")] = _COLON_GAP, _COMMA_GAP
+_0X_PAIR = int.from_bytes(b"0x", "little")  # "0x" read as one uint16
+_DIGIT_PLACES = np.arange(16) >= 16 - np.arange(17)[:, None]  # [k]: the last k of 16 places
+_LOW_BYTES_MASKS = np.array([(1 << 8 * k) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
 
 
 class _Refused(Exception):
@@ -55,10 +88,13 @@ def _require(condition: object) -> None:
         raise _Refused
 
 
-def _parts(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+def _fingerprints(
+    chars: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, ...]:
     # Strings of up to 16 bytes are told apart exactly by their first and last 8 bytes and length.
-    u64 = np.ndarray((len(a) - 7,), "<u8", a, 0, (1,))  # 8 bytes from each position; past: raises
-    first = u64[starts] & np.take(_MASKS, np.minimum(lengths, 8))
+    # 8 bytes from each position; reading past the end raises.
+    u64 = np.ndarray((len(chars) - 7,), "<u8", chars, 0, (1,))
+    first = u64[starts] & np.take(_LOW_BYTES_MASKS, np.minimum(lengths, 8))
     last = np.zeros_like(first)
     long = np.flatnonzero(lengths > 8)
     last[long] = u64[starts[long] + np.minimum(lengths[long], 17) - 8]
@@ -66,28 +102,28 @@ def _parts(a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.n
     return first, last, slot.astype(np.intp)
 
 
-class _Patterns:
+class _PatternTable:
     """A few byte strings of 1-16 bytes and their codes, in a hash table without collisions."""
 
     def __init__(self, patterns: dict[bytes, int]) -> None:
         table = np.frombuffer(b"".join(p.ljust(16, b"\0") for p in patterns) + bytes(8), np.uint8)
         lengths = np.array([len(p) for p in patterns])
-        first, last, slot = _parts(table, np.arange(len(patterns)) * 16, lengths)
+        first, last, slot = _fingerprints(table, np.arange(len(patterns)) * 16, lengths)
         assert len(set(slot.tolist())) == len(patterns)  # so one look-up per string settles it
         self.first, self.last = np.zeros(1024, np.uint64), np.zeros(1024, np.uint64)
         self.length, self.code = np.full(1024, -1), np.full(1024, -1, np.int8)
         self.first[slot], self.last[slot] = first, last
         self.length[slot], self.code[slot] = lengths, list(patterns.values())
 
-    def codes(self, a: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """The code of each string a[start:start+length], -1 if not a pattern."""
-        first, last, slot = _parts(a, starts, lengths)
+    def codes(self, chars: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The code of each string chars[start:start+length], -1 if not a pattern."""
+        first, last, slot = _fingerprints(chars, starts, lengths)
         same = (np.take(self.first, slot) == first) & (np.take(self.last, slot) == last)
         return np.where(same & (np.take(self.length, slot) == lengths), self.code[slot], -1)
 
 
-_GAP_PATTERNS = _Patterns({gap: code for gap, code in _INNER.items() if len(gap) > 1})
-_KEY_PATTERNS = _Patterns({name: field for field, name in enumerate(_FIELDS)})
+_GAP_PATTERNS = _PatternTable({gap: code for gap, code in _INNER_GAPS.items() if len(gap) > 1})
+_KEY_PATTERNS = _PatternTable({name: field for field, name in enumerate(_LOG_KEYS)})
 
 
 def body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table | None:
@@ -134,15 +170,17 @@ def _body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
     start, end = _result_span(body)
     if end - start < 8 and not body[start:end].strip(b" \t\n\r"):
         return log_schema(hex_output).empty_table()
-    a = np.frombuffer(body, np.uint8)
-    values, topics = _parse(a, start, end)
-    numbers = _quantities(a, [values[_NUMBER], values[_TX_INDEX], values[_LOG_INDEX]])
+    chars = np.frombuffer(body, np.uint8)
+    values, topics = _locate_fields(chars, start, end)
+    numbers = _hex_quantities(chars, [values[_BLOCK_NUMBER], values[_TX_INDEX], values[_LOG_INDEX]])
     hashes = [values[_BLOCK_HASH], values[_TX_HASH], *(span for _, span in topics)]
-    block_hash, tx_hash, *topic_columns = _fixed(a, hashes, HASH_BYTES, hex_output)
-    topic_columns = [_spread(c, p) for c, (p, _) in zip(topic_columns, topics, strict=True)]
-    data = _data(a, values[_DATA], hex_output)
+    block_hash, tx_hash, *topic_columns = _fixed_hex(chars, hashes, HASH_BYTES, hex_output)
+    topic_columns = [
+        _nulls_where_absent(c, p) for c, (p, _) in zip(topic_columns, topics, strict=True)
+    ]
+    data = _hex_data(chars, values[_DATA], hex_output)
     columns = [numbers[0], block_hash, numbers[1], tx_hash, numbers[2],
-               _fixed(a, [values[_ADDRESS]], ADDRESS_BYTES, hex_output)[0], *topic_columns,
+               _fixed_hex(chars, [values[_ADDRESS]], ADDRESS_BYTES, hex_output)[0], *topic_columns,
                data, pa.repeat(pa.scalar(chain_id, pa.uint64()), len(data))]  # fmt: skip
     return pa.Table.from_arrays(columns, schema=log_schema(hex_output))
 
@@ -150,9 +188,9 @@ def _body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
 def _result_span(body: bytes) -> tuple[int, int]:
     """Where the inside of the `result` array starts and ends, once the rest is known to be a
     JSON-RPC success whose only `result` is that array (as classify.decode_response reads it)."""
-    match = _RESULT.search(body)
+    match = _RESULT_OPENING.search(body)
     end = body.rfind(b"]")  # the grammar of the inside proves that the array ends there
-    if _BATCH.match(body):  # a batch of one, as some gateways answer: its own ']' comes last
+    if _BATCH_OPENING.match(body):  # a batch of one, as some gateways answer: its ']' comes last
         end = body.rfind(b"]", 0, end)
     _require(match and end >= match.end())
     envelope = body[: match.end()] + body[end:]
@@ -165,77 +203,85 @@ def _result_span(body: bytes) -> tuple[int, int]:
     return match.end(), end
 
 
-def _parse(a: np.ndarray, start: int, end: int) -> tuple[dict, list]:
+def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list]:
     """Each string field's value (starts, ends of their characters, in log order), and for each
-    topic column which logs have it and where, if a[start:end] is flat logs in compact JSON."""
-    inside = a[start:end]
+    topic column which logs have it and where, if chars[start:end] is flat logs in compact
+    JSON."""
+    inside = chars[start:end]
     _require(inside.min() > 32)  # no whitespace or control byte
     quotes = np.flatnonzero(inside == ord('"'))
     quotes += start
-    _require(len(quotes) and len(quotes) % 2 == 0 and a[start : quotes[0]].tobytes() == b"{")
+    _require(len(quotes) and len(quotes) % 2 == 0 and chars[start : quotes[0]].tobytes() == b"{")
     opens, closes = quotes[0::2], quotes[1::2]
-    keys, log_of, gaps, delta = _grammar(a, opens, closes, a[closes[-1] + 1 : end].tobytes())
-    names = _KEY_PATTERNS.codes(a, opens[keys] + 1, closes[keys] - opens[keys] - 1)
+    closing = chars[closes[-1] + 1 : end].tobytes()
+    keys, log_of, gaps, delta = _read_gaps(chars, opens, closes, closing)
+    names = _KEY_PATTERNS.codes(chars, opens[keys] + 1, closes[keys] - opens[keys] - 1)
     order = np.argsort(names, kind="stable")  # keys by name, each name's in body order
     bounds = np.searchsorted(names[order], np.arange(_REMOVED + 2))
-    n = int(log_of[-1]) + 1
-    _require((np.diff(bounds)[:_REMOVED] == n).all())
+    log_count = int(log_of[-1]) + 1
+    _require((np.diff(bounds)[:_REMOVED] == log_count).all())
     holds = gaps[keys[order[bounds[0] :]] + 1] & 7
     # A log marked removed (or oddly) is for validate.check_not_removed to refuse.
-    _require(set(holds[_REMOVED * n :].tolist()) <= {_FALSY})
-    at = keys[order[bounds[0] : bounds[_REMOVED]]].reshape(_REMOVED, n)
-    holds = holds[: _REMOVED * n].reshape(_REMOVED, n)
-    _require((log_of[at] == np.arange(n)).all())  # each log has each key once, in log order
+    _require(set(holds[_REMOVED * log_count :].tolist()) <= {_HOLDS_FALSE_OR_NULL})
+    key_token = keys[order[bounds[0] : bounds[_REMOVED]]].reshape(_REMOVED, log_count)
+    holds = holds[: _REMOVED * log_count].reshape(_REMOVED, log_count)
+    # Each log has each key once, in log order.
+    _require((log_of[key_token] == np.arange(log_count)).all())
     strings = np.arange(_REMOVED) != _TOPICS
-    _require((holds[strings] == _STR).all() and np.isin(holds[_TOPICS], (_ARR, _EMPTY)).all())
-    tokens = at[strings] + 1  # each string field's value
+    _require(
+        (holds[strings] == _HOLDS_STRING).all()
+        and np.isin(holds[_TOPICS], (_HOLDS_ARRAY, _HOLDS_EMPTY_ARRAY)).all()
+    )
+    tokens = key_token[strings] + 1  # each string field's value
     starts, ends = opens[tokens] + 1, closes[tokens]
     values = {f: (s, e) for f, s, e in zip(np.flatnonzero(strings), starts, ends, strict=True)}
     # The k-th array opened is the k-th closed; a sentinel keeps the look-up in bounds.
     opened, closed = (np.append(np.flatnonzero(delta == d), len(delta)) for d in (1, -1))
-    which = np.searchsorted(opened, at[_TOPICS] + 1)
-    count = np.where(holds[_TOPICS] == _ARR, closed[which] - opened[which], 0)
+    which = np.searchsorted(opened, key_token[_TOPICS] + 1)
+    count = np.where(holds[_TOPICS] == _HOLDS_ARRAY, closed[which] - opened[which], 0)
     topics = []  # topics past the fourth are in no column, as in logs_to_table
     for i in range(len(TOPIC_COLUMNS)):
-        tokens = at[_TOPICS][count > i] + 1 + i
+        tokens = key_token[_TOPICS][count > i] + 1 + i
         topics.append((count > i, (opens[tokens] + 1, closes[tokens])))
     return values, topics
 
 
-def _grammar(a: np.ndarray, opens: np.ndarray, closes: np.ndarray, last: bytes) -> tuple:
+def _read_gaps(chars: np.ndarray, opens: np.ndarray, closes: np.ndarray, last: bytes) -> tuple:
     """The key tokens, the log of each token, the gap codes and their array depth changes, if the
     gaps (the last one given) make an array of flat objects."""
     starts = closes[:-1] + 1
     lengths = opens[1:] - starts
-    inner = np.take(_ONE_BYTE_GAPS, a[starts])  # most gaps are one ':' or ','
+    inner = np.take(_ONE_BYTE_GAPS, chars[starts])  # most gaps are one ':' or ','
     other = np.flatnonzero(lengths != 1)
-    inner[other] = _GAP_PATTERNS.codes(a, starts[other], lengths[other])
-    _require(inner.min(initial=0) >= 0 and last in _LAST)
-    gaps = np.concatenate(([_COMMA], inner, [_LAST[last]])).astype(np.int8)  # '{' acts as ','
+    inner[other] = _GAP_PATTERNS.codes(chars, starts[other], lengths[other])
+    _require(inner.min(initial=0) >= 0 and last in _CLOSING_GAPS)
+    # The '{' before the first string acts as a ','.
+    gaps = np.concatenate(([_COMMA_GAP], inner, [_CLOSING_GAPS[last]])).astype(np.int8)
     delta = ((gaps >> 5) & 3) - 1
     depth = np.cumsum(delta, dtype=np.int32)  # in an array of strings after this gap
     # Commas may come anywhere, a ']' only in an array, all else outside one.
-    _require(depth[-1] == 0 and ((gaps == _COMMA) | (depth - delta == (delta < 0))).all())
-    is_key = (depth[:-1] == 0) & (gaps[:-1] != _COLON)
+    _require(depth[-1] == 0 and ((gaps == _COMMA_GAP) | (depth - delta == (delta < 0))).all())
+    is_key = (depth[:-1] == 0) & (gaps[:-1] != _COLON_GAP)
     _require((((gaps[1:] >> 3) & 1) == is_key).all())  # keys, and only keys, come before a ':'
     log_of = np.cumsum((gaps[:-1] >> 4) & 1, dtype=np.int32)
     return np.flatnonzero(is_key), log_of, gaps, delta
 
 
-def _rows(a: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """The `width` bytes of a from each start, as rows (gathered as one void item each: fast)."""
-    items = np.ndarray((len(a) - width + 1,), np.dtype((np.void, width)), a, 0, (1,))
+def _byte_rows(chars: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """The `width` bytes of chars from each start, as rows (gathered as one void item each:
+    fast)."""
+    items = np.ndarray((len(chars) - width + 1,), np.dtype((np.void, width)), chars, 0, (1,))
     return items[starts].view(np.uint8).reshape(-1, width)
 
 
-def _fixed(a: np.ndarray, spans: list, size: int, hex_output: bool) -> list[pa.Array]:
+def _fixed_hex(chars: np.ndarray, spans: list, size: int, hex_output: bool) -> list[pa.Array]:
     """The 0x strings of `size` bytes of each span, as bytes (lowercase strings with hex_output);
     all spans in one go, as numpy calls cost more than their work here."""
     starts, ends = (np.concatenate(parts) for parts in zip(*spans, strict=True))
     width = 2 + 2 * size
     _require((ends - starts == width).all())
-    rows = _rows(a, starts, width)
-    _require((rows.view("<u2")[:, 0] == _0X).all())
+    rows = _byte_rows(chars, starts, width)
+    _require((rows.view("<u2")[:, 0] == _0X_PAIR).all())
     decoded = binascii.unhexlify(rows[:, 2:].tobytes())  # strict: only hex digits, in pairs
     offsets = np.arange(len(rows) + 1, dtype=np.int32) * (width if hex_output else size)
     content = rows | 0x20 if hex_output else decoded  # 0-9, a-f and x have bit 5 already
@@ -245,7 +291,7 @@ def _fixed(a: np.ndarray, spans: list, size: int, hex_output: bool) -> list[pa.A
     return [column.slice(lo, hi - lo) for lo, hi in pairwise(cuts)]
 
 
-def _spread(column: pa.Array, present: np.ndarray) -> pa.Array:
+def _nulls_where_absent(column: pa.Array, present: np.ndarray) -> pa.Array:
     """The column's values in the logs that are present, and nulls in the others."""
     if present.all():
         return column
@@ -253,16 +299,18 @@ def _spread(column: pa.Array, present: np.ndarray) -> pa.Array:
     return column.take(pa.array(np.maximum(slots, 0), mask=~present))
 
 
-def _quantities(a: np.ndarray, spans: list) -> list[pa.Array]:
+def _hex_quantities(chars: np.ndarray, spans: list) -> list[pa.Array]:
     """The 0x quantities of each span: uint64 for the first, uint32 for the others."""
     starts, ends = (np.concatenate(parts) for parts in zip(*spans, strict=True))
     digits = ends - starts - 2
     _require(digits.min() >= 1 and digits.max() <= 16)
-    rows = _rows(a, ends - 18, 18)  # 0x and 16 places; '"result":[{"logIndex":' is before any
+    # 0x and 16 places before each end; '"result":[{"logIndex":' comes before any value.
+    rows = _byte_rows(chars, ends - 18, 18)
     flat, at = rows.ravel(), np.arange(len(rows)) * 18 + 16 - digits  # where each 0x is
     _require((flat[at] == ord("0")).all() and (flat[at + 1] == ord("x")).all())
-    chars, used = rows[:, 2:], _DIGITS[digits]  # the digits right-aligned
-    values, lower = chars - ord("0"), (chars | 0x20) - ord("a")  # bytes wrap: non-hex stay >= 10, 6
+    places, used = rows[:, 2:], _DIGIT_PLACES[digits]  # the digits right-aligned
+    # Bytes wrap around: a non-hex byte stays >= 10 in `values` and >= 6 in `lower`.
+    values, lower = places - ord("0"), (places | 0x20) - ord("a")
     _require(((values < 10) | (lower < 6) | ~used).all())
     nibbles = np.where(values < 10, values, lower + 10) * used  # and zeros left of the digits
     numbers = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(">u8")[:, 0].astype(np.uint64)
@@ -271,7 +319,7 @@ def _quantities(a: np.ndarray, spans: list) -> list[pa.Array]:
     return [pa.array(first), *(pa.array(r.astype(np.uint32)) for r in rest)]
 
 
-def _data(a: np.ndarray, span: tuple[np.ndarray, np.ndarray], hex_output: bool) -> pa.Array:
+def _hex_data(chars: np.ndarray, span: tuple[np.ndarray, np.ndarray], hex_output: bool) -> pa.Array:
     """The 0x strings of whole bytes, as bytes (lowercase strings with hex_output)."""
     starts, ends = span
     _require((ends - starts).min() >= 2 and ((ends - starts) % 2 == 0).all())
@@ -279,12 +327,12 @@ def _data(a: np.ndarray, span: tuple[np.ndarray, np.ndarray], hex_output: bool) 
     bounds = np.empty(2 * len(starts), np.int32)
     bounds[0::2], bounds[1::2] = starts, ends
     everything = pa.Array.from_buffers(
-        pa.binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), pa.py_buffer(a)]
+        pa.binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), pa.py_buffer(chars)]
     )
     strings = everything.take(pa.array(np.arange(0, len(bounds), 2)))
     offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1)
     pairs = np.frombuffer(strings.buffers()[2], "<u2", offsets[-1] // 2)  # no pair straddles two
-    _require((pairs[offsets[:-1] // 2] == _0X).all())
+    _require((pairs[offsets[:-1] // 2] == _0X_PAIR).all())
     keep = np.ones(len(pairs), bool)
     keep[offsets[:-1] // 2] = False
     decoded = binascii.unhexlify(pairs[keep].tobytes())

@@ -140,10 +140,6 @@ class RpcClient:
                 raise RpcError(ErrorKind.TIMEOUT, f"response took over {self.timeout:g}s")
         return b"".join(chunks)
 
-    def get_logs(self, filter_params: dict) -> list[dict]:
-        """eth_getLogs; anything but a JSON array of objects is a malformed response."""
-        return self.logs_result(self.post("eth_getLogs", [filter_params]))
-
     def logs_result(self, response: RawResponse) -> list[dict]:
         """The logs in a raw eth_getLogs answer, or the RpcError it amounts to."""
         logs = self.decode(response)

@@ -7,7 +7,6 @@ the circuit breaker (health), the request window (window) and the endpoint's hea
 
 from __future__ import annotations
 
-import enum
 import os
 import sys
 import threading
@@ -16,6 +15,7 @@ import traceback
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -26,11 +26,22 @@ from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.fastlogs import body_to_table_in_pieces
 from pipeline.fetch.health import CircuitBreaker
 from pipeline.fetch.ratecontrol import Throttle
-from pipeline.fetch.rpc import RpcClient
+from pipeline.fetch.rpc import RawResponse, RpcClient
 from pipeline.fetch.validate import check_batch, check_not_removed
 from pipeline.fetch.window import RangeWindow
-from pipeline.messages import Attempt, EndpointState, FetchedBatch, Split, Task, WriterFailed
-from pipeline.plan.board import QUEUE_GONE
+from pipeline.messages import (
+    Attempt,
+    EndpointState,
+    EndpointStatus,
+    EventQueue,
+    FetchedBatch,
+    Reaction,
+    ResultQueue,
+    Split,
+    Task,
+    WriterFailed,
+)
+from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.plan.chunks import split_point
 from pipeline.run.lifecycle import init_child
 from pipeline.store.files import write_result
@@ -45,17 +56,7 @@ EXIT_CRASHED = 70
 PARSE_PIECE_BYTES = 16 << 20  # about 30,000 logs
 
 
-class Reaction(enum.StrEnum):
-    """What a worker does about a failed request."""
-
-    SPLIT = "split"  # the range was too big for this endpoint: cut it, no penalty
-    THROTTLE = "throttle"  # slow down this endpoint, no penalty for the task
-    RETIRE = "retire"  # quota, auth, filter limits: the endpoint is out for the rest of the run
-    BEHIND = "behind"  # the endpoint does not have these blocks yet
-    EXCLUDE = "exclude"  # the endpoint can never serve this range (pruned history)
-    RETRY = "retry"  # an endpoint fault: back off, count the attempt, let anyone retry
-
-
+# What a worker does about each error class (see messages.Reaction); any other class: RETRY.
 REACTIONS: dict[ErrorKind, Reaction] = {
     ErrorKind.RANGE_TOO_LARGE: Reaction.SPLIT,
     ErrorKind.TOO_MANY_RESULTS: Reaction.SPLIT,
@@ -86,7 +87,9 @@ class WorkerSpec:
     head: int | None = None  # the endpoint's head at preflight (None: it did not answer)
 
 
-def worker_main(spec: WorkerSpec, board, results, events) -> None:
+def worker_main(
+    spec: WorkerSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
+) -> None:
     """Run the endpoint's threads until the board closes; exit EXIT_RETIRED if it was retired."""
     init_child(spec.supervisor_pid)
     worker = EndpointWorker(spec, board, results, events)
@@ -105,7 +108,9 @@ def worker_main(spec: WorkerSpec, board, results, events) -> None:
 class EndpointWorker:
     """One endpoint's shared state and the fetch loop its threads run."""
 
-    def __init__(self, spec: WorkerSpec, board, results, events) -> None:
+    def __init__(
+        self, spec: WorkerSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
+    ) -> None:
         self.spec = spec
         self.name = spec.endpoint.name
         self.board, self.results, self.events = board, results, events
@@ -116,7 +121,7 @@ class EndpointWorker:
         self.head_checked = 0.0 if spec.head is None else time.monotonic()
         self.retired = ""
         self.stopped = False  # the results cannot be written: leave the run to the supervisor
-        self._state = ("active", 0.0)
+        self._state = (EndpointStatus.ACTIVE, 0.0)
         self._lock = threading.Lock()
 
     def guarded_loop(self) -> None:
@@ -184,18 +189,20 @@ class EndpointWorker:
     def fetch(self, client: RpcClient, task: Task) -> None:
         """Fetch one leased task and hand the result to the writer, or react to the failure."""
         try:
-            table = fetch_range(client, task, self.spec)
+            fetched = fetch_range(client, task, self.spec)
         except RpcError as err:
             self.react(client, task, err)
             return
-        self._deliver(client, task, table)
+        self._deliver(client, task, fetched.table, fetched.parser_fallback)
 
-    def _deliver(self, client: RpcClient, task: Task, table: pa.Table) -> None:
+    def _deliver(
+        self, client: RpcClient, task: Task, table: pa.Table, parser_fallback: bool = False
+    ) -> None:
         self.throttle.on_success()
         self.breaker.record_success()
-        self._set_state("active", "")
+        self._set_state(EndpointStatus.ACTIVE, "")
         self.window.succeeded(task.blocks)
-        self._record(True, client, task)
+        self._record(True, client, task, parser_fallback=parser_fallback)
         # The lease stays ours until the writer has stored the batch: if we die now, it is redone.
         path = incoming_path(self.spec.output, os.getpid(), task.task_id)
         try:
@@ -237,7 +244,8 @@ class EndpointWorker:
         """What a failure means for the endpoint: slow down, go out, or back off."""
         if reaction is Reaction.THROTTLE:
             pause = self.throttle.on_throttled(err.retry_after)
-            self._set_state("throttled", f"{err.message[:80]}; pausing {pause:.1f}s", pause)
+            detail = f"{err.message[:80]}; pausing {pause:.1f}s"
+            self._set_state(EndpointStatus.THROTTLED, detail, pause)
         elif reaction is Reaction.RETIRE:
             self._retire(str(err))
         if reaction is not Reaction.RETRY:
@@ -246,15 +254,16 @@ class EndpointWorker:
         pause = self.throttle.on_failure(err.retry_after)
         if self.breaker.record_failure():
             cooldown = self.breaker.cooldown
-            self._set_state("circuit open", f"{err}; cooling down {cooldown:.0f}s", cooldown)
-        elif self.breaker.state == "closed":
-            self._set_state("backing off", f"{err}; pausing {pause:.1f}s", pause)
+            detail = f"{err}; cooling down {cooldown:.0f}s"
+            self._set_state(EndpointStatus.CIRCUIT_OPEN, detail, cooldown)
+        elif self.breaker.state == "closed":  # health's own state, not an endpoint's
+            self._set_state(EndpointStatus.BACKING_OFF, f"{err}; pausing {pause:.1f}s", pause)
 
     def _split(self, task: Task, err: RpcError) -> None:
         at = split_point(task, err.hint, err.max_blocks)
         self.window.shrink(task.blocks, at - task.start + 1, err.kind is ErrorKind.RANGE_TOO_LARGE)
         if self.board.split(task, at) is not None:
-            self.events.put(Split(self.name, task, at, err.kind.value, self.window.limit))
+            self.events.put(Split(self.name, task, at, err.kind, self.window.limit))
 
     def _fetch_single_block(self, client: RpcClient, task: Task, err: RpcError) -> None:
         # One block with more logs than eth_getLogs may return here: read them from its receipts.
@@ -278,7 +287,7 @@ class EndpointWorker:
         with self._lock:
             behind = self.head is not None and self.head < task.end
         if behind:
-            self._set_state("behind", f"head {self.head}")
+            self._set_state(EndpointStatus.BEHIND, f"head {self.head}")
         return behind
 
     def _hand_back(self, task: Task) -> None:
@@ -293,7 +302,7 @@ class EndpointWorker:
                 return
             self.retired = reason
         self.board.retire(self.name)
-        self.events.put(EndpointState(self.name, "out", reason, retired=True))
+        self.events.put(EndpointState(self.name, EndpointStatus.OUT, reason, retired=True))
 
     def _record(
         self,
@@ -302,26 +311,23 @@ class EndpointWorker:
         task: Task | None,
         err: RpcError | None = None,
         reaction: Reaction | None = None,
+        parser_fallback: bool = False,
     ) -> None:
-        task_id = task.task_id if task else None
-        latency, now = client.last_latency_ms, time.time()
-        if err is None:
-            self.events.put(Attempt(self.name, ok, latency, task_id, at=now))
-            return
         self.events.put(
             Attempt(
                 self.name,
                 ok,
-                latency,
-                task_id,
-                err.kind.value,
-                err.message,
-                reaction.value if reaction else "",
-                at=now,
+                client.last_latency_ms,
+                task_id=task.task_id if task else None,
+                error_kind=err.kind if err else None,
+                error=err.message if err else "",
+                reaction=reaction,
+                at=time.time(),
+                parser_fallback=parser_fallback,
             )
         )
 
-    def _set_state(self, state: str, detail: str, pause: float = 0.0) -> None:
+    def _set_state(self, state: EndpointStatus, detail: str, pause: float = 0.0) -> None:
         # A longer pause is news too: the metrics show the backoff the endpoint is in now.
         with self._lock:
             changed = (state, pause) != self._state
@@ -330,19 +336,37 @@ class EndpointWorker:
             self.events.put(EndpointState(self.name, state, detail, pause_s=pause))
 
 
-def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> pa.Table:
+class RangeLogs(NamedTuple):
+    """One task's logs, and whether the fast parser refused the 200 answer they came in."""
+
+    table: pa.Table
+    parser_fallback: bool
+
+
+def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> RangeLogs:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range."""
     response = client.post("eth_getLogs", [spec.log_filter.rpc_params(task.start, task.end)])
     # The fast path reads plain answers without a Python object per log; anything else (errors,
     # odd formatting) goes the careful way, which also says what is wrong with it.
-    table = None
-    if response.status == HTTPStatus.OK:
-        table = body_to_table_in_pieces(
-            response.body, spec.chain_id, spec.hex_output, PARSE_PIECE_BYTES
-        )
+    if response.status != HTTPStatus.OK:
+        return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=False)
+    table = body_to_table_in_pieces(
+        response.body, spec.chain_id, spec.hex_output, PARSE_PIECE_BYTES
+    )
     if table is None:
-        logs = client.logs_result(response)
-        check_not_removed(logs)
-        table = logs_to_table(logs, spec.chain_id, spec.hex_output)
+        # Counted only once the careful path took the answer: a refused error body is already
+        # counted as a failure of its class.
+        return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=True)
+    check_batch(table, task, spec.log_filter, spec.hex_output)
+    return RangeLogs(table, parser_fallback=False)
+
+
+def _careful_table(
+    client: RpcClient, response: RawResponse, task: Task, spec: WorkerSpec
+) -> pa.Table:
+    """The careful path: orjson and one dict per log; raises the RpcError the answer means."""
+    logs = client.logs_result(response)
+    check_not_removed(logs)
+    table = logs_to_table(logs, spec.chain_id, spec.hex_output)
     check_batch(table, task, spec.log_filter, spec.hex_output)
     return table

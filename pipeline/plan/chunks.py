@@ -88,12 +88,6 @@ def split_point(task: Task, hint: tuple[int, int] | None, max_blocks: int | None
     return start + task.blocks // 2 - 1
 
 
-def plan_tasks(start: int, end: int, chunk_size: int) -> list[Task]:
-    """All tasks of start..end at once (for tests and small ranges)."""
-    plan = ChunkPlan(start, end, chunk_size)
-    return list(iter(plan.take, None))
-
-
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Merge inclusive block ranges that touch or overlap, in block order."""
     merged: list[tuple[int, int]] = []

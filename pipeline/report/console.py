@@ -17,8 +17,11 @@ import click
 from pipeline.messages import (
     Attempt,
     EndpointState,
+    EndpointStatus,
+    Event,
     Notice,
     Progress,
+    Reaction,
     RunStarted,
     Split,
     TaskWritten,
@@ -26,6 +29,10 @@ from pipeline.messages import (
 
 RATE_WINDOW_S = 30.0  # logs/s and the ETA follow the recent pace, not the whole run's average
 STATUS_EVERY_S = 10.0
+# The states in which an endpoint waits out a pause: the console shows how long.
+PAUSED = frozenset(
+    {EndpointStatus.THROTTLED, EndpointStatus.BACKING_OFF, EndpointStatus.CIRCUIT_OPEN}
+)
 
 
 @dataclass
@@ -35,14 +42,14 @@ class EndpointView:
     tasks: int = 0
     blocks: int = 0
     logs: int = 0
-    state: str = "active"
+    state: EndpointStatus = EndpointStatus.ACTIVE
     pause_s: float = 0.0
 
     def state_text(self) -> str:
         """The state, with the pause it is in when it is waiting."""
-        if self.pause_s and self.state in ("throttled", "backing off", "circuit open"):
+        if self.pause_s and self.state in PAUSED:
             return f"{self.state} ({self.pause_s:.0f}s)"
-        return self.state
+        return str(self.state)
 
 
 @dataclass
@@ -55,24 +62,25 @@ class RunView:
     endpoints: dict[str, EndpointView] = field(default_factory=dict)
     history: deque = field(default_factory=deque)  # (monotonic time, blocks done, logs)
 
-    def update(self, event: object) -> None:
+    def update(self, event: Event) -> None:
         """Fold one run event into the view."""
-        if isinstance(event, RunStarted):
-            self.total = event.to_block - event.from_block + 1
-            self.done = self.total - event.todo_blocks
-            self.endpoints = {name: EndpointView() for name in event.endpoints}
-            self._sample()
-        elif isinstance(event, TaskWritten):
-            view = self.endpoints.setdefault(event.endpoint, EndpointView())
-            view.tasks += 1
-            view.blocks += event.task.blocks
-            view.logs += event.logs
-            self.done += event.task.blocks
-            self.logs += event.logs
-            self._sample()
-        elif isinstance(event, EndpointState):
-            view = self.endpoints.setdefault(event.endpoint, EndpointView())
-            view.state, view.pause_s = event.state, event.pause_s
+        match event:
+            case RunStarted():
+                self.total = event.to_block - event.from_block + 1
+                self.done = self.total - event.todo_blocks
+                self.endpoints = {name: EndpointView() for name in event.endpoints}
+                self._sample()
+            case TaskWritten():
+                view = self.endpoints.setdefault(event.endpoint, EndpointView())
+                view.tasks += 1
+                view.blocks += event.task.blocks
+                view.logs += event.logs
+                self.done += event.task.blocks
+                self.logs += event.logs
+                self._sample()
+            case EndpointState():
+                view = self.endpoints.setdefault(event.endpoint, EndpointView())
+                view.state, view.pause_s = event.state, event.pause_s
 
     def _sample(self) -> None:
         now = time.monotonic()
@@ -125,29 +133,28 @@ def duration(seconds: int) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def event_line(event: object, verbose: bool) -> tuple[str, bool] | None:
+def event_line(event: Event, verbose: bool) -> tuple[str, bool] | None:
     """The line an event prints in plain mode as (text, to stderr), or None for silence."""
-    if isinstance(event, TaskWritten):
-        task = event.task
-        text = f"completed task {task.task_id} (blocks {task.start}-{task.end}): {event.logs} logs"
-        return f"[{event.endpoint}] {text}", False
-    if isinstance(event, Split):
-        task = event.task
-        return (
-            f"[{event.endpoint}] split task {task.task_id} (blocks {task.start}-{task.end}) "
-            f"at {event.at}: {event.reason}",
-            False,
-        )
-    if isinstance(event, EndpointState):
-        detail = f": {event.detail}" if event.detail else ""
-        return f"[{event.endpoint}] {event.state}{detail}", True
-    if isinstance(event, Attempt) and verbose and not event.ok:
-        task = "" if event.task_id is None else f" (task {event.task_id})"
-        return (
-            f"[{event.endpoint}] request failed{task} after {event.latency_ms:.0f} ms: "
-            f"{event.error_kind}: {event.error[:200]} -> {event.reaction or 'retry'}",
-            True,
-        )
+    match event:
+        case TaskWritten(task=task):
+            text = f"completed task {task.task_id} (blocks {task.start}-{task.end}): "
+            return f"[{event.endpoint}] {text}{event.logs} logs", False
+        case Split(task=task):
+            return (
+                f"[{event.endpoint}] split task {task.task_id} (blocks {task.start}-{task.end}) "
+                f"at {event.at}: {event.reason}",
+                False,
+            )
+        case EndpointState():
+            detail = f": {event.detail}" if event.detail else ""
+            return f"[{event.endpoint}] {event.state}{detail}", True
+        case Attempt(ok=False) if verbose:
+            task_id = "" if event.task_id is None else f" (task {event.task_id})"
+            return (
+                f"[{event.endpoint}] request failed{task_id} after {event.latency_ms:.0f} ms: "
+                f"{event.error_kind}: {event.error[:200]} -> {event.reaction or Reaction.RETRY}",
+                True,
+            )
     return None
 
 
@@ -164,28 +171,32 @@ class PlainConsole:
         self.quiet, self.verbose, self.every = quiet, verbose, every
         self.view = RunView()
         self.last_status = time.monotonic()
-        self.shown_state: dict[str, str] = {}
+        self.shown_state: dict[str, EndpointStatus] = {}
 
-    def __call__(self, event: object) -> None:
+    def __call__(self, event: Event) -> None:
+        """Show one run event: a notice always, the rest unless quiet."""
         self.view.update(event)
-        if isinstance(event, Notice):
-            click.echo(event.text, err=True)
-            return
-        if self.quiet or not self._news(event):
-            return
-        line = event_line(event, self.verbose)
-        if line:
-            click.echo(line[0], err=line[1])
-        if isinstance(event, Progress) and time.monotonic() - self.last_status >= self.every:
-            self.last_status = time.monotonic()
-            click.echo(self.view.status_line())
+        match event:
+            case Notice():
+                click.echo(event.text, err=True)
+            case _ if self.quiet:
+                pass
+            case Progress():
+                if time.monotonic() - self.last_status >= self.every:
+                    self.last_status = time.monotonic()
+                    click.echo(self.view.status_line())
+            case _ if self._news(event):
+                line = event_line(event, self.verbose)
+                if line:
+                    click.echo(line[0], err=line[1])
 
-    def _news(self, event: object) -> bool:
+    def _news(self, event: Event) -> bool:
         # A longer pause in the same state is news for the metrics, not worth a line.
-        if isinstance(event, EndpointState):
-            if self.shown_state.get(event.endpoint) == event.state:
-                return self.verbose
-            self.shown_state[event.endpoint] = event.state
+        match event:
+            case EndpointState(endpoint=endpoint, state=state):
+                if self.shown_state.get(endpoint) is state:
+                    return self.verbose
+                self.shown_state[endpoint] = state
         return True
 
     def __enter__(self) -> PlainConsole:
@@ -211,15 +222,18 @@ class LiveConsole(PlainConsole):
             console=self.console, get_renderable=self.render, refresh_per_second=4, transient=True
         )
 
-    def __call__(self, event: object) -> None:
+    def __call__(self, event: Event) -> None:
+        """Fold one run event into the display; print notices and news above it."""
         self.view.update(event)
-        if isinstance(event, Notice):
-            self.console.print(event.text, markup=False, highlight=False)
-            return
-        quiet = isinstance(event, TaskWritten | Split) and not self.verbose
-        line = None if quiet or not self._news(event) else event_line(event, self.verbose)
-        if line:
-            self.console.print(line[0], markup=False, highlight=False)
+        match event:
+            case Notice():
+                self.console.print(event.text, markup=False, highlight=False)
+            case TaskWritten() | Split() if not self.verbose:
+                pass  # the display shows the progress they make
+            case _ if self._news(event):
+                line = event_line(event, self.verbose)
+                if line:
+                    self.console.print(line[0], markup=False, highlight=False)
 
     def render(self):
         """The display: a progress line over a table of endpoints."""

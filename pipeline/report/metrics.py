@@ -6,11 +6,18 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pipeline.errors import ConfigError
-from pipeline.messages import Attempt, EndpointState, Progress, RunStarted, TaskWritten
+from pipeline.messages import (
+    Attempt,
+    EndpointState,
+    EndpointStatus,
+    Event,
+    Progress,
+    RunStarted,
+    TaskWritten,
+)
 
 # Requests range from a few ms (a local node) to the 30 s+ timeouts of a struggling provider.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-STATES = ("active", "throttled", "backing off", "circuit open", "behind", "out")
 
 
 class Metrics:
@@ -34,6 +41,11 @@ class Metrics:
         )
         self.tasks = Counter("backfill_tasks", "Tasks fetched and stored", **per_endpoint)
         self.logs = Counter("backfill_logs", "Logs fetched and stored", **per_endpoint)
+        self.parser_fallbacks = Counter(
+            "backfill_parser_fallbacks",
+            "Answers the fast parser refused and the careful (slower) one read",
+            **per_endpoint,
+        )
         self.backoff = Gauge(
             "backfill_backoff_seconds",
             "The pause the endpoint is in now (backoff, throttle or circuit cool-down); 0 when "
@@ -54,25 +66,32 @@ class Metrics:
         self.in_flight = Gauge("backfill_tasks_in_flight", "Tasks leased", registry=self.registry)
         self.rows = Counter("backfill_rows_written", "Rows stored", registry=self.registry)
 
-    def __call__(self, event: object) -> None:
-        if isinstance(event, Attempt):
-            self.requests.labels(event.endpoint).inc()
-            self.latency.labels(event.endpoint).observe(event.latency_ms / 1000)
-            if not event.ok:
-                self.failures.labels(event.endpoint, event.error_kind).inc()
-        elif isinstance(event, TaskWritten):
-            self.tasks.labels(event.endpoint).inc()
-            self.logs.labels(event.endpoint).inc(event.logs)
-            self.rows.inc(event.logs)
-            self.blocks_done.inc(event.task.blocks)
-        elif isinstance(event, EndpointState):
-            self.backoff.labels(event.endpoint).set(event.pause_s)
-            self._set_state(event.endpoint, event.state)
-        elif isinstance(event, Progress):  # blocks and rows follow TaskWritten, as they happen
-            self.queue_depth.set(event.queued_tasks)
-            self.in_flight.set(event.tasks_in_flight)
-        elif isinstance(event, RunStarted):
-            self._start(event)
+    def __call__(self, event: Event) -> None:
+        """Count one run event; events the metrics do not follow are ignored."""
+        match event:
+            case Attempt():
+                self._attempt(event)
+            case TaskWritten():
+                self.tasks.labels(event.endpoint).inc()
+                self.logs.labels(event.endpoint).inc(event.logs)
+                self.rows.inc(event.logs)
+                self.blocks_done.inc(event.task.blocks)
+            case EndpointState():
+                self.backoff.labels(event.endpoint).set(event.pause_s)
+                self._set_state(event.endpoint, event.state)
+            case Progress():  # blocks and rows follow TaskWritten, as they happen
+                self.queue_depth.set(event.queued_tasks)
+                self.in_flight.set(event.tasks_in_flight)
+            case RunStarted():
+                self._start(event)
+
+    def _attempt(self, event: Attempt) -> None:
+        self.requests.labels(event.endpoint).inc()
+        self.latency.labels(event.endpoint).observe(event.latency_ms / 1000)
+        if event.parser_fallback:
+            self.parser_fallbacks.labels(event.endpoint).inc()
+        if not event.ok:
+            self.failures.labels(event.endpoint, str(event.error_kind)).inc()
 
     def _start(self, event: RunStarted) -> None:
         total = event.to_block - event.from_block + 1
@@ -80,13 +99,17 @@ class Metrics:
         self.blocks_done.set(total - event.todo_blocks)
         for name in event.endpoints:
             # Every series exists from the start: rate() and absent() work from the first scrape.
-            for metric in (self.requests, self.tasks, self.logs, self.latency, self.backoff):
+            metrics = (
+                self.requests, self.tasks, self.logs, self.latency, self.backoff,
+                self.parser_fallbacks,
+            )  # fmt: skip
+            for metric in metrics:
                 metric.labels(name)
-            self._set_state(name, "active")
+            self._set_state(name, EndpointStatus.ACTIVE)
 
-    def _set_state(self, endpoint: str, current: str) -> None:
-        for state in {*STATES, current}:
-            self.state.labels(endpoint, state).set(state == current)
+    def _set_state(self, endpoint: str, current: EndpointStatus) -> None:
+        for state in EndpointStatus:
+            self.state.labels(endpoint, state).set(state is current)
 
 
 class MetricsServer:

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.messages import Attempt, TaskWritten
+from pipeline.messages import Attempt, Event, Reaction, TaskWritten
 from pipeline.store.atomic import write_atomically
 
 OK_COLOUR, FAIL_COLOUR, THROTTLE_COLOUR = "#2a9d8f", "#d62828", "#f4a261"
@@ -20,27 +20,32 @@ MAX_SPANS = 200_000  # per endpoint; past it every other answer is dropped, fail
 
 @dataclass
 class Timeline:
-    """Requests per endpoint as (start, seconds, outcome), with times relative to `t0`."""
+    """Requests per endpoint as (start, seconds, outcome), with times relative to `t0`; the
+    outcome is "ok", the Reaction to a failure, or "failed" when there was none."""
 
     endpoints: list[str]
     t0: float
     spans: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
     blocks: Counter = field(default_factory=Counter)  # stored per endpoint: its share
 
-    def record(self, event: object) -> None:
+    def record(self, event: Event) -> None:
         """Keep what the chart needs from a run event; other events are ignored."""
-        if isinstance(event, Attempt) and event.at:
-            seconds = event.latency_ms / 1000
-            outcome = "ok" if event.ok else event.reaction or "failed"
-            start = event.at - self.t0 - seconds
-            spans = self.spans.setdefault(event.endpoint, [])
-            spans.append((start, seconds, outcome))
-            if len(spans) > MAX_SPANS:  # a days-long run: memory stays flat, the chart readable
-                spans[:] = [s for i, s in enumerate(spans) if s[2] != "ok" or i % 2]
-            if len(spans) > MAX_SPANS:
-                spans[:] = spans[1::2]
-        elif isinstance(event, TaskWritten):
-            self.blocks[event.endpoint] += event.task.blocks
+        match event:
+            case Attempt() if event.at:
+                self._span(event)
+            case TaskWritten():
+                self.blocks[event.endpoint] += event.task.blocks
+
+    def _span(self, attempt: Attempt) -> None:
+        seconds = attempt.latency_ms / 1000
+        outcome = "ok" if attempt.ok else attempt.reaction or "failed"
+        start = attempt.at - self.t0 - seconds
+        spans = self.spans.setdefault(attempt.endpoint, [])
+        spans.append((start, seconds, outcome))
+        if len(spans) > MAX_SPANS:  # a days-long run: memory stays flat, the chart readable
+            spans[:] = [s for i, s in enumerate(spans) if s[2] != "ok" or i % 2]
+        if len(spans) > MAX_SPANS:
+            spans[:] = spans[1::2]
 
 
 def write_timeline(timeline: Timeline, path: Path) -> Path | None:
@@ -75,7 +80,7 @@ def _draw_row(axes, row: int, spans: list[tuple[float, float, str]]) -> None:
         ends = [
             start + seconds
             for start, seconds, outcome in spans
-            if outcome != "ok" and (outcome == "throttle") == throttled
+            if outcome != "ok" and (outcome == Reaction.THROTTLE) == throttled
         ]
         if ends:
             axes.scatter(ends, [row] * len(ends), marker="x", color=colour, zorder=3, s=30)

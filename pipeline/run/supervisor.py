@@ -1,6 +1,7 @@
-"""The supervisor: plans the run, starts the queue, workers and writer, watches them, summarises.
+"""The supervisor: starts the queue, workers and writer of one run, watches them, and stops them
+in order; what it counted becomes the run's summary.
 
-This is the library API the CLI and the tests call: `run_backfill(config, report)`.
+The library entry point, `run_backfill`, is in pipeline.run.api.
 """
 
 from __future__ import annotations
@@ -9,24 +10,28 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ErrorKind
 from pipeline.fetch.convert import log_schema
+from pipeline.fetch.headers import start_tip_hashes
 from pipeline.fetch.worker import EXIT_RETIRED, WorkerSpec, worker_main
 from pipeline.messages import (
     Attempt,
     EndpointState,
+    Event,
+    EventQueue,
     Notice,
     ProcessStarted,
     Progress,
+    Report,
+    ResultQueue,
     RunStarted,
     Split,
     Task,
@@ -34,23 +39,17 @@ from pipeline.messages import (
     WorkerStarted,
     WriterFailed,
 )
-from pipeline.plan.board import QUEUE_GONE, QueueManager
+from pipeline.plan.board import QUEUE_GONE, BoardState, QueueManager, TaskBoard
 from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
-from pipeline.plan.preflight import Plan, resolve_plan
-from pipeline.report.summary import EndpointStats, ranges_json, write_summary
+from pipeline.plan.preflight import Plan
+from pipeline.report.stats import EndpointStats
+from pipeline.report.summary import build_summary, write_summary
 from pipeline.report.timeline import Timeline, write_timeline
-from pipeline.run.lifecycle import init_child, join_all, process_context
+from pipeline.run.lifecycle import init_child, join_all
 from pipeline.store.files import write_empty
 from pipeline.store.layout import TIMELINE_FILE
 from pipeline.store.manifest import load_manifest, save_manifest
-from pipeline.store.resume import (
-    Resume,
-    discard_incoming,
-    output_lock,
-    prepare_output,
-    start_tip_hashes,
-    tip_blocks,
-)
+from pipeline.store.resume import Resume, discard_incoming, tip_blocks
 from pipeline.store.writer import WriterSpec, writer_main
 
 POLL_S = 0.2
@@ -60,145 +59,91 @@ RESULT_QUEUE_PER_WORKER = 2
 JOIN_GRACE_S = 5.0
 WRITER_GRACE_S = 300.0  # the writer compacts what is staged before it stops
 THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
-EXIT_OK, EXIT_INCOMPLETE = 0, 1
-EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """How the run ended: exit code, the summary document, and a one-line verdict."""
-
-    exit_code: int
-    summary: dict
-    message: str
-
-
-Report = Callable[[object], None]
-
-
-def run_backfill(config: BackfillConfig, report: Report = lambda event: None) -> RunResult:
-    """Fetch every log of the configured range into config.output; RPC faults never raise.
-
-    Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
-    nothing has been written.
-    """
-    ctx = process_context()
-    plan = resolve_plan(config)
-    for probe in plan.silent:
-        report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
-    for probe in plan.behind:
-        report(
-            Notice(
-                f"{probe.endpoint.name} is at block {probe.head}, behind the end block "
-                f"{plan.to_block}: it serves only blocks it has"
-            )
-        )
-    with output_lock(config.output):
-        resume = prepare_output(config, plan)
-        for note in resume.notes:
-            report(Notice(note))
-        supervisor = Supervisor(config, plan, resume, report, ctx)
-        with _signals_recorded(supervisor):
-            supervisor.run()
-        return supervisor.result()
-
-
-@contextlib.contextmanager
-def _signals_recorded(supervisor: Supervisor) -> Iterator[None]:
-    """SIGINT/SIGTERM ask for a graceful stop; a second one stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(signum: int, _frame) -> None:
-        if supervisor.signal:
-            supervisor.force_stop = True
-        supervisor.signal = signum
-
-    previous = {s: signal.signal(s, handle) for s in EXIT_ON_SIGNAL}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _manager_pid(manager: SyncManager) -> int:
+    """The pid of a started Manager's process."""
+    # SyncManager has no public pid (its process is private); the pid is only reported, for
+    # tests that kill the queue process.
+    return manager._process.pid
 
 
 @dataclass
 class _Worker:
-    index: int
+    """One endpoint's worker process, and how often it was restarted."""
+
+    index: int  # the endpoint's place in config.endpoints
     spec: WorkerSpec
-    process: mp.process.BaseProcess
+    process: BaseProcess
     restarts: int = 0
     retired: bool = False
 
 
-@dataclass
 class Supervisor:
     """Owns the processes and the bookkeeping of one run."""
 
-    config: BackfillConfig
-    plan: Plan
-    resume: Resume
-    report: Report
-    ctx: mp.context.BaseContext
-    signal: int = 0
-    force_stop: bool = False
-    stopping: bool = False
-    fatal: str = ""
-    stats: dict[str, EndpointStats] = field(default_factory=dict)
-    failed: list[Task] = field(default_factory=list)
-    unfetched: list[Task] = field(default_factory=list)
-    written: Coverage = field(default_factory=Coverage)
-    files: int = 0
-    stored_rows: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_progress: float = field(default_factory=time.monotonic)
-    last_report: float = 0.0
-    seconds: float = 0.0
-    chart: Path | None = None
-    tip: dict[int, str] = field(default_factory=dict)  # the end's block hashes, once complete
-
-    def __post_init__(self) -> None:
-        self.todo = sum(b - a + 1 for a, b in self.resume.todo)
-        self.total = self.plan.to_block - self.plan.from_block + 1
+    def __init__(
+        self,
+        config: BackfillConfig,
+        plan: Plan,
+        resume: Resume,
+        report: Report,
+        ctx: mp.context.BaseContext,
+    ) -> None:
+        # What the run is: its settings and range, what earlier runs stored, who hears about it.
+        self.config = config
+        self.plan = plan
+        self.resume = resume
+        self.report = report
+        self.total = plan.to_block - plan.from_block + 1
+        self.todo = sum(b - a + 1 for a, b in resume.todo)
         self.already_stored = self.total - self.todo
-        self.stats = {e.name: EndpointStats(e) for e in self.config.endpoints}
-        self.timeline = Timeline([e.name for e in self.config.endpoints], time.time())
+
+        # The processes: the Manager holding the task board and the queues, the writer, a worker
+        # per endpoint. run() starts them; until then there are none.
+        self.ctx = ctx
+        self.manager = QueueManager(ctx=ctx)
+        self.board: TaskBoard | None = None
+        self.results: ResultQueue | None = None
+        self.events: EventQueue | None = None
+        self.writer: BaseProcess | None = None
+        self.workers: list[_Worker] = []
+
+        # The bookkeeping, fed by the events: counters per endpoint, blocks stored, the chart.
+        self.stats = {e.name: EndpointStats(e) for e in config.endpoints}
+        self.written = Coverage()
+        self.timeline = Timeline([e.name for e in config.endpoints], time.time())
+        self.started = time.monotonic()
+        self.last_progress = self.started  # the last task fetched or stored (see _check_stalled)
+        self.last_report = 0.0  # the last Progress event
+
+        # How it ends: the stop asked for, the error that ends it, what is left undone, and what
+        # the output folder holds once the writer is gone.
+        self.signal = 0  # the first SIGINT/SIGTERM (see api._signals_recorded)
+        self.force_stop = False  # a second one: stop waiting at once
+        self.stopping = False  # the board is closed: workers leave once idle
+        self.fatal = ""
+        self.failed: list[Task] = []
+        self.unfetched: list[Task] = []
+        self.files = 0
+        self.stored_rows = 0
+        self.seconds = 0.0
+        self.chart: Path | None = None
+        self.tip: dict[int, str] = {}  # the end's block hashes, once complete
 
     def run(self) -> None:
         """Start everything, watch until the work settles, then shut down in order."""
         names = tuple(e.name for e in self.config.endpoints)
         self.report(RunStarted(self.plan.from_block, self.plan.to_block, self.todo, names))
-        manager = QueueManager(ctx=self.ctx)
-        manager.start(init_child, (os.getpid(),))
-        self.report(ProcessStarted("queue", manager._process.pid))
-        self.workers: list[_Worker] = []
-        self.writer = None
+        self.manager.start(init_child, (os.getpid(),))
+        self.report(ProcessStarted("queue", _manager_pid(self.manager)))
         try:
             plan = ChunkPlan.over(self.resume.todo, self.config.chunk_size)
-            self.board = manager.TaskBoard(plan, [e.name for e in self.config.endpoints])
-            self.results = manager.Queue(RESULT_QUEUE_PER_WORKER * len(self.config.endpoints))
-            self.events = manager.Queue()
-            self.writer = self.ctx.Process(
-                target=writer_main,
-                args=(
-                    WriterSpec(
-                        self.config.output,
-                        os.getpid(),
-                        self.resume.manifest,
-                        self.resume.todo,
-                        self.resume.staged,
-                        self.config.file_blocks,
-                    ),
-                    self.board,
-                    self.results,
-                    self.events,
-                ),
-                name="writer",
-            )
-            self.writer.start()
-            self.report(ProcessStarted("writer", self.writer.pid))
-            self.workers = [self._start_worker(i, 0) for i in range(len(self.config.endpoints))]
+            self.board = self.manager.TaskBoard(plan, list(names))
+            self.results = self.manager.Queue(RESULT_QUEUE_PER_WORKER * len(names))
+            self.events = self.manager.Queue()
+            self.writer = self._start_writer()
+            self.workers = [self._start_worker(i, 0) for i in range(len(names))]
             self._watch()
             self._shutdown()
         except QUEUE_GONE:
@@ -212,7 +157,23 @@ class Supervisor:
             self._draw_timeline()
         finally:
             self.seconds = time.monotonic() - self.started
-            manager.shutdown()
+            self.manager.shutdown()
+
+    def _start_writer(self) -> BaseProcess:
+        spec = WriterSpec(
+            self.config.output,
+            os.getpid(),
+            self.resume.manifest,
+            self.resume.todo,
+            self.resume.staged,
+            self.config.file_blocks,
+        )
+        writer = self.ctx.Process(
+            target=writer_main, args=(spec, self.board, self.results, self.events), name="writer"
+        )
+        writer.start()
+        self.report(ProcessStarted("writer", writer.pid))
+        return writer
 
     def _start_worker(self, index: int, restarts: int) -> _Worker:
         endpoint = self.config.endpoints[index]
@@ -262,7 +223,7 @@ class Supervisor:
         except queue.Empty:
             pass
 
-    def _report_progress(self, state) -> None:
+    def _report_progress(self, state: BoardState) -> None:
         now = time.monotonic()
         if now - self.last_report < PROGRESS_S:
             return
@@ -278,22 +239,23 @@ class Supervisor:
             )
         )
 
-    def _handle(self, event: object) -> None:
+    def _handle(self, event: Event) -> None:
         self.timeline.record(event)
-        if isinstance(event, Attempt):
-            self.stats[event.endpoint].record_attempt(event)
-            if event.ok and event.task_id is not None:
+        match event:
+            case Attempt():
+                self.stats[event.endpoint].record_attempt(event)
+                if event.ok and event.task_id is not None:
+                    self.last_progress = time.monotonic()
+            case TaskWritten():
+                self.stats[event.endpoint].record_written(event)
+                self.written.add(event.task.start, event.task.end)
                 self.last_progress = time.monotonic()
-        elif isinstance(event, TaskWritten):
-            self.stats[event.endpoint].record_written(event)
-            self.written.add(event.task.start, event.task.end)
-            self.last_progress = time.monotonic()
-        elif isinstance(event, Split):
-            self.stats[event.endpoint].record_split(event)
-        elif isinstance(event, EndpointState):
-            self.stats[event.endpoint].record_state(event)
-        elif isinstance(event, WriterFailed):
-            self.fatal = event.message
+            case Split():
+                self.stats[event.endpoint].record_split(event)
+            case EndpointState():
+                self.stats[event.endpoint].record_state(event)
+            case WriterFailed():
+                self.fatal = event.message
         self.report(event)
 
     def _replace_dead_workers(self) -> None:
@@ -328,7 +290,7 @@ class Supervisor:
         # every endpoint is failing, out, or behind the blocks still missing.
         limit = self.config.stall_timeout
         stats = self.stats.values()
-        if any(s.last_error.startswith(ErrorKind.RATE_LIMITED.value) for s in stats):
+        if any(s.last_error_kind is ErrorKind.RATE_LIMITED for s in stats):
             limit *= THROTTLED_STALL_FACTOR
         slowest = max((1 / e.rps for e in self.config.endpoints if e.rps), default=0.0)
         limit = max(limit, 5 * slowest)
@@ -407,52 +369,29 @@ class Supervisor:
         usable = [s.endpoint for s in self.stats.values() if not s.out_reason]
         return start_tip_hashes(usable, self.config, self.plan, blocks)
 
-    def result(self) -> RunResult:
-        """The exit code, summary.json document and one-line verdict of the finished run."""
-        logs = sum(s.logs for s in self.stats.values())
-        summary = {
-            "chain_id": self.plan.chain_id,
-            "from_block": self.plan.from_block,
-            "to_block": self.plan.to_block,
-            "end_reason": self.plan.end_reason,
-            "blocks": self.written.blocks,
-            "already_stored_blocks": self.already_stored,
-            "logs": logs,
-            "files": self.files,
-            "stored_logs": self.stored_rows,
-            "seconds": round(self.seconds, 3),
-            "logs_per_second": round(logs / self.seconds, 1) if self.seconds else 0.0,
-            "endpoints": [s.to_json() for s in self.stats.values()],
-            "failed_ranges": ranges_json(self.failed),
-            "unfetched_ranges": ranges_json(self.unfetched),
-            "interrupted": bool(self.signal),
-            "error": self.fatal or None,
-            "timeline": self.chart.name if self.chart else None,
-        }
+    def summary(self) -> dict:
+        """The summary.json document of the finished run, written to the output folder; a
+        failed write becomes the run's error."""
+        document = build_summary(
+            chain_id=self.plan.chain_id,
+            from_block=self.plan.from_block,
+            to_block=self.plan.to_block,
+            end_reason=self.plan.end_reason,
+            blocks=self.written.blocks,
+            already_stored_blocks=self.already_stored,
+            files=self.files,
+            stored_logs=self.stored_rows,
+            seconds=self.seconds,
+            endpoints=self.stats.values(),
+            failed=self.failed,
+            unfetched=self.unfetched,
+            interrupted=bool(self.signal),
+            error=self.fatal,
+            timeline=self.chart.name if self.chart else None,
+        )
         try:
-            write_summary(self.config.output, summary)
+            write_summary(self.config.output, document)
         except OSError as exc:
             self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
-            summary["error"] = self.fatal
-        total, done = self.total, self.written.blocks + self.already_stored
-        if self.signal:
-            code = EXIT_ON_SIGNAL[self.signal]
-            message = f"interrupted: {done} of {total} blocks stored; run again to resume"
-        elif self.failed or self.unfetched:
-            code = EXIT_INCOMPLETE
-            missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
-            message = (
-                f"incomplete: {total - done} of {total} blocks in {missing} ranges "
-                f"not fetched{': ' + self.fatal if self.fatal else ''} (see summary.json); "
-                "run again to resume"
-            )
-        elif self.fatal:
-            code, message = EXIT_INCOMPLETE, f"every block was fetched, but {self.fatal}"
-        else:
-            code = EXIT_OK
-            earlier = f" ({self.already_stored} already stored)" if self.already_stored else ""
-            message = (
-                f"complete: blocks {self.plan.from_block}-{self.plan.to_block}{earlier}, "
-                f"{logs} logs fetched in {self.seconds:.1f}s"
-            )
-        return RunResult(code, summary, message)
+            document["error"] = self.fatal
+        return document

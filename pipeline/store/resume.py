@@ -10,34 +10,24 @@ covered then is exactly what this run fetches.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import shutil
-import threading
-import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import BackfillConfig
-from pipeline.errors import ConfigError, ErrorKind, RpcError
-from pipeline.fetch.ratecontrol import Throttle
-from pipeline.fetch.rpc import RpcClient
+from pipeline.errors import ConfigError, RpcError
 from pipeline.plan.chunks import gaps, merge_ranges
 from pipeline.plan.preflight import Plan
 from pipeline.store.files import fragment_rows
 from pipeline.store.layout import (
     INCOMING_DIR,
-    LOCK_FILE,
     LOGS_DIR,
     MANIFEST_FILE,
     STAGING_DIR,
     SUMMARY_FILE,
-    WRITER_LOCK_FILE,
     final_files,
     fragments,
     temp_files,
@@ -50,10 +40,11 @@ from pipeline.store.manifest import (
     save_manifest,
 )
 
+# The chain's block hashes now, by block number (raises RpcError when no endpoint answers).
+HashLookup = Callable[[list[int]], dict[int, str]]
 # How many blocks at the end of a run are remembered to notice a reorg there. A reorg deeper than
 # this still changes the first of them, and the whole final file holding it is fetched again.
 TIP_BLOCKS = 32
-ORPHAN_WRITER_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,50 +57,12 @@ class Resume:
     notes: tuple[str, ...] = ()  # what was repaired, for the user
 
 
-@contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold the output folder for one run: a second run into it is refused, not interleaved.
-    The locks die with their processes, so a killed run never leaves one behind."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = (out / LOCK_FILE).open("a+")
-    except OSError as exc:
-        raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another backfill is writing to {out}: wait for it, or choose another --output"
-            ) from None
-        # The writer of a run whose supervisor was just killed stops within a second or two;
-        # until then it may still be writing here.
-        with writer_lock(out):
-            pass
-        yield
-
-
-@contextlib.contextmanager
-def writer_lock(out: Path) -> Iterator[None]:
-    """Held by a run's writer process while it writes (and checked before a run starts)."""
-    with (out / WRITER_LOCK_FILE).open("a+") as handle:
-        deadline = time.monotonic() + ORPHAN_WRITER_WAIT_S
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ConfigError(
-                        f"a writer process of an earlier run still holds {out}: stop it first"
-                    ) from None
-                time.sleep(0.1)
-        yield
-
-
-def prepare_output(config: BackfillConfig, plan: Plan) -> Resume:
-    """Reconcile the output folder with its manifest (or start one) and plan what is missing.
-    Raises ConfigError if the folder holds another filter's or chain's logs."""
+def prepare_output(
+    config: BackfillConfig, plan: Plan, chain_hashes: HashLookup | None = None
+) -> Resume:
+    """Reconcile the output folder with its manifest (or start one) and plan what is missing;
+    `chain_hashes` gives the chain's block hashes now, to notice a reorg at the last run's end
+    (None: no check). Raises ConfigError if the folder holds another filter's or chain's logs."""
     out = config.output
     try:
         if config.overwrite:
@@ -123,7 +76,8 @@ def prepare_output(config: BackfillConfig, plan: Plan) -> Resume:
         manifest = _manifest_for(config, plan)
         notes = _reconcile(out, manifest)
         staged = _reusable_fragments(out, manifest)
-        notes += _repair_reorg(out, manifest, staged, config, plan)
+        if chain_hashes is not None:
+            notes += _repair_reorg(out, manifest, staged, chain_hashes)
         save_manifest(out, manifest)
     except OSError as exc:
         raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
@@ -206,18 +160,14 @@ def _reusable_fragments(out: Path, manifest: Manifest) -> list[tuple[int, int]]:
 
 
 def _repair_reorg(
-    out: Path,
-    manifest: Manifest,
-    staged: list[tuple[int, int]],
-    config: BackfillConfig,
-    plan: Plan,
+    out: Path, manifest: Manifest, staged: list[tuple[int, int]], chain_hashes: HashLookup
 ) -> list[str]:
     """Compare the block hashes kept at the last run's end with the chain now; drop the final
     files and fragments from the first block that changed, so that they are fetched again."""
     if not manifest.tip:
         return []
     try:
-        now = hashes_from_any(list(config.endpoints), config, plan, sorted(manifest.tip))
+        now = chain_hashes(sorted(manifest.tip))
     except RpcError as err:
         return [f"could not check the last run's end for a reorg ({err}); kept it as it is"]
     changed = [block for block, digest in sorted(manifest.tip.items()) if now[block] != digest]
@@ -235,62 +185,6 @@ def _repair_reorg(
             staged.remove((start, end))
     manifest.drop_range(first)
     return [f"block {first} is no longer the one stored (a reorg): fetching from there again"]
-
-
-def start_tip_hashes(
-    endpoints: list[Endpoint], config: BackfillConfig, plan: Plan, blocks: list[int]
-) -> Future:
-    """Fetch the hashes of `blocks` (the end of a complete run, which let the next run notice a
-    reorg there) in the background; the future gives (hashes, error message or "")."""
-
-    def fetch() -> tuple[dict[int, str], str]:
-        try:
-            return hashes_from_any(endpoints, config, plan, blocks), ""
-        except RpcError as err:
-            return {}, str(err)
-
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fetch)
-    pool.shutdown(wait=False)  # the fetch goes on while the caller does other things
-    return future
-
-
-def hashes_from_any(
-    endpoints: list[Endpoint], config: BackfillConfig, plan: Plan, blocks: list[int]
-) -> dict[int, str]:
-    """Block hashes from the most advanced endpoint that answers; the last error if none does."""
-    ranked = sorted(endpoints, key=lambda e: plan.heads.get(e.name, -1), reverse=True)
-    error = RpcError(ErrorKind.CONNECTION, "no endpoint")
-    for endpoint in ranked:
-        try:
-            return block_hashes(endpoint, config.timeout, blocks)
-        except RpcError as err:
-            error = err
-    raise error
-
-
-def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[int, str]:
-    """The canonical hash of each block: one batch request where the endpoint takes batches,
-    else one request per block within its --concurrency and --rps (one client per thread)."""
-    local = threading.local()
-    throttle = Throttle(endpoint.rps)
-    time.sleep(throttle.reserve())
-    batch = RpcClient(endpoint, timeout)
-    try:
-        return batch.block_hashes(blocks)
-    except RpcError:
-        pass  # no batches here (or a fault): the requests one by one tell which
-    finally:
-        batch.close()
-
-    def lookup(block: int) -> str:
-        if not hasattr(local, "client"):
-            local.client = RpcClient(endpoint, timeout)
-        time.sleep(throttle.reserve())
-        return local.client.block_hash(block)
-
-    with ThreadPoolExecutor(max_workers=endpoint.concurrency) as pool:
-        return dict(zip(blocks, pool.map(lookup, blocks), strict=True))
 
 
 def tip_blocks(covered: list[tuple[int, int]], end: int) -> list[int]:

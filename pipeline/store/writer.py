@@ -18,13 +18,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.messages import FetchedBatch, TaskWritten, WriterFailed
-from pipeline.plan.board import QUEUE_GONE
+from pipeline.messages import EventQueue, FetchedBatch, ResultQueue, TaskWritten, WriterFailed
+from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.run.lifecycle import init_child
 from pipeline.store.files import compact, fragment_rows, read_fragment, stage_result, write_fragment
 from pipeline.store.layout import fragment_path
+from pipeline.store.locks import writer_lock
 from pipeline.store.manifest import Manifest, save_manifest
-from pipeline.store.resume import writer_lock
 
 MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
 
@@ -41,7 +41,9 @@ class WriterSpec:
     file_blocks: int  # final files never cross a multiple of this: stable names across runs
 
 
-def writer_main(spec: WriterSpec, board, results, events) -> None:
+def writer_main(
+    spec: WriterSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
+) -> None:
     """Store batches until a None arrives, then compact what is staged and stop."""
     init_child(spec.supervisor_pid)
     staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks)
@@ -58,7 +60,7 @@ def writer_main(spec: WriterSpec, board, results, events) -> None:
             events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
 
 
-def store_batch(batch: FetchedBatch, staging: Staging, board) -> TaskWritten | None:
+def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> TaskWritten | None:
     """Stage one batch unless its task was stored already or replaced by pieces (a dead
     worker's task fetched twice, or cut after the worker died holding it)."""
     task, result = batch.task, Path(batch.path)

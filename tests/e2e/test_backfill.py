@@ -12,17 +12,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import backfill, node_rows, stored_rows
+from conftest import backfill, node_rows, plan_tasks, stored_rows
 
 from pipeline.config.settings import build_config
 from pipeline.errors import RpcError
 from pipeline.fetch import worker
+from pipeline.fetch.headers import block_hashes
 from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.worker import WorkerSpec, fetch_range
-from pipeline.messages import Attempt, Task, TaskWritten
-from pipeline.plan.chunks import plan_tasks
-from pipeline.run.supervisor import Notice, ProcessStarted, WorkerStarted
-from pipeline.store.resume import block_hashes
+from pipeline.messages import Attempt, Notice, ProcessStarted, Task, TaskWritten, WorkerStarted
 
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
 JSON = {"Content-Type": "application/json"}
@@ -326,7 +324,9 @@ def test_a_big_answer_is_parsed_a_piece_at_a_time_into_the_nodes_rows(node, seed
     config = build_config(rpc=[node.url], output=Path("unused"))
     spec = WorkerSpec("w", config.endpoints[0], config.log_filter, 31337, False, 10.0, 3, 0)
     start = seeded.first_block
-    table = fetch_range(RpcClient(config.endpoints[0], 10.0), Task(1, start, start + 299), spec)
+    client = RpcClient(config.endpoints[0], 10.0)
+    table, parser_fallback = fetch_range(client, Task(1, start, start + 299), spec)
+    assert not parser_fallback
     assert table.num_rows > 1000 and len(table["block_number"].chunks) > 10
     rows = sorted(
         zip(table["block_number"].to_pylist(), table["log_index"].to_pylist(), strict=True)

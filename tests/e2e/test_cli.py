@@ -48,6 +48,8 @@ def start_pipeline(*args: str) -> subprocess.Popen:
         ["--to-block", "pending"],
         ["--chunk-size", "zero"],
         ["--max-attempts", "0"],
+        ["--file-blocks", "0"],
+        ["--timeout", "0"],
         ["--concurrency", "0"],
         ["--rps", "0"],
         ["--rps", "fast"],

@@ -17,7 +17,16 @@ import pytest
 from conftest import backfill, node_rows, stored_rows
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.messages import Attempt, EndpointState, Progress, RunStarted, Task, TaskWritten
+from pipeline.errors import ErrorKind
+from pipeline.messages import (
+    Attempt,
+    EndpointState,
+    EndpointStatus,
+    Progress,
+    RunStarted,
+    Task,
+    TaskWritten,
+)
 from pipeline.report import timeline as timeline_module
 from pipeline.report.console import LiveConsole, PlainConsole, RunView, duration
 from pipeline.report.metrics import Metrics, MetricsServer
@@ -34,7 +43,7 @@ def test_live_display_shows_blocks_logs_rate_eta_and_each_endpoints_share_and_st
     for i in range(3):
         console(TaskWritten(Task(i, 201 + 100 * i, 300 + 100 * i), "fast", 1000))
     console(TaskWritten(Task(9, 501, 600), "slow", 500))
-    console(EndpointState("slow", "circuit open", "5 failures", pause_s=10.0))
+    console(EndpointState("slow", EndpointStatus.CIRCUIT_OPEN, "5 failures", pause_s=10.0))
     console.console.print(console.render())
     text = stream.getvalue()
     assert "600/1,000 blocks" in text and "60.0%" in text
@@ -281,7 +290,8 @@ def test_a_very_long_run_keeps_a_bounded_timeline_with_every_failure(monkeypatch
     timeline = Timeline(["a"], 0.0)
     for i in range(1000):
         failed = i % 50 == 0
-        timeline.record(Attempt("a", not failed, 5.0, i, "timeout" if failed else "", at=i + 1.0))
+        kind = ErrorKind.TIMEOUT if failed else None
+        timeline.record(Attempt("a", not failed, 5.0, i, kind, at=i + 1.0))
     spans = timeline.spans["a"]
     assert len(spans) <= 100
     assert sum(outcome != "ok" for _, _, outcome in spans) == 20

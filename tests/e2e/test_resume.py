@@ -19,7 +19,7 @@ from conftest import backfill, node_rows, stored_rows
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import seed_logs
 from pipeline.dev.simulator import FaultProxy, Profile
-from pipeline.run.supervisor import ProcessStarted
+from pipeline.messages import ProcessStarted
 from pipeline.store.layout import LOGS_DIR, STAGING_DIR
 
 FIRST, LAST = 1, 1500

@@ -17,8 +17,9 @@ from pipeline.store.layout import (
     log_file_path,
     temp_path,
 )
+from pipeline.store.locks import output_lock
 from pipeline.store.manifest import Manifest, filter_json, load_manifest, save_manifest
-from pipeline.store.resume import output_lock, prepare_output
+from pipeline.store.resume import prepare_output
 
 TOPIC = "0x" + "ab" * 32
 
@@ -131,7 +132,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
 
 
 def test_a_new_run_waits_for_a_killed_runs_writer_to_stop(tmp_path, monkeypatch):
-    import pipeline.store.resume as resume
+    import pipeline.store.locks as resume
 
     monkeypatch.setattr(resume, "ORPHAN_WRITER_WAIT_S", 0.3)
     with (

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import requests
 import urllib3
+from conftest import get_logs, plan_tasks
 
 from pipeline.config.endpoints import parse_endpoints, redact_url, scrub, short_name
 from pipeline.config.settings import DEFAULT_RPC_URLS, LogFilter, build_config
@@ -19,7 +20,7 @@ from pipeline.fetch.ratecontrol import Backoff
 from pipeline.fetch.validate import check_batch, check_not_removed
 from pipeline.messages import Task
 from pipeline.plan.board import TaskBoard
-from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges, plan_tasks
+from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
 from pipeline.plan.preflight import NoEndpointError
 
 ADDR = "0x" + "ab" * 20
@@ -336,7 +337,7 @@ def test_transport_errors_are_classified_without_the_key(mocker, exc, kind, reas
     client = _client()
     mocker.patch.object(client.session, "post", side_effect=exc)
     with pytest.raises(RpcError) as err:
-        client.get_logs({"fromBlock": "0x0", "toBlock": "0x0"})
+        get_logs(client, {"fromBlock": "0x0", "toBlock": "0x0"})
     assert err.value.kind is kind and reason in str(err.value)
     assert "0123456789abcdef" not in str(err.value)
 
@@ -364,7 +365,7 @@ def test_a_non_list_get_logs_result_is_malformed(mocker):
     response = _response(200, b'{"jsonrpc":"2.0","id":1,"result":{}}')
     mocker.patch.object(client.session, "post", return_value=response)
     with pytest.raises(RpcError) as err:
-        client.get_logs({})
+        get_logs(client, {})
     assert err.value.kind is ErrorKind.MALFORMED
 
 

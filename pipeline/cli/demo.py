@@ -1,0 +1,61 @@
+"""`pipeline demo`: a local anvil node behind simulated providers, then a backfill."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.report.console import make_console
+
+
+@click.command("demo")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("output/demo"),
+    show_default=True,
+    help="Output folder (replaced on every demo run).",
+)
+@click.option("--logs", type=int, default=200_000, show_default=True, help="Logs to seed.")
+@click.option("--blocks", type=int, default=5_000, show_default=True, help="Blocks to seed.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    metavar="NAME",
+    help="Simulated provider behaviour, repeatable: one endpoint per profile (default: fast, "
+    "medium, slow-flaky). Add --profile healthy to mix in a well-behaved endpoint.",
+)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=None,
+    help="Blocks per task (default: 50, or 500 with --profile so that caps bite).",
+)
+@click.option("--list-profiles", is_flag=True, help="List the provider profiles and exit.")
+def command(
+    output: Path,
+    logs: int,
+    blocks: int,
+    profiles: tuple[str, ...],
+    chunk_size: int | None,
+    list_profiles: bool,
+) -> None:
+    """Run offline: a local anvil node behind simulated providers, then a backfill."""
+    # Dev tooling (anvil, the simulator) is imported here only: `pipeline backfill` never loads it.
+    from pipeline.dev.demo import profile_list, run_demo
+
+    if list_profiles:
+        click.echo(profile_list())
+        return
+    result = run_demo(
+        output,
+        logs=logs,
+        blocks=blocks,
+        console=make_console(),
+        profiles=profiles,
+        chunk_size=chunk_size,
+    )
+    sys.exit(result.exit_code)

@@ -1,0 +1,105 @@
+"""Run statistics per endpoint, fed by the events the workers and the writer send."""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pipeline.config.endpoints import Endpoint
+from pipeline.errors import ErrorKind
+from pipeline.messages import Attempt, EndpointState, EndpointStatus, Reaction, Split, TaskWritten
+
+
+@dataclass
+class EndpointStats:
+    """Counters for one endpoint, fed by the events the workers and the writer send."""
+
+    endpoint: Endpoint
+    requests: int = 0
+    failures: int = 0
+    tasks: int = 0
+    logs: int = 0
+    # 8 bytes a request (a list of floats takes 32): a run of millions of requests stays small.
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+    errors: Counter[ErrorKind] = field(default_factory=Counter)
+    last_error: str = ""  # "kind: message", as summary.json shows it
+    last_error_kind: ErrorKind | None = None  # the same error's class, for decisions
+    consecutive_failures: int = 0  # endpoint faults only: caps and throttles are not failures
+    splits: int = 0
+    throttled: int = 0
+    parser_fallbacks: int = 0  # answers the fast parser refused and the careful path read
+    window: int | None = None
+    state: EndpointStatus = EndpointStatus.ACTIVE
+    out_reason: str = ""
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Count one request."""
+        self.requests += 1
+        self.latencies_ms.append(attempt.latency_ms)
+        self.parser_fallbacks += attempt.parser_fallback
+        if attempt.ok:
+            self.consecutive_failures = 0
+            return
+        self.failures += 1
+        self.errors[attempt.error_kind] += 1
+        self.last_error = f"{attempt.error_kind}: {attempt.error}"
+        self.last_error_kind = attempt.error_kind
+        self.throttled += attempt.reaction is Reaction.THROTTLE
+        if attempt.reaction is Reaction.RETRY:
+            self.consecutive_failures += 1
+
+    def record_split(self, split: Split) -> None:
+        """Count a task cut because it was too big for the endpoint."""
+        self.splits += 1
+        self.window = split.window
+
+    def record_state(self, change: EndpointState) -> None:
+        """Follow the endpoint's state (active, throttled, circuit open, out...)."""
+        self.state = change.state
+        if change.retired:
+            self.out_reason = change.detail
+
+    def record_written(self, written: TaskWritten) -> None:
+        """Credit a stored task to the endpoint that fetched it."""
+        self.tasks += 1
+        self.logs += written.logs
+
+    def to_json(self) -> dict:
+        """The endpoint's entry in summary.json; the URL is the redacted one. `state` stays an
+        EndpointStatus (a str: JSON shows its value)."""
+        latencies = self.latencies_ms
+        return {
+            "name": self.endpoint.name,
+            "url": self.endpoint.safe_url,
+            "requests": self.requests,
+            "failures": self.failures,
+            "tasks": self.tasks,
+            "logs": self.logs,
+            "avg_latency_ms": _round(sum(latencies) / len(latencies)) if latencies else None,
+            "p50_latency_ms": _round(percentile(latencies, 50)),
+            "p95_latency_ms": _round(percentile(latencies, 95)),
+            # orjson takes only plain str keys, not StrEnum ones.
+            "errors": {str(kind): count for kind, count in self.errors.items()},
+            "last_error": self.last_error or None,
+            "splits": self.splits,
+            "throttled": self.throttled,
+            "window": self.window,
+            "state": self.state,
+            "out_reason": self.out_reason or None,
+            "parser_fallbacks": self.parser_fallbacks,
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

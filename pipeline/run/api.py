@@ -1,0 +1,112 @@
+"""The library entry point the CLI and the tests call: `run_backfill(config, report)`."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+from pipeline.config.settings import BackfillConfig
+from pipeline.fetch.headers import hashes_from_any
+from pipeline.messages import Event, Notice, Report
+from pipeline.plan.preflight import resolve_plan
+from pipeline.run.lifecycle import process_context
+from pipeline.run.supervisor import Supervisor
+from pipeline.store.locks import output_lock
+from pipeline.store.resume import prepare_output
+
+EXIT_OK, EXIT_INCOMPLETE = 0, 1
+EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the run ended: exit code, the summary document, and a one-line verdict."""
+
+    exit_code: int
+    summary: dict
+    message: str
+
+
+def _ignore(event: Event) -> None:
+    """The report of a caller that does not listen."""
+
+
+def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
+    """Fetch every log of the configured range into config.output; RPC faults never raise.
+
+    Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
+    nothing has been written.
+    """
+    ctx = process_context()
+    plan = resolve_plan(config)
+    for probe in plan.silent:
+        report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
+    for probe in plan.behind:
+        report(
+            Notice(
+                f"{probe.endpoint.name} is at block {probe.head}, behind the end block "
+                f"{plan.to_block}: it serves only blocks it has"
+            )
+        )
+    with output_lock(config.output):
+        endpoints = list(config.endpoints)
+        resume = prepare_output(
+            config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks)
+        )
+        for note in resume.notes:
+            report(Notice(note))
+        supervisor = Supervisor(config, plan, resume, report, ctx)
+        with _signals_recorded(supervisor):
+            supervisor.run()
+        return _result(supervisor, supervisor.summary())
+
+
+@contextlib.contextmanager
+def _signals_recorded(supervisor: Supervisor) -> Iterator[None]:
+    """SIGINT/SIGTERM ask for a graceful stop; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if supervisor.signal:
+            supervisor.force_stop = True
+        supervisor.signal = signum
+
+    previous = {s: signal.signal(s, handle) for s in EXIT_ON_SIGNAL}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _result(supervisor: Supervisor, summary: dict) -> RunResult:
+    """The exit code and one-line verdict of the finished run, with its summary."""
+    s = supervisor
+    total, done = s.total, s.written.blocks + s.already_stored
+    if s.signal:
+        code = EXIT_ON_SIGNAL[s.signal]
+        message = f"interrupted: {done} of {total} blocks stored; run again to resume"
+    elif s.failed or s.unfetched:
+        code = EXIT_INCOMPLETE
+        missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
+        message = (
+            f"incomplete: {total - done} of {total} blocks in {missing} ranges "
+            f"not fetched{': ' + s.fatal if s.fatal else ''} (see summary.json); "
+            "run again to resume"
+        )
+    elif s.fatal:
+        code, message = EXIT_INCOMPLETE, f"every block was fetched, but {s.fatal}"
+    else:
+        code = EXIT_OK
+        earlier = f" ({s.already_stored} already stored)" if s.already_stored else ""
+        message = (
+            f"complete: blocks {s.plan.from_block}-{s.plan.to_block}{earlier}, "
+            f"{summary['logs']} logs fetched in {s.seconds:.1f}s"
+        )
+    return RunResult(code, summary, message)
