@@ -9,7 +9,7 @@ _EXPORTS = {
     "LogFilter": "config.settings",
     "build_config": "config.settings",
     "ConfigError": "errors",
-    "NoEndpointError": "plan.preflight",
+    "NoEndpointError": "errors",
     "RunResult": "run.api",
     "run_backfill": "run.api",
 }

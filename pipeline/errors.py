@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     """Bad usage or input; the message is one line that says what to fix (exit code 2)."""
 
 
+class NoEndpointError(RuntimeError):
+    """No endpoint answered at all (exit code 1); nothing has been written."""
+
+
 class ErrorKind(enum.StrEnum):
     """What went wrong with one RPC request, as far as the tool needs to react to it."""
 

@@ -7,8 +7,7 @@ import sys
 import click
 
 from pipeline.cli import backfill, demo, status
-from pipeline.errors import ConfigError
-from pipeline.plan.preflight import NoEndpointError
+from pipeline.errors import ConfigError, NoEndpointError
 
 EXIT_USAGE = 2
 EXIT_NO_ENDPOINT = 1

@@ -12,7 +12,7 @@ from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.ratecontrol import Throttle
 from pipeline.fetch.rpc import RpcClient
-from pipeline.plan.preflight import Plan
+from pipeline.plan.runplan import Plan
 
 
 def start_tip_hashes(

@@ -43,7 +43,6 @@ from pipeline.messages import (
 )
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.plan.chunks import split_point
-from pipeline.run.lifecycle import init_child
 from pipeline.store.files import write_result
 from pipeline.store.layout import incoming_path
 
@@ -81,7 +80,6 @@ class WorkerSpec:
     hex_output: bool
     timeout: float
     max_attempts: int
-    supervisor_pid: int
     output: Path = Path()  # the output folder: results are left in its incoming folder
     to_block: int = 0  # the run's last block
     head: int | None = None  # the endpoint's head at preflight (None: it did not answer)
@@ -91,7 +89,6 @@ def worker_main(
     spec: WorkerSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
 ) -> None:
     """Run the endpoint's threads until the board closes; exit EXIT_RETIRED if it was retired."""
-    init_child(spec.supervisor_pid)
     worker = EndpointWorker(spec, board, results, events)
     threads = [
         threading.Thread(target=worker.guarded_loop, name=f"fetch-{i}", daemon=True)

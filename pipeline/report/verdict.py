@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import click
 
 from pipeline.report.summary import format_table
 
-if TYPE_CHECKING:  # the run imports the report package, not the other way round
-    from pipeline.run.api import RunResult
+
+class Verdict(Protocol):
+    """What a finished run says (pipeline.run.api.RunResult): the run imports the reporting
+    side, never the other way round."""
+
+    exit_code: int
+    summary: dict
+    message: str
 
 
-def print_result(result: RunResult, quiet: bool = False) -> None:
+def print_result(result: Verdict, quiet: bool = False) -> None:
     """The per-endpoint table (unless quiet), then the verdict: on stderr when the run failed."""
     if not quiet:
         click.echo("")

@@ -12,8 +12,8 @@ from types import FrameType
 from pipeline.config.settings import BackfillConfig
 from pipeline.fetch.headers import hashes_from_any
 from pipeline.messages import Event, Notice, Report
-from pipeline.plan.preflight import resolve_plan
 from pipeline.run.lifecycle import process_context
+from pipeline.run.preflight import resolve_plan
 from pipeline.run.supervisor import Supervisor
 from pipeline.store.locks import output_lock
 from pipeline.store.resume import prepare_output

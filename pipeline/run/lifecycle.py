@@ -25,6 +25,13 @@ def process_context() -> mp.context.BaseContext:
     return ctx
 
 
+def run_child(main: Callable[..., None], supervisor_pid: int, *args: object) -> None:
+    """A child process's entry point: the hygiene below, then `main(*args)`. The supervisor
+    starts every child through it, so the stages it runs need not know about processes."""
+    init_child(supervisor_pid)
+    main(*args)
+
+
 def init_child(supervisor_pid: int) -> None:
     """Ignore Ctrl-C/SIGTERM (the supervisor shuts us down in order) and exit if it dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

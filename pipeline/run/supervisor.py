@@ -41,11 +41,11 @@ from pipeline.messages import (
 )
 from pipeline.plan.board import QUEUE_GONE, BoardState, QueueManager, TaskBoard
 from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
-from pipeline.plan.preflight import Plan
+from pipeline.plan.runplan import Plan
 from pipeline.report.stats import EndpointStats
 from pipeline.report.summary import build_summary, write_summary
 from pipeline.report.timeline import Timeline, write_timeline
-from pipeline.run.lifecycle import init_child, join_all
+from pipeline.run.lifecycle import init_child, join_all, run_child
 from pipeline.store.files import write_empty
 from pipeline.store.layout import TIMELINE_FILE
 from pipeline.store.manifest import load_manifest, save_manifest
@@ -162,14 +162,15 @@ class Supervisor:
     def _start_writer(self) -> BaseProcess:
         spec = WriterSpec(
             self.config.output,
-            os.getpid(),
             self.resume.manifest,
             self.resume.todo,
             self.resume.staged,
             self.config.file_blocks,
         )
         writer = self.ctx.Process(
-            target=writer_main, args=(spec, self.board, self.results, self.events), name="writer"
+            target=run_child,
+            args=(writer_main, os.getpid(), spec, self.board, self.results, self.events),
+            name="writer",
         )
         writer.start()
         self.report(ProcessStarted("writer", writer.pid))
@@ -185,14 +186,13 @@ class Supervisor:
             hex_output=self.config.hex_output,
             timeout=self.config.timeout,
             max_attempts=self.config.max_attempts,
-            supervisor_pid=os.getpid(),
             output=self.config.output,
             to_block=self.plan.to_block,
             head=self.plan.heads.get(endpoint.name),
         )
         process = self.ctx.Process(
-            target=worker_main,
-            args=(spec, self.board, self.results, self.events),
+            target=run_child,
+            args=(worker_main, os.getpid(), spec, self.board, self.results, self.events),
             name=f"worker-{spec.worker_id}",
         )
         process.start()

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ConfigError, RpcError
 from pipeline.plan.chunks import gaps, merge_ranges
-from pipeline.plan.preflight import Plan
+from pipeline.plan.runplan import Plan
 from pipeline.store.files import fragment_rows
 from pipeline.store.layout import (
     INCOMING_DIR,

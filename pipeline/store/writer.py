@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 
 from pipeline.messages import EventQueue, FetchedBatch, ResultQueue, TaskWritten, WriterFailed
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
-from pipeline.run.lifecycle import init_child
 from pipeline.store.files import compact, fragment_rows, read_fragment, stage_result, write_fragment
 from pipeline.store.layout import fragment_path
 from pipeline.store.locks import writer_lock
@@ -34,7 +33,6 @@ class WriterSpec:
     """What the writer process needs to know."""
 
     output: Path
-    supervisor_pid: int
     manifest: Manifest
     todo: tuple[tuple[int, int], ...]  # the block ranges this run fetches
     staged: tuple[tuple[int, int], ...]  # fragments an earlier run left, reused
@@ -45,7 +43,6 @@ def writer_main(
     spec: WriterSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
 ) -> None:
     """Store batches until a None arrives, then compact what is staged and stop."""
-    init_child(spec.supervisor_pid)
     staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks)
     # The lock lets the next run wait for this process if its supervisor is killed.
     with writer_lock(spec.output), contextlib.suppress(*QUEUE_GONE):

@@ -322,7 +322,7 @@ def test_losing_the_writer_or_the_queue_ends_with_exit_1_and_valid_files(
 def test_a_big_answer_is_parsed_a_piece_at_a_time_into_the_nodes_rows(node, seeded, monkeypatch):
     monkeypatch.setattr(worker, "PARSE_PIECE_BYTES", 50_000)  # the real one is 16 MiB
     config = build_config(rpc=[node.url], output=Path("unused"))
-    spec = WorkerSpec("w", config.endpoints[0], config.log_filter, 31337, False, 10.0, 3, 0)
+    spec = WorkerSpec("w", config.endpoints[0], config.log_filter, 31337, False, 10.0, 3)
     start = seeded.first_block
     client = RpcClient(config.endpoints[0], 10.0)
     table, parser_fallback = fetch_range(client, Task(1, start, start + 299), spec)

@@ -27,7 +27,7 @@ from pipeline.messages import (
     Split,
     Task,
 )
-from pipeline.plan.preflight import Plan
+from pipeline.plan.runplan import Plan
 from pipeline.report.console import event_line
 from pipeline.report.metrics import Metrics
 from pipeline.report.stats import EndpointStats
@@ -95,7 +95,7 @@ def answering(mocker, config: BackfillConfig, body: bytes) -> RpcClient:
 
 def worker_spec(config: BackfillConfig) -> WorkerSpec:
     return WorkerSpec(
-        "a#0", config.endpoints[0], config.log_filter, CHAIN, False, 1.0, 3, 0,
+        "a#0", config.endpoints[0], config.log_filter, CHAIN, False, 1.0, 3,
         output=config.output, to_block=TASK.end, head=TASK.end,
     )  # fmt: skip
 

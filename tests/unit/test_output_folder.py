@@ -7,7 +7,7 @@ import pytest
 from pipeline.config.settings import build_config
 from pipeline.errors import ConfigError
 from pipeline.fetch.convert import log_schema
-from pipeline.plan.preflight import Plan
+from pipeline.plan.runplan import Plan
 from pipeline.store.files import write_empty, write_fragment
 from pipeline.store.layout import (
     LOGS_DIR,

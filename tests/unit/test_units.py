@@ -14,14 +14,13 @@ from conftest import get_logs, plan_tasks
 
 from pipeline.config.endpoints import parse_endpoints, redact_url, scrub, short_name
 from pipeline.config.settings import DEFAULT_RPC_URLS, LogFilter, build_config
-from pipeline.errors import ConfigError, ErrorKind, RpcError
+from pipeline.errors import ConfigError, ErrorKind, NoEndpointError, RpcError
 from pipeline.fetch.convert import log_schema, logs_to_table
 from pipeline.fetch.ratecontrol import Backoff
 from pipeline.fetch.validate import check_batch, check_not_removed
 from pipeline.messages import Task
 from pipeline.plan.board import TaskBoard
 from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
-from pipeline.plan.preflight import NoEndpointError
 
 ADDR = "0x" + "ab" * 20
 TOPIC = "0x" + "11" * 32
@@ -420,7 +419,7 @@ def test_logs_marked_removed_are_rejected_and_a_filter_matches_receipt_logs():
 def _probes(mocker, *answers, **options):
     """A config whose endpoints answer the preflight with `answers`: (chain id, head, error,
     refused tag, tag block) each."""
-    from pipeline.plan import preflight
+    from pipeline.run import preflight
 
     rpc = [f"http://127.0.0.1:{i + 1}" for i in range(len(answers))]
     config = build_config(rpc=rpc, **options)
@@ -430,7 +429,7 @@ def _probes(mocker, *answers, **options):
 
 
 def test_the_end_block_is_the_most_advanced_endpoints_and_laggards_are_named(mocker):
-    from pipeline.plan.preflight import resolve_plan
+    from pipeline.run.preflight import resolve_plan
 
     down = (None, None, "connection_error: connection refused")
     config = _probes(mocker, (1, 120), (1, 100), down, to_block="latest")
@@ -457,7 +456,7 @@ def test_the_end_block_is_the_most_advanced_endpoints_and_laggards_are_named(moc
 def test_the_default_end_is_reorg_safe_and_every_end_says_why(
     mocker, answers, options, end, reason
 ):
-    from pipeline.plan.preflight import resolve_plan
+    from pipeline.run.preflight import resolve_plan
 
     plan = resolve_plan(_probes(mocker, *answers, **options))
     assert plan.to_block == end and reason in plan.end_reason
@@ -480,7 +479,7 @@ def test_the_default_end_is_reorg_safe_and_every_end_says_why(
     ],
 )
 def test_preflight_refuses_what_cannot_be_served(mocker, answers, options, error, fragment):
-    from pipeline.plan.preflight import resolve_plan
+    from pipeline.run.preflight import resolve_plan
 
     with pytest.raises(error, match=fragment):
         resolve_plan(_probes(mocker, *answers, **options))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import BackfillConfig
-from pipeline.errors import ConfigError, ErrorKind, RpcError
+from pipeline.errors import ConfigError, ErrorKind, NoEndpointError, RpcError
 from pipeline.fetch.rpc import RpcClient
+from pipeline.plan.runplan import Plan, Probe
 
 PROBE_TIMEOUT_S = 10.0
 PROBE_ATTEMPTS = 4  # one 429 or 502 at start must not end a run before it began
@@ -21,36 +21,6 @@ FINAL = (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED)  # asking again will not chang
 # finalized block; used only when no endpoint answers the "finalized" tag.
 REORG_DEPTH = {137: 256, 56: 20, 250: 10, 100: 20}
 DEFAULT_REORG_DEPTH = 64  # two Ethereum epochs: beyond it a block is finalized
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What one endpoint answered at start; `error` is set when it did not answer."""
-
-    endpoint: Endpoint
-    chain_id: int | None = None
-    head: int | None = None  # its latest block
-    error: str = ""
-    refused_tag: bool = False  # it answered, but knows no such block tag
-    tag_block: int | None = None  # its safe/finalized block, when that tag was asked
-
-
-class NoEndpointError(RuntimeError):
-    """No endpoint answered at all (exit code 1)."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The resolved run: chain, inclusive block range, why it ends there, and the endpoints
-    that failed to answer or lag behind."""
-
-    chain_id: int
-    from_block: int
-    to_block: int
-    silent: tuple[Probe, ...]
-    heads: dict[str, int] = field(default_factory=dict)  # endpoint name -> its latest block
-    behind: tuple[Probe, ...] = ()  # answered, but their head is before the end block
-    end_reason: str = ""
 
 
 def probe(endpoint: Endpoint, tag: str, timeout: float) -> Probe:
