@@ -1,0 +1,1 @@
+"""ABI event decoding: raw log tables -> one table per event, column by column."""
