@@ -154,7 +154,32 @@ OPTIONS: tuple[Option, ...] = (
     Option("topic1", "Topic 1 values, ORed.", multiple=True, default=(), group="topics"),
     Option("topic2", "Topic 2 values, ORed.", multiple=True, default=(), group="topics"),
     Option("topic3", "Topic 3 values, ORed.", multiple=True, default=(), group="topics"),
-    Option("chunk_size", "Blocks per task.", type=int, default=DEFAULT_CHUNK_SIZE, at_least=1),
+    Option(
+        "event",
+        "Event to decode into OUT/events/, repeatable: a signature such as "
+        "'Transfer(address indexed from, address indexed to, uint256 value)'. Events set the "
+        "topic0 filter (the OR of their selectors) unless --topic0 is given.",
+        multiple=True,
+        default=(),
+        metavar="SIGNATURE",
+        parameter="events",
+    ),
+    Option(
+        "abi",
+        "Contract ABI (JSON file) whose every event is decoded, repeatable; like --event.",
+        multiple=True,
+        default=(),
+        metavar="FILE.json",
+        parameter="abis",
+    ),
+    # Unset: adaptive (pipeline.plan.chunks): DEFAULT_CHUNK_SIZE is only the first task's size.
+    Option(
+        "chunk_size",
+        f"Blocks per task (default: adaptive, starting at {DEFAULT_CHUNK_SIZE}: each task is "
+        "sized from the logs per block seen so far; a value pins every task to it).",
+        type=int,
+        at_least=1,
+    ),
     Option("output", "Output folder.", type=Path, default=DEFAULT_OUTPUT, path="dir"),
     Option(
         "max_attempts",

@@ -13,7 +13,6 @@ from eth_utils import is_checksum_address
 from pipeline.config.endpoints import Endpoint, parse_endpoints
 from pipeline.config.options import (
     BY_NAME,
-    DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_FILE_BLOCKS,
     DEFAULT_MAX_ATTEMPTS,
@@ -21,6 +20,12 @@ from pipeline.config.options import (
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     checked,
+)
+from pipeline.decode.signature import (
+    EventSpec,
+    parse_abi,
+    parse_signature,
+    require_address_for_anonymous,
 )
 from pipeline.errors import ConfigError
 
@@ -78,7 +83,7 @@ class BackfillConfig:
     to_block: int | str | None
     log_filter: LogFilter = field(default_factory=LogFilter)
     confirmations: int = 0  # with to_block "latest": stop this many blocks below the head
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None = None  # None: adaptive, sized to the logs per block seen
     output: Path = DEFAULT_OUTPUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     hex_output: bool = False
@@ -86,6 +91,7 @@ class BackfillConfig:
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
     overwrite: bool = False
     file_blocks: int = DEFAULT_FILE_BLOCKS  # final files never cross a multiple of this
+    events: tuple[EventSpec, ...] = ()  # decoded into OUT/events/<folder>/ besides the raw logs
 
 
 def build_config(
@@ -100,6 +106,8 @@ def build_config(
     rps: float | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     endpoint_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    events: Sequence[str] = (),
+    abis: Sequence[str | Path] = (),
     **options,
 ) -> BackfillConfig:
     """Validate raw values; `--rpc`, `--address` and `--topic0` fall back to RPC_URLS,
@@ -111,7 +119,10 @@ def build_config(
     rpc_specs = list(rpc) or configured or _split_env(env.get("RPC_URLS")) or list(DEFAULT_RPC_URLS)
     addresses = list(addresses) or _split_env(env.get("CONTRACT_ADDRESS"))
     topic_lists = [list(t) for t in topics] + [[] for _ in range(4 - len(topics))]
-    topic_lists[0] = topic_lists[0] or _split_env(env.get("EVENT_TOPIC"))
+    specs = parse_events(events, abis)
+    require_address_for_anonymous(specs, bool(addresses))
+    # An explicit --topic0 wins; events beat $EVENT_TOPIC, which a shell may have left set.
+    topic_lists[0] = topic_lists[0] or _selectors(specs) or _split_env(env.get("EVENT_TOPIC"))
     start = parse_block_number(from_block, "--from-block")
     end, depth = (None, 0) if to_block is None else parse_block_spec(to_block)
     if isinstance(end, int) and start > end:
@@ -152,8 +163,23 @@ def build_config(
                 for i, values in enumerate(topic_lists)
             ),
         ),
+        events=tuple(specs),
         **options,
     )
+
+
+def parse_events(signatures: Sequence[str], abis: Sequence[str | Path]) -> list[EventSpec]:
+    """The events of --event signatures and --abi files, each once, in the order given."""
+    specs = [parse_signature(text) for text in signatures]
+    specs += [spec for path in abis for spec in parse_abi(path)]
+    return list(dict.fromkeys(specs))
+
+
+def _selectors(specs: Sequence[EventSpec]) -> list[str]:
+    """The topic0 filter the events imply: none when one of them is anonymous (it has none)."""
+    if not specs or any(spec.anonymous for spec in specs):
+        return []
+    return list(dict.fromkeys(spec.topic0 for spec in specs))
 
 
 def _with_limits(

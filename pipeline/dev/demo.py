@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import click
+import pyarrow.parquet as pq
 
 from pipeline.config.settings import build_config
 from pipeline.dev.devnet import Anvil, find_anvil
@@ -16,12 +17,21 @@ from pipeline.errors import ConfigError
 from pipeline.report.console import PlainConsole
 from pipeline.report.verdict import print_result
 from pipeline.run.api import RunResult, run_backfill
-from pipeline.store.layout import LOGS_DIR, SUMMARY_FILE, TIMELINE_FILE
+from pipeline.store.layout import EVENTS_DIR, LOGS_DIR, SUMMARY_FILE, TIMELINE_FILE
 
 DEMO_PROVIDERS = ("fast", "medium", "slow-flaky")
 DEMO_CHUNK_SIZE = 50
 PROFILE_CHUNK_SIZE = 500  # wide enough that range and result caps bite
 DEMO_SEED = 7
+# The seeded contracts' events (pipeline.dev.seeding.EMITTERS), decoded into OUT/events/; the
+# anonymous one has no selector, so the filter they set leaves its logs out.
+DEMO_EVENTS = (
+    "Transfer(address indexed from, address indexed to, uint256 value)",
+    "Tick(uint256 count, uint256 mixed)",
+    "Poke(address indexed caller)",
+    "Swap(address indexed sender, uint256 indexed count, uint256 indexed mixed, uint256 amount)",
+)
+SHOWN_ROWS = 3
 
 
 def run_demo(
@@ -59,18 +69,40 @@ def run_demo(
             chunk_size=chunk_size,
             output=output,
             overwrite=True,
+            events=DEMO_EVENTS,
         )
         with console:
             result = run_backfill(config, report=console)
         print_result(result)
-        expected = node_logs(node.url, seeded.first_block, seeded.last_block)
+        topics = [list(values) for values in config.log_filter.topics]
+        expected = node_logs(node.url, seeded.first_block, seeded.last_block, topics=topics)
         stored = stored_logs(output / LOGS_DIR)
         same = compare(expected, stored)
         verdict = "matches" if same == "yes" else f"DOES NOT MATCH ({same})"
         total = expected.num_rows
         say(f"verified: {stored.num_rows:,} rows stored, {verdict} the {total:,} logs on the node")
+    _show_events(output, result.summary.get("events", []))
     _explain(output)
     return result
+
+
+def _show_events(output: Path, events: list[dict]) -> None:
+    """Each decoded table's size and its first rows, 0x hex for bytes."""
+    for event in events:
+        click.echo(
+            f"\n{event['folder']}: {event['rows']:,} rows, "
+            f"{event['decode_failures']:,} decode failures ({event['signature']})"
+        )
+        files = sorted((output / event["folder"]).glob("*.parquet"))
+        if not files:
+            continue
+        head = pq.read_table(files[0]).slice(0, SHOWN_ROWS).to_pylist()
+        for row in head:
+            click.echo("  " + ", ".join(f"{k}={_shown(v)}" for k, v in row.items()))
+
+
+def _shown(value: object) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
 
 def profile_list() -> str:
@@ -80,16 +112,18 @@ def profile_list() -> str:
 
 
 def _explain(output: Path) -> None:
-    glob = f"{output}/**/*.parquet"
+    logs, transfers = f"{output}/{LOGS_DIR}/*.parquet", f"{output}/{EVENTS_DIR}/Transfer/*.parquet"
     chart = output / TIMELINE_FILE
     if not chart.exists():
         chart = "install the charts extra (.venv/bin/pip install -e '.[charts]') to get one"
     click.echo(
         f"""
-Read the logs in Python (pip install duckdb pandas):
+Read the tables in Python (pip install duckdb pandas):
   import duckdb
-  duckdb.sql("SELECT address, count(*) FROM read_parquet('{glob}') GROUP BY 1").show()
+  duckdb.sql("SELECT address, count(*) FROM read_parquet('{logs}') GROUP BY 1").show()
+  duckdb.sql("SELECT date_trunc('day', block_timestamp) AS day, count(*), sum(value_f64)
+              FROM read_parquet('{transfers}') GROUP BY 1 ORDER BY 1").show()
   import pandas as pd; df = pd.read_parquet("{output / LOGS_DIR}")
-Per-endpoint statistics: {output / SUMMARY_FILE}
+Per-endpoint statistics and decode counts: {output / SUMMARY_FILE}
 Requests over time per endpoint: {chart}"""
     )

@@ -189,6 +189,17 @@ UNAUTHORIZED = _error(-32000, "invalid project id", status=401)
 PRUNED = _error(4444, "pruned history unavailable")
 
 
+def batch_refusal(limit: int) -> Refusal:
+    """A batch over the provider's limit: with no batches at all (0), one error object for the
+    whole request (as Cloudflare's gateway answers); otherwise the error for every call (dRPC's
+    free tier, whose wording would read as a quota without the word "batch")."""
+    if limit == 0:
+        return _error(-32600, "batch requests are not supported")
+    return _error(
+        -32600, f"Batch of more than {limit} requests are not allowed on free tier, upgrade plan"
+    )
+
+
 def cap_builder(profile: Profile, kind: str) -> CapBuilder | None:
     """The builder of the profile's "range" or "result" cap error (None: the dialect has none)."""
     dialect = CAP_ERRORS[profile.dialect or DEFAULT_DIALECTS[kind]]
@@ -221,6 +232,11 @@ class Profile:
     quota_mode: str = "text"  # that 403's body: "text", or "rpc" for a JSON-RPC error
     unauthorized: bool = False  # every request: HTTP 401 invalid project id
     pruned_below: int | None = None  # eth_getLogs from below this block: 4444 pruned history
+    hostile_rate: float = 0.0  # probability that a successful eth_getLogs answer is spoiled
+    hostile_kinds: tuple[str, ...] = ()  # how: keys of simulator.hostile.MUTATIONS; () = all
+    strip_block_timestamp: bool = False  # eth_getLogs answers without blockTimestamp (older nodes)
+    fake_block_timestamp: bool = False  # every blockTimestamp an hour late, one log in ten zero
+    batch_limit: int | None = None  # most calls a JSON-RPC batch may hold; 0: no batches at all
 
 
 # Sized for the test chain: ~60,000 logs over ~3,000 blocks (~20 a block), chunks of 100-1000.
@@ -407,6 +423,35 @@ PROFILES: dict[str, Profile] = {
             "pruned",
             pruned_below=1000,
             description="eth_getLogs from below block 1,000: 4444 'pruned history unavailable'",
+        ),
+        Profile(
+            "hostile",
+            hostile_rate=0.3,
+            seed=5,
+            description="30% of eth_getLogs answers spoiled: bad numbers, types, nesting, hashes",
+        ),
+        Profile(
+            "no-block-timestamp",
+            strip_block_timestamp=True,
+            description="logs without blockTimestamp (geth before 1.16): timestamps from headers",
+        ),
+        Profile(
+            "wrong-block-timestamp",
+            fake_block_timestamp=True,
+            seed=6,
+            description="every blockTimestamp an hour late, one log in ten zero: a lying node",
+        ),
+        Profile(
+            "no-batches",
+            strip_block_timestamp=True,
+            batch_limit=0,
+            description="no blockTimestamp, and JSON-RPC batches refused: headers one by one",
+        ),
+        Profile(
+            "batches-of-2",
+            strip_block_timestamp=True,
+            batch_limit=2,
+            description="no blockTimestamp, and batches over 2 calls refused (dRPC's free tier)",
         ),
     )
 }

@@ -4,9 +4,10 @@
  * parse(body, start, end, hex_output) reads body[start:end] (between the array's '[' and ']',
  * found and checked by the Python wrapper, pipeline/fetch/nativelogs.py) and returns None unless
  * it is compact JSON of flat log objects, the same refusal contract as fastlogs.py: every log has
- * each known key once (`removed` at most once, and only false or null), 0x hex of the right
- * widths, quantities of 1-16 digits (transactionIndex and logIndex within uint32), data of whole
- * bytes; other keys may hold a string, an array of strings, true, false or null. No whitespace
+ * each known key once (`removed` at most once, and only false or null; `blockTimestamp` at most
+ * once, a quantity within int64: zero or absent is a null), 0x hex of the right widths,
+ * quantities of 1-16 digits (transactionIndex and logIndex within uint32), data of whole bytes;
+ * other keys may hold a string, an array of strings, true, false or null. No whitespace
  * between tokens, no escapes, ASCII only: anything else is refused, and the careful path (orjson)
  * says what it is.
  *
@@ -26,13 +27,14 @@
 #define TOPIC_COLUMNS 4
 /* A log in compact JSON takes at least 310 bytes (its eight keys, two hashes, an address...), so
  * a body holds at most one log per MIN_LOG_TEXT bytes: the fixed-width columns are reserved from
- * that bound (under 0.5x the body, 0.85x with hex_output; pages no log reaches are mostly never
+ * that bound (about 0.5x the body, 0.9x with hex_output; pages no log reaches are mostly never
  * touched) and trimmed to the logs read at the end. */
 #define MIN_LOG_TEXT 256
 #define BAD_DIGIT 0x80
 
 enum Field {
-    BLOCK_NUMBER, BLOCK_HASH, TX_INDEX, TX_HASH, LOG_INDEX, ADDRESS, TOPICS, DATA, REMOVED, OTHER
+    BLOCK_NUMBER, BLOCK_HASH, TX_INDEX, TX_HASH, LOG_INDEX, ADDRESS, TOPICS, DATA, REMOVED,
+    BLOCK_TIMESTAMP, OTHER
 };
 #define REQUIRED_FIELDS ((1u << REMOVED) - 1)
 
@@ -62,6 +64,9 @@ typedef struct {
     size_t hash_width, address_width; /* bytes per value in the output columns */
     Py_ssize_t count, capacity;       /* logs read, logs the fixed columns can hold */
     uint64_t *block_number;
+    int64_t *timestamp;              /* seconds; 0 where the log has none (a null) */
+    unsigned char *timestamp_validity;
+    Py_ssize_t timestamp_nulls;
     uint32_t *tx_index, *log_index;
     unsigned char *block_hash, *tx_hash, *address;
     int32_t *topic_offsets[TOPIC_COLUMNS];
@@ -220,6 +225,7 @@ static int key(Parser *s) {
     case 8: return IS("logIndex") ? LOG_INDEX : OTHER;
     case 9: return IS("blockHash") ? BLOCK_HASH : OTHER;
     case 11: return IS("blockNumber") ? BLOCK_NUMBER : OTHER;
+    case 14: return IS("blockTimestamp") ? BLOCK_TIMESTAMP : OTHER;
     case 15: return IS("transactionHash") ? TX_HASH : OTHER;
     case 16: return IS("transactionIndex") ? TX_INDEX : OTHER;
     default: return OTHER;
@@ -250,6 +256,15 @@ static int topics(Parser *s, int *count) {
     }
 }
 
+/* The optional blockTimestamp: a quantity within int64; zero stays a null (never trusted). */
+static int timestamp(Parser *s, Py_ssize_t i) {
+    uint64_t v;
+    if (quantity(s, &v) < 0 || v > INT64_MAX) return -1;
+    s->timestamp[i] = (int64_t)v;
+    if (v != 0) s->timestamp_validity[i >> 3] |= (unsigned char)(1u << (i & 7));
+    return 0;
+}
+
 static int field(Parser *s, int which, Py_ssize_t i, int *topic_count) {
     switch (which) {
     case BLOCK_NUMBER: return quantity(s, &s->block_number[i]);
@@ -262,6 +277,7 @@ static int field(Parser *s, int which, Py_ssize_t i, int *topic_count) {
     case DATA: return variable_hex(s, &s->data);
     case REMOVED: /* true is a reorg: for validate.check_not_removed to refuse */
         return literal(s, "false", 5) == 0 ? 0 : literal(s, "null", 4);
+    case BLOCK_TIMESTAMP: return timestamp(s, i);
     default: return other_value(s);
     }
 }
@@ -289,6 +305,7 @@ static int log_object(Parser *s) {
         else
             s->topic_nulls[t]++;
     }
+    if (!(s->timestamp_validity[i >> 3] & (1u << (i & 7)))) s->timestamp_nulls++;
     s->data_offsets[i + 1] = (int32_t)s->data.size;
     s->count = i + 1;
     return 0;
@@ -312,6 +329,8 @@ static void *allocate(Parser *s, size_t size) {
 static int allocate_columns(Parser *s, size_t length) {
     size_t n = (size_t)(s->capacity = (Py_ssize_t)(length / MIN_LOG_TEXT + 1));
     s->block_number = allocate(s, n * 8);
+    s->timestamp = allocate(s, n * 8);
+    s->timestamp_validity = allocate(s, (n + 7) / 8);
     s->tx_index = allocate(s, n * 4);
     s->log_index = allocate(s, n * 4);
     s->block_hash = allocate(s, n * s->hash_width);
@@ -327,6 +346,8 @@ static int allocate_columns(Parser *s, size_t length) {
 
 static void free_columns(Parser *s) {
     free(s->block_number);
+    free(s->timestamp);
+    free(s->timestamp_validity);
     free(s->tx_index);
     free(s->log_index);
     free(s->block_hash);
@@ -405,11 +426,23 @@ static PyObject *columns_tuple(Parser *s) {
             Py_XDECREF(data);
         }
     }
+    PyObject *validity = s->timestamp_nulls
+        ? take((void **)&s->timestamp_validity, (n + 7) / 8)
+        : (Py_INCREF(Py_None), Py_None);
+    PyObject *seconds = take((void **)&s->timestamp, n * 8);
+    PyObject *timestamps = NULL;
+    if (validity && seconds) { /* "N" steals both, even when building fails */
+        timestamps = Py_BuildValue("(NNn)", validity, seconds, s->timestamp_nulls);
+    } else {
+        Py_XDECREF(validity);
+        Py_XDECREF(seconds);
+    }
     /* "N" steals every reference, and a NULL among them makes the whole value NULL. */
     return Py_BuildValue(
-        "(nNNNNNN(NNNN)NN)",
+        "(nNNNNNNN(NNNN)NN)",
         s->count,
         take((void **)&s->block_number, n * 8),
+        timestamps,
         take((void **)&s->tx_index, n * 4),
         take((void **)&s->log_index, n * 4),
         take((void **)&s->block_hash, n * s->hash_width),
@@ -460,9 +493,10 @@ static PyObject *parse(PyObject *module, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS,
-     "parse(body, start, end, hex_output) -> None | (count, block_number, transaction_index, "
-     "log_index, block_hash, transaction_hash, address, ((validity|None, offsets, data, "
-     "null_count) x 4), data_offsets, data): the column buffers of the logs in body[start:end], "
+     "parse(body, start, end, hex_output) -> None | (count, block_number, (validity|None, "
+     "block_timestamp, null_count), transaction_index, log_index, block_hash, transaction_hash, "
+     "address, ((validity|None, offsets, data, null_count) x 4), data_offsets, data): the column "
+     "buffers of the logs in body[start:end], "
      "the inside of a `result` array, or None when it is not compact JSON of flat logs."},
     {NULL, NULL, 0, NULL},
 };

@@ -3,12 +3,13 @@ code, message and data, into an ErrorKind with any range hint, width limit and r
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import html
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -117,6 +118,7 @@ _STATUS_RULES: Mapping[int, ErrorKind] = {
     504: ErrorKind.TIMEOUT,
     524: ErrorKind.TIMEOUT,  # Cloudflare: the origin did not answer in time
 }
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 _SPLIT_KINDS = (ErrorKind.RANGE_TOO_LARGE, ErrorKind.TOO_MANY_RESULTS, ErrorKind.RESPONSE_TOO_BIG)
 
 _BLOCK = r"0x[0-9a-fA-F]+|\d+"
@@ -193,6 +195,30 @@ def classify_exception(exc: BaseException) -> RpcError:
     return RpcError(ErrorKind.CONNECTION, _connection_reason(str(exc)) or type(exc).__name__)
 
 
+def malformed_answer(exc: Exception, what: str) -> RpcError:
+    """The failure an exception raised while reading, parsing, converting or validating an
+    answer amounts to: a malformed response of that endpoint to that request (retried anywhere)."""
+    if isinstance(exc, RpcError):
+        return exc
+    detail = _one_line(str(exc)[:400])[:200]
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return RpcError(ErrorKind.MALFORMED, f"{what} could not be read ({reason})")
+
+
+@contextlib.contextmanager
+def reading_answer(what: str) -> Iterator[None]:
+    """Around code that reads an answer: an RpcError passes as it is, any other Exception becomes
+    malformed_answer(). BaseException (Ctrl-C, exits) is never caught."""
+    try:
+        yield
+    except RpcError:
+        raise
+    except Exception as exc:
+        # A hostile answer (a quantity past 64 bits, nesting past any parser's depth, a number
+        # where a string belongs) must fail that request, never the worker that read it.
+        raise malformed_answer(exc, what) from None
+
+
 def _error(
     kind: ErrorKind, message: str, text: str, headers: Mapping[str, str] | None, data: Any
 ) -> RpcError:
@@ -210,8 +236,11 @@ def _error(
 
 
 def _kind_from_message(message: str) -> ErrorKind | None:
+    # A URL quoted in an error page says where, not what: its "?apikey=" must not make a 500
+    # an auth failure that retires the endpoint.
+    text = _URL.sub(" ", message)
     for pattern, kind in _MESSAGE_RULES:
-        if pattern.search(message):
+        if pattern.search(text):
             return kind
     return None
 
@@ -238,8 +267,17 @@ def _data_hint(data: Any) -> tuple[int, int] | None:
 def _text_hint(text: str) -> tuple[int, int] | None:
     for pattern in _HINT_PATTERNS:
         if match := pattern.search(text):
-            return int(match[1], 0), int(match[2], 0)
+            low, high = _block_number(match[1]), _block_number(match[2])
+            return (low, high) if low is not None and high is not None else None
     return None
+
+
+def _block_number(text: str) -> int | None:
+    """A block number as a message writes it: 0x hex, or decimal (leading zeros too)."""
+    try:
+        return int(text, 16) if text[:2] == "0x" else int(text, 10)
+    except ValueError:  # past the digits int() reads: no block number at all
+        return None
 
 
 def _max_blocks(text: str, loose: bool) -> int | None:
@@ -257,7 +295,10 @@ def _max_blocks(text: str, loose: bool) -> int | None:
             continue
         if not loose and not _BLOCK_UNIT.match(text, match.end()):
             continue
-        count = int(re.sub(r"[,.]", "", match[1])) * (1000 if match[2] else 1)
+        digits = re.sub(r"[,.]", "", match[1])
+        if len(digits) > 18:
+            continue  # no width limit has this many digits (and int() would refuse thousands)
+        count = int(digits) * (1000 if match[2] else 1)
         if count > 0:
             counts.append(count)
     return min(counts, default=None)

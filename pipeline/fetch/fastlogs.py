@@ -17,8 +17,10 @@ How logs and keys are found without a Python object per log:
    keys are the tokens at depth 0 followed by ':'. Whole-array checks prove that the sequence of
    gaps is exactly the grammar of an array of flat objects, so what is taken is what orjson reads.
 4. Columns. Keys are named through a second hash table of the known field names; each log must
-   have each field once. Values are then sliced out of the body by their quote positions and
-   decoded as columns (hex quantities, fixed-size hashes, data).
+   have each field once (`removed` and `blockTimestamp` may be missing, and a log may have
+   `blockTimestamp` only once: orjson would keep the last of two). Values are then sliced out of
+   the body by their quote positions and decoded as columns (hex quantities, fixed-size hashes,
+   data).
 """
 
 from __future__ import annotations
@@ -31,17 +33,24 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from pipeline.fetch.convert import ADDRESS_BYTES, HASH_BYTES, TOPIC_COLUMNS, log_schema
+from pipeline.fetch.convert import (
+    ADDRESS_BYTES,
+    HASH_BYTES,
+    MAX_TIMESTAMP,
+    TIMESTAMP_TYPE,
+    TOPIC_COLUMNS,
+    log_schema,
+)
 
 _RESULT_OPENING = re.compile(rb'"result"[ \t\n\r]*:[ \t\n\r]*\[')
 _BATCH_OPENING = re.compile(rb"[ \t\n\r]*\[")  # a batch of one answer
 
-# The fields a log must have, numbered in this order (`removed` may be missing).
+# The fields a log must have, numbered in this order (`removed` and `blockTimestamp` may be
+# missing).
 _LOG_KEYS = (b"blockNumber", b"blockHash", b"transactionIndex", b"transactionHash", b"logIndex",
-             b"address", b"topics", b"data", b"removed")  # fmt: skip
-_BLOCK_NUMBER, _BLOCK_HASH, _TX_INDEX, _TX_HASH, _LOG_INDEX, _ADDRESS, _TOPICS, _DATA, _REMOVED = (
-    range(9)
-)
+             b"address", b"topics", b"data", b"removed", b"blockTimestamp")  # fmt: skip
+(_BLOCK_NUMBER, _BLOCK_HASH, _TX_INDEX, _TX_HASH, _LOG_INDEX, _ADDRESS, _TOPICS, _DATA, _REMOVED,
+ _TIMESTAMP) = range(10)  # fmt: skip
 # What a key holds: a string, an array of strings, or one of the literals [], false/null, true.
 _HOLDS_STRING, _HOLDS_ARRAY, _HOLDS_EMPTY_ARRAY, _HOLDS_FALSE_OR_NULL, _HOLDS_TRUE = range(5)
 
@@ -171,15 +180,16 @@ def _body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
     if end - start < 8 and not body[start:end].strip(b" \t\n\r"):
         return log_schema(hex_output).empty_table()
     chars = np.frombuffer(body, np.uint8)
-    values, topics = _locate_fields(chars, start, end)
+    values, topics, stamps = _locate_fields(chars, start, end)
     numbers = _hex_quantities(chars, [values[_BLOCK_NUMBER], values[_TX_INDEX], values[_LOG_INDEX]])
+    timestamps = _timestamp_column(chars, *stamps, len(numbers[0]))
     hashes = [values[_BLOCK_HASH], values[_TX_HASH], *(span for _, span in topics)]
     block_hash, tx_hash, *topic_columns = _fixed_hex(chars, hashes, HASH_BYTES, hex_output)
     topic_columns = [
         _nulls_where_absent(c, p) for c, (p, _) in zip(topic_columns, topics, strict=True)
     ]
     data = _hex_data(chars, values[_DATA], hex_output)
-    columns = [numbers[0], block_hash, numbers[1], tx_hash, numbers[2],
+    columns = [numbers[0], timestamps, block_hash, numbers[1], tx_hash, numbers[2],
                _fixed_hex(chars, [values[_ADDRESS]], ADDRESS_BYTES, hex_output)[0], *topic_columns,
                data, pa.repeat(pa.scalar(chain_id, pa.uint64()), len(data))]  # fmt: skip
     return pa.Table.from_arrays(columns, schema=log_schema(hex_output))
@@ -203,10 +213,10 @@ def _result_span(body: bytes) -> tuple[int, int]:
     return match.end(), end
 
 
-def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list]:
-    """Each string field's value (starts, ends of their characters, in log order), and for each
-    topic column which logs have it and where, if chars[start:end] is flat logs in compact
-    JSON."""
+def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list, tuple]:
+    """Each string field's value (starts, ends of their characters, in log order), for each
+    topic column which logs have it and where, and which logs have a blockTimestamp and where,
+    if chars[start:end] is flat logs in compact JSON."""
     inside = chars[start:end]
     _require(inside.min() > 32)  # no whitespace or control byte
     quotes = np.flatnonzero(inside == ord('"'))
@@ -217,12 +227,15 @@ def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list]
     keys, log_of, gaps, delta = _read_gaps(chars, opens, closes, closing)
     names = _KEY_PATTERNS.codes(chars, opens[keys] + 1, closes[keys] - opens[keys] - 1)
     order = np.argsort(names, kind="stable")  # keys by name, each name's in body order
-    bounds = np.searchsorted(names[order], np.arange(_REMOVED + 2))
+    bounds = np.searchsorted(names[order], np.arange(_TIMESTAMP + 2))
     log_count = int(log_of[-1]) + 1
     _require((np.diff(bounds)[:_REMOVED] == log_count).all())
     holds = gaps[keys[order[bounds[0] :]] + 1] & 7
+    optional = holds[_REMOVED * log_count :]
+    removed, stamped = np.split(optional, [bounds[_TIMESTAMP] - bounds[_REMOVED]])
     # A log marked removed (or oddly) is for validate.check_not_removed to refuse.
-    _require(set(holds[_REMOVED * log_count :].tolist()) <= {_HOLDS_FALSE_OR_NULL})
+    _require(set(removed.tolist()) <= {_HOLDS_FALSE_OR_NULL})
+    stamps = _timestamp_spans(opens, closes, log_of, keys[order[bounds[_TIMESTAMP] :]], stamped)
     key_token = keys[order[bounds[0] : bounds[_REMOVED]]].reshape(_REMOVED, log_count)
     holds = holds[: _REMOVED * log_count].reshape(_REMOVED, log_count)
     # Each log has each key once, in log order.
@@ -243,7 +256,29 @@ def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list]
     for i in range(len(TOPIC_COLUMNS)):
         tokens = key_token[_TOPICS][count > i] + 1 + i
         topics.append((count > i, (opens[tokens] + 1, closes[tokens])))
-    return values, topics
+    return values, topics, stamps
+
+
+def _timestamp_spans(
+    opens: np.ndarray, closes: np.ndarray, log_of: np.ndarray, keys: np.ndarray, holds: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The logs that have a blockTimestamp (each at most once: orjson would keep the last of
+    two), and where its string values are; anything but a string is for the careful path."""
+    logs = log_of[keys]
+    _require((holds == _HOLDS_STRING).all() and (np.diff(logs) > 0).all())
+    return logs, (opens[keys + 1] + 1, closes[keys + 1])
+
+
+def _timestamp_column(
+    chars: np.ndarray, logs: np.ndarray, span: tuple[np.ndarray, np.ndarray], count: int
+) -> pa.Array:
+    """blockTimestamp as seconds: null in the logs without one or with zero (never trusted)."""
+    seconds = np.zeros(count, np.int64)
+    if len(logs):
+        (values,) = _hex_numbers(chars, [span])
+        _require(values.max() <= MAX_TIMESTAMP)
+        seconds[logs] = values.astype(np.int64)
+    return pa.array(seconds, TIMESTAMP_TYPE, mask=seconds == 0)
 
 
 def _read_gaps(chars: np.ndarray, opens: np.ndarray, closes: np.ndarray, last: bytes) -> tuple:
@@ -301,6 +336,13 @@ def _nulls_where_absent(column: pa.Array, present: np.ndarray) -> pa.Array:
 
 def _hex_quantities(chars: np.ndarray, spans: list) -> list[pa.Array]:
     """The 0x quantities of each span: uint64 for the first, uint32 for the others."""
+    first, *rest = _hex_numbers(chars, spans)
+    _require(max(r.max() for r in rest) <= 0xFFFFFFFF)
+    return [pa.array(first), *(pa.array(r.astype(np.uint32)) for r in rest)]
+
+
+def _hex_numbers(chars: np.ndarray, spans: list) -> list[np.ndarray]:
+    """The 0x quantities (1-16 digits) of each span, as uint64."""
     starts, ends = (np.concatenate(parts) for parts in zip(*spans, strict=True))
     digits = ends - starts - 2
     _require(digits.min() >= 1 and digits.max() <= 16)
@@ -314,9 +356,7 @@ def _hex_quantities(chars: np.ndarray, spans: list) -> list[pa.Array]:
     _require(((values < 10) | (lower < 6) | ~used).all())
     nibbles = np.where(values < 10, values, lower + 10) * used  # and zeros left of the digits
     numbers = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(">u8")[:, 0].astype(np.uint64)
-    first, *rest = np.split(numbers, len(spans))
-    _require(max(r.max() for r in rest) <= 0xFFFFFFFF)
-    return [pa.array(first), *(pa.array(r.astype(np.uint32)) for r in rest)]
+    return np.split(numbers, np.cumsum([len(s) for s, _ in spans])[:-1])
 
 
 def _hex_data(chars: np.ndarray, span: tuple[np.ndarray, np.ndarray], hex_output: bool) -> pa.Array:

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.classify import reading_answer
 from pipeline.fetch.ratecontrol import Throttle
 from pipeline.fetch.rpc import RpcClient
 from pipeline.plan.runplan import Plan
@@ -23,7 +24,9 @@ def start_tip_hashes(
 
     def fetch() -> tuple[dict[int, str], str]:
         try:
-            return hashes_from_any(endpoints, config, plan, blocks), ""
+            # The supervisor reads this future: nothing an endpoint answers may raise out of it.
+            with reading_answer("the block hashes"):
+                return hashes_from_any(endpoints, config, plan, blocks), ""
         except RpcError as err:
             return {}, str(err)
 
@@ -65,7 +68,8 @@ def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[
         if not hasattr(local, "client"):
             local.client = RpcClient(endpoint, timeout)
         time.sleep(throttle.reserve())
-        return local.client.block_hash(block)
+        with local.client.reading(f"the hash of block {block}"):
+            return local.client.block_hash(block)
 
     with ThreadPoolExecutor(max_workers=endpoint.concurrency) as pool:
         return dict(zip(blocks, pool.map(lookup, blocks), strict=True))

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.fetch import fastlogs
-from pipeline.fetch.convert import ADDRESS_BYTES, HASH_BYTES, log_schema
+from pipeline.fetch.convert import ADDRESS_BYTES, HASH_BYTES, TIMESTAMP_TYPE, log_schema
 
 try:
     from pipeline.fetch import _fastlogs
@@ -68,7 +68,8 @@ def _native_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table | No
 
 def _table(parts: tuple, chain_id: int, hex_output: bool) -> pa.Table:
     """The table over the C parser's column buffers (no copy)."""
-    count, block_number, tx_index, log_index, block_hash, tx_hash, address, topics, *data = parts
+    (count, block_number, stamps, tx_index, log_index, block_hash, tx_hash, address, topics,
+     *data) = parts  # fmt: skip
     raw = pa.string() if hex_output else pa.binary()
     hash_width, address_width = (
         (2 + 2 * HASH_BYTES, 2 + 2 * ADDRESS_BYTES) if hex_output else (HASH_BYTES, ADDRESS_BYTES)
@@ -92,8 +93,16 @@ def _table(parts: tuple, chain_id: int, hex_output: bool) -> pa.Table:
         for validity, offsets, values, nulls in topics
     ]
     data_offsets, data_values = data
+    stamp_validity, seconds, stamp_nulls = stamps
+    timestamps = pa.Array.from_buffers(
+        TIMESTAMP_TYPE,
+        count,
+        [stamp_validity and pa.py_buffer(stamp_validity), pa.py_buffer(seconds)],
+        null_count=stamp_nulls,
+    )
     columns = [
         numbers(block_number, pa.uint64()),
+        timestamps,
         fixed(block_hash, hash_offsets),
         numbers(tx_index, pa.uint32()),
         fixed(tx_hash, hash_offsets),

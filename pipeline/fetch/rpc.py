@@ -7,9 +7,11 @@ web3's retry layer is off: it ignores Retry-After and hides timeouts; the worker
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -22,10 +24,27 @@ from web3 import HTTPProvider
 
 from pipeline.config.endpoints import Endpoint, scrub
 from pipeline.errors import ErrorKind, RpcError
-from pipeline.fetch.classify import classify_exception, decode_response
+from pipeline.fetch.classify import (
+    classify_exception,
+    classify_rpc_error,
+    decode_response,
+    reading_answer,
+)
 
 READ_CHUNK_BYTES = 1 << 20
 MAX_RESPONSE_BYTES = 512 << 20  # larger answers are split like any "response too big" error
+MAX_QUANTITY = 2**64 - 1  # block numbers, chain ids: what the output's uint64 columns hold
+MAX_TIMESTAMP = 2**63 - 1  # what the output's block_timestamp (int64 seconds) holds
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]+")
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """What the tool keeps of a block header: its hash (0x, lowercase) and timestamp (seconds)."""
+
+    hash: str
+    timestamp: int
 
 
 @dataclass(frozen=True)
@@ -64,40 +83,52 @@ class RpcClient:
     def post(self, method: str, params: list) -> RawResponse:
         """One request's raw answer, for callers that parse the body themselves."""
         call = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        try:
-            return self._post(orjson.dumps(call))
-        except RpcError as err:
-            raise self._scrubbed(err) from None
+        body = orjson.dumps(call)
+        with self.reading(f"the answer to {method}"):
+            return self._post(body)
 
     def block_hashes(self, blocks: list[int]) -> dict[int, str]:
         """The hashes of `blocks` from one JSON-RPC batch request; RpcError unless the endpoint
         answers every call of the batch (not every provider takes batches)."""
+        found, _ = self.block_headers(blocks)
+        if len(found) != len(blocks):
+            raise RpcError(ErrorKind.MALFORMED, "the batch of block hashes was not answered")
+        return {block: found[block].hash for block in blocks}
+
+    def block_headers(self, blocks: list[int]) -> tuple[dict[int, BlockHeader], RpcError | None]:
+        """The headers of `blocks` that one request brings: a JSON-RPC batch, or a plain call
+        for a single block. A request refused as a whole (an error status or error object, no
+        answer) raises its RpcError; otherwise the headers answered come back with, when some
+        calls were not answered, the error of one of those (throttles and quotas first)."""
+        if len(blocks) == 1:
+            (block,) = blocks
+            result = self.call("eth_getBlockByNumber", [hex(block), False])
+            with self.reading(f"the header of block {block}"):
+                header, error = _header(result, block)
+            if error is not None:
+                raise error
+            return {block: header}, None
         calls = [
             {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(b), False]}
             for i, b in enumerate(blocks)
         ]
-        try:
+        with self.reading("the batch of block headers"):
             response = self._post(orjson.dumps(calls))
-            answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
-        except RpcError as err:
-            raise self._scrubbed(err) from None
-        except orjson.JSONDecodeError:
-            answers = None
-        found = {
-            a["id"]: a["result"]["hash"]
-            for a in (answers if isinstance(answers, list) else ())
-            if isinstance(a, dict)
-            and _has_hash(a.get("result"))
-            and a.get("id") in range(len(blocks))
-        }
-        if len(found) != len(blocks):
-            raise RpcError(ErrorKind.MALFORMED, "the batch of block hashes was not answered")
-        return {block: found[i] for i, block in enumerate(blocks)}
+            return _batch_headers(response, blocks)
 
     def decode(self, response: RawResponse) -> Any:
         """The result of a raw answer, or the RpcError it amounts to."""
-        try:
+        with self.reading("the JSON-RPC answer"):
             return decode_response(response.status, response.headers, response.body)
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[None]:
+        """Around code that reads this endpoint's answer to a request: any failure in it leaves
+        as an RpcError (classify.reading_answer: anything unexpected is a malformed response),
+        scrubbed of the URL and its key."""
+        try:
+            with reading_answer(what):
+                yield
         except RpcError as err:
             raise self._scrubbed(err) from None
 
@@ -153,44 +184,117 @@ class RpcClient:
         """Every log of one block, from eth_getBlockReceipts: the way to read a block whose logs
         exceed an endpoint's eth_getLogs caps."""
         receipts = self.call("eth_getBlockReceipts", [hex(block)])
-        if not isinstance(receipts, list) or not all(isinstance(r, dict) for r in receipts):
-            raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts did not return receipts")
-        logs = [log for receipt in receipts for log in receipt.get("logs") or ()]
-        if not all(isinstance(log, dict) for log in logs):
-            raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts returned malformed logs")
-        return logs
+        with self.reading("eth_getBlockReceipts"):
+            if not isinstance(receipts, list) or not all(isinstance(r, dict) for r in receipts):
+                raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts did not return receipts")
+            if not all(isinstance(r.get("logs"), list | None) for r in receipts):
+                raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts returned malformed logs")
+            logs = [log for receipt in receipts for log in receipt.get("logs") or ()]
+            if not all(isinstance(log, dict) for log in logs):
+                raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts returned malformed logs")
+            return logs
 
     def chain_id(self) -> int:
         """The chain id the endpoint serves."""
-        return _quantity(self.call("eth_chainId", []), "eth_chainId")
+        with self.reading("eth_chainId"):
+            return _quantity(self.call("eth_chainId", []), "eth_chainId")
 
     def block_number(self, tag: str = "latest") -> int:
         """The number of the endpoint's `latest`, `safe` or `finalized` block."""
-        if tag == "latest":
-            return _quantity(self.call("eth_blockNumber", []), "eth_blockNumber")
-        block = self.call("eth_getBlockByNumber", [tag, False])
-        if not isinstance(block, dict):
-            raise RpcError(ErrorKind.PERMANENT, f"the endpoint has no {tag!r} block")
-        return _quantity(block.get("number"), f"eth_getBlockByNumber({tag})")
+        with self.reading(f"the {tag} block number"):
+            if tag == "latest":
+                return _quantity(self.call("eth_blockNumber", []), "eth_blockNumber")
+            block = self.call("eth_getBlockByNumber", [tag, False])
+            if not isinstance(block, dict):
+                raise RpcError(ErrorKind.PERMANENT, f"the endpoint has no {tag!r} block")
+            return _quantity(block.get("number"), f"eth_getBlockByNumber({tag})")
 
     def block_hash(self, block: int) -> str:
         """The hash of block number `block` on the endpoint's chain."""
-        header = self.call("eth_getBlockByNumber", [hex(block), False])
-        if not isinstance(header, dict) or not isinstance(header.get("hash"), str):
-            raise RpcError(ErrorKind.BEYOND_HEAD, f"the endpoint has no block {block}")
-        return header["hash"]
+        with self.reading(f"the hash of block {block}"):
+            header = self.call("eth_getBlockByNumber", [hex(block), False])
+            if not isinstance(header, dict) or not isinstance(header.get("hash"), str):
+                raise RpcError(ErrorKind.BEYOND_HEAD, f"the endpoint has no block {block}")
+            if not _HASH.fullmatch(header["hash"]):
+                raise RpcError(
+                    ErrorKind.MALFORMED, f"block {block} has hash {header['hash'][:80]!r}"
+                )
+            return header["hash"]
 
     def close(self) -> None:
         """Release pooled connections."""
         self.session.close()
 
 
+def _batch_headers(
+    response: RawResponse, blocks: list[int]
+) -> tuple[dict[int, BlockHeader], RpcError | None]:
+    """Read the answer to a batch of eth_getBlockByNumber calls (see RpcClient.block_headers)."""
+    try:
+        answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
+    except orjson.JSONDecodeError:
+        answers = None
+    if not isinstance(answers, list) or not answers:
+        decode_response(response.status, response.headers, response.body)  # raises what it is
+        raise RpcError(ErrorKind.MALFORMED, "a batch was answered with a single result")
+    found: dict[int, BlockHeader] = {}
+    errors = []
+    for answer in answers:
+        at = answer.get("id") if isinstance(answer, dict) else None
+        if type(at) is not int or not 0 <= at < len(blocks) or blocks[at] in found:
+            continue
+        if answer.get("error") is not None:
+            errors.append(classify_rpc_error(answer["error"], response.status, response.headers))
+            continue
+        header, error = _header(answer.get("result"), blocks[at])
+        if error is None:
+            found[blocks[at]] = header
+        else:
+            errors.append(error)
+    if len(found) == len(blocks):
+        return found, None
+    missing = len(blocks) - len(found)
+    unanswered = RpcError(ErrorKind.MALFORMED, f"{missing} of {len(blocks)} calls not answered")
+    return found, min(errors, key=_urgency, default=unanswered)
+
+
+def _urgency(error: RpcError) -> int:
+    """Errors about the endpoint (throttle, quota, key) before errors about a call."""
+    order = (ErrorKind.UNAUTHORIZED, ErrorKind.QUOTA, ErrorKind.RATE_LIMITED)
+    return order.index(error.kind) if error.kind in order else len(order)
+
+
+def _header(result: Any, block: int) -> tuple[BlockHeader | None, RpcError | None]:
+    """The header in one eth_getBlockByNumber result, or the error it amounts to."""
+    if result is None:
+        return None, RpcError(ErrorKind.BEYOND_HEAD, f"the endpoint has no block {block}")
+    if not _has_hash(result):
+        return None, RpcError(ErrorKind.MALFORMED, f"block {block}: no header with a hash")
+    try:
+        number = _quantity(result.get("number"), f"block {block}'s number")
+        timestamp = _quantity(result.get("timestamp"), f"block {block}'s timestamp")
+    except RpcError as err:
+        return None, err
+    if number != block:
+        return None, RpcError(ErrorKind.MALFORMED, f"block {block}: the header of block {number}")
+    if timestamp > MAX_TIMESTAMP:
+        return None, RpcError(ErrorKind.MALFORMED, f"block {block}: timestamp {timestamp}")
+    return BlockHeader(result["hash"].lower(), timestamp), None
+
+
 def _has_hash(header: Any) -> bool:
-    return isinstance(header, dict) and isinstance(header.get("hash"), str)
+    return (
+        isinstance(header, dict)
+        and isinstance(header.get("hash"), str)
+        and bool(_HASH.fullmatch(header["hash"]))
+    )
 
 
 def _quantity(value: Any, what: str) -> int:
-    try:
-        return int(value, 16)
-    except (TypeError, ValueError):
-        raise RpcError(ErrorKind.MALFORMED, f"{what} returned {str(value)[:80]!r}") from None
+    """A 0x quantity of at most 64 bits; "12", "-0x1" or a number are malformed answers."""
+    if isinstance(value, str) and _QUANTITY.fullmatch(value):
+        number = int(value, 16)
+        if number <= MAX_QUANTITY:
+            return number
+    shown = repr(value[:80]) if isinstance(value, str) else type(value).__name__
+    raise RpcError(ErrorKind.MALFORMED, f"{what} returned {shown}, not a quantity")

@@ -39,6 +39,8 @@ def check_batch(table: pa.Table, task: Task, log_filter: LogFilter, hex_output: 
 def check_not_removed(logs: list[dict]) -> None:
     """Raise a MALFORMED RpcError if the endpoint returned logs marked removed by a reorg: they
     are not on the canonical chain (an endpoint mid-reorg; another attempt will see it settled)."""
+    if not all(isinstance(log, dict) for log in logs):
+        _reject("returned something that is not a log object where a log belongs")
     if any(map(methodcaller("get", "removed"), logs)):
         _reject("returned logs marked removed (a reorg in progress)")
 

@@ -12,21 +12,20 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
-from http import HTTPStatus
-from pathlib import Path
-from typing import NamedTuple
+from dataclasses import replace
 
 import pyarrow as pa
 
-from pipeline.config.endpoints import Endpoint
-from pipeline.config.settings import LogFilter
+from pipeline.config.endpoints import scrub
 from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.answers import fetch_range
 from pipeline.fetch.convert import logs_to_table
-from pipeline.fetch.fastlogs import body_to_table_in_pieces
 from pipeline.fetch.health import CircuitBreaker
 from pipeline.fetch.ratecontrol import Throttle
-from pipeline.fetch.rpc import RawResponse, RpcClient
+from pipeline.fetch.reactions import HEADER_REACTIONS, REACTIONS
+from pipeline.fetch.rpc import RpcClient
+from pipeline.fetch.spec import WorkerSpec
+from pipeline.fetch.timestamps import BlockTimestamps
 from pipeline.fetch.validate import check_batch, check_not_removed
 from pipeline.fetch.window import RangeWindow
 from pipeline.messages import (
@@ -35,6 +34,7 @@ from pipeline.messages import (
     EndpointStatus,
     EventQueue,
     FetchedBatch,
+    Notice,
     Reaction,
     ResultQueue,
     Split,
@@ -44,45 +44,12 @@ from pipeline.messages import (
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.plan.chunks import split_point
 from pipeline.store.files import write_result
-from pipeline.store.layout import incoming_path
+from pipeline.store.layout import incoming_path, worker_crash_log
 
 CLAIM_WAIT_S = 0.5
 HEAD_REFRESH_S = 2.0  # how stale the endpoint's head may be before we ask again when we need it
 EXIT_RETIRED = 3  # the endpoint is out for the rest of the run: the supervisor must not restart it
 EXIT_CRASHED = 70
-# Big answers are parsed a piece at a time (parsing peaks near 3x what it reads). Splitting the
-# range instead would make the provider build the whole answer again.
-PARSE_PIECE_BYTES = 16 << 20  # about 30,000 logs
-
-
-# What a worker does about each error class (see messages.Reaction); any other class: RETRY.
-REACTIONS: dict[ErrorKind, Reaction] = {
-    ErrorKind.RANGE_TOO_LARGE: Reaction.SPLIT,
-    ErrorKind.TOO_MANY_RESULTS: Reaction.SPLIT,
-    ErrorKind.RESPONSE_TOO_BIG: Reaction.SPLIT,
-    ErrorKind.RATE_LIMITED: Reaction.THROTTLE,
-    ErrorKind.QUOTA: Reaction.RETIRE,
-    ErrorKind.UNAUTHORIZED: Reaction.RETIRE,
-    ErrorKind.TOO_MANY_FILTERS: Reaction.RETIRE,
-    ErrorKind.BEYOND_HEAD: Reaction.BEHIND,
-    ErrorKind.PRUNED: Reaction.EXCLUDE,
-}
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker process needs to know; sent once when it starts."""
-
-    worker_id: str
-    endpoint: Endpoint
-    log_filter: LogFilter
-    chain_id: int
-    hex_output: bool
-    timeout: float
-    max_attempts: int
-    output: Path = Path()  # the output folder: results are left in its incoming folder
-    to_block: int = 0  # the run's last block
-    head: int | None = None  # the endpoint's head at preflight (None: it did not answer)
 
 
 def worker_main(
@@ -120,17 +87,43 @@ class EndpointWorker:
         self.stopped = False  # the results cannot be written: leave the run to the supervisor
         self._state = (EndpointStatus.ACTIVE, 0.0)
         self._lock = threading.Lock()
+        self.timestamps = BlockTimestamps(
+            self.name,
+            pace=lambda: self._sleep(self.throttle.reserve()),
+            record=self._record,
+            notice=lambda text: self.events.put(Notice(text)),
+        )
 
     def guarded_loop(self) -> None:
-        """The fetch loop; a lost queue ends the process quietly, any other crash loudly, so
-        that the supervisor requeues this endpoint's leases either way."""
+        """The fetch loop; a lost queue ends the process quietly, any other crash with its
+        traceback in the output folder's crash log, so that the supervisor requeues this
+        endpoint's leases either way (and its notice names the log)."""
         try:
             self.loop(RpcClient(self.spec.endpoint, self.spec.timeout))
         except QUEUE_GONE:
             os._exit(0)  # the supervisor reports a lost queue itself
         except BaseException:
-            traceback.print_exc()
-            os._exit(EXIT_CRASHED)
+            try:
+                self._save_traceback()
+            finally:
+                os._exit(EXIT_CRASHED)  # whatever saving it met: a thread must not die alone
+
+    def _save_traceback(self) -> None:
+        """Append the current exception's traceback, without the URL's key, to the crash log;
+        where that cannot be written, say its last line on stderr instead."""
+        text = scrub(traceback.format_exc(), self.spec.endpoint.url)
+        path = worker_crash_log(self.spec.output, self.name, os.getpid())
+        header = f"worker for {self.name} (pid {os.getpid()}) crashed at {time.ctime()}\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as log:
+                log.write(header + text)
+        except OSError as exc:
+            last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+            print(
+                f"worker for {self.name} crashed: {last} (cannot write {path}: {exc.strerror})",
+                file=sys.stderr,
+            )
 
     def loop(self, client: RpcClient) -> None:
         """Claim, fetch, hand over; exit once the board is closed or the endpoint retired."""
@@ -184,22 +177,30 @@ class EndpointWorker:
             self.head, self.head_checked = head, time.monotonic()
 
     def fetch(self, client: RpcClient, task: Task) -> None:
-        """Fetch one leased task and hand the result to the writer, or react to the failure."""
+        """Fetch one leased task, give every log its block's timestamp and hand the result to
+        the writer, or react to the failure."""
         try:
             fetched = fetch_range(client, task, self.spec)
         except RpcError as err:
             self.react(client, task, err)
             return
-        self._deliver(client, task, fetched.table, fetched.parser_fallback)
+        self._record(True, client, task, parser_fallback=fetched.parser_fallback)
+        self._stamp_and_deliver(client, task, fetched.table)
 
-    def _deliver(
-        self, client: RpcClient, task: Task, table: pa.Table, parser_fallback: bool = False
-    ) -> None:
+    def _stamp_and_deliver(self, client: RpcClient, task: Task, table: pa.Table) -> None:
+        """Fill the block timestamps (from headers where the logs lack them) and deliver."""
+        try:
+            table = self.timestamps.fill(client, task, table)
+        except RpcError as err:
+            self.react(client, task, err, header=True)
+            return
+        self._deliver(task, table)
+
+    def _deliver(self, task: Task, table: pa.Table) -> None:
         self.throttle.on_success()
         self.breaker.record_success()
         self._set_state(EndpointStatus.ACTIVE, "")
         self.window.succeeded(task.blocks)
-        self._record(True, client, task, parser_fallback=parser_fallback)
         # The lease stays ours until the writer has stored the batch: if we die now, it is redone.
         path = incoming_path(self.spec.output, os.getpid(), task.task_id)
         try:
@@ -213,9 +214,21 @@ class EndpointWorker:
             return
         self.results.put(FetchedBatch(task, self.name, str(path), table.num_rows))
 
-    def react(self, client: RpcClient, task: Task, err: RpcError, fallback: bool = True) -> None:
-        """Do what the error class calls for (see Reaction)."""
+    def react(
+        self,
+        client: RpcClient,
+        task: Task,
+        err: RpcError,
+        fallback: bool = True,
+        header: bool = False,
+    ) -> None:
+        """Do what the error class calls for (see Reaction); `header`: the failed request was
+        for block headers of the task's logs."""
         reaction = REACTIONS.get(err.kind, Reaction.RETRY)
+        if header and reaction not in HEADER_REACTIONS:
+            # Quota and auth still retire the endpoint; nothing else of a header is the range's.
+            quota = err.kind in (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED)
+            reaction = Reaction.RETIRE if quota else Reaction.RETRY
         if not fallback and err.kind is ErrorKind.PERMANENT:
             reaction = Reaction.EXCLUDE  # no eth_getBlockReceipts here; another endpoint may have
         self._record(False, client, task, err, reaction)
@@ -266,16 +279,18 @@ class EndpointWorker:
         # One block with more logs than eth_getLogs may return here: read them from its receipts.
         self._sleep(self.throttle.reserve())
         try:
-            wanted = self.spec.log_filter.matches
-            logs = [log for log in client.block_logs(task.start) if wanted(log)]
-            check_not_removed(logs)
-            table = logs_to_table(logs, self.spec.chain_id, self.spec.hex_output)
-            check_batch(table, task, self.spec.log_filter, self.spec.hex_output)
+            receipts = client.block_logs(task.start)
+            with client.reading("the logs of eth_getBlockReceipts"):
+                logs = [log for log in receipts if self.spec.log_filter.matches(log)]
+                check_not_removed(logs)
+                table = logs_to_table(logs, self.spec.chain_id, self.spec.hex_output)
+                check_batch(table, task, self.spec.log_filter, self.spec.hex_output)
         except RpcError as receipts_err:
             receipts_err.message = f"eth_getBlockReceipts after {err}: {receipts_err.message}"
             self.react(client, task, receipts_err, fallback=False)
             return
-        self._deliver(client, task, table)
+        self._record(True, client, task)
+        self._stamp_and_deliver(client, task, table)
 
     def _behind(self, client: RpcClient, task: Task) -> bool:
         """After a beyond-head error: True if the endpoint's fresh head confirms it lacks the
@@ -331,39 +346,3 @@ class EndpointWorker:
             self._state = (state, pause)
         if changed:
             self.events.put(EndpointState(self.name, state, detail, pause_s=pause))
-
-
-class RangeLogs(NamedTuple):
-    """One task's logs, and whether the fast parser refused the 200 answer they came in."""
-
-    table: pa.Table
-    parser_fallback: bool
-
-
-def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> RangeLogs:
-    """Fetch and convert one task's logs, refusing any answer that is not exactly that range."""
-    response = client.post("eth_getLogs", [spec.log_filter.rpc_params(task.start, task.end)])
-    # The fast path reads plain answers without a Python object per log; anything else (errors,
-    # odd formatting) goes the careful way, which also says what is wrong with it.
-    if response.status != HTTPStatus.OK:
-        return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=False)
-    table = body_to_table_in_pieces(
-        response.body, spec.chain_id, spec.hex_output, PARSE_PIECE_BYTES
-    )
-    if table is None:
-        # Counted only once the careful path took the answer: a refused error body is already
-        # counted as a failure of its class.
-        return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=True)
-    check_batch(table, task, spec.log_filter, spec.hex_output)
-    return RangeLogs(table, parser_fallback=False)
-
-
-def _careful_table(
-    client: RpcClient, response: RawResponse, task: Task, spec: WorkerSpec
-) -> pa.Table:
-    """The careful path: orjson and one dict per log; raises the RpcError the answer means."""
-    logs = client.logs_result(response)
-    check_not_removed(logs)
-    table = logs_to_table(logs, spec.chain_id, spec.hex_output)
-    check_batch(table, task, spec.log_filter, spec.hex_output)
-    return table

@@ -184,11 +184,15 @@ class TaskBoard:
                 return task
         return None
 
-    def complete(self, task_id: int) -> None:
-        """The writer stored an accepted task."""
+    def complete(self, task_id: int, rows: int | None = None) -> None:
+        """The writer stored an accepted task holding `rows` logs; the plan sizes the tasks it
+        cuts next from that."""
         with self._cond:
-            if self._storing.pop(task_id, None) is not None:
+            task = self._storing.pop(task_id, None)
+            if task is not None:
                 self._done += 1
+                if rows is not None:
+                    self._plan.learn(task.blocks, rows)
                 self._cond.notify_all()
 
     def release(self, worker: str) -> int:

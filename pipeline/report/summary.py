@@ -12,7 +12,7 @@ from pipeline.plan.chunks import merge_ranges
 from pipeline.report.stats import EndpointStats
 from pipeline.report.table import render_table
 from pipeline.store.atomic import write_atomically
-from pipeline.store.layout import SUMMARY_FILE
+from pipeline.store.layout import EVENTS_DIR, SUMMARY_FILE
 
 TABLE_HEADER = (
     "endpoint", "requests", "failures", "splits", "tasks", "logs", "avg ms", "p50 ms", "p95 ms",
@@ -39,6 +39,7 @@ def build_summary(
     interrupted: bool,
     error: str,
     timeline: str | None,
+    events: list[dict] | None = None,
 ) -> dict:
     """The summary.json document. `blocks` and the endpoints' logs are what this run stored,
     `stored_logs` and `files` what the output folder holds; `error` is "" when there was none."""
@@ -62,7 +63,27 @@ def build_summary(
         "interrupted": interrupted,
         "error": error or None,
         "timeline": timeline,
+        "events": events or [],
     }
+
+
+def event_summaries(events: list[dict], totals: dict[str, dict]) -> list[dict]:
+    """summary.json's `events`: per decoded event, its folder (relative to OUT) and the rows
+    and decode failures of the whole folder, with the first few failed logs."""
+    out = []
+    for event in events:
+        total = totals.get(event["folder"], {})
+        out.append(
+            {
+                "name": event["name"],
+                "signature": event["signature"],
+                "folder": f"{EVENTS_DIR}/{event['folder']}",
+                "rows": total.get("rows", 0),
+                "decode_failures": total.get("decode_failures", 0),
+                "failure_examples": total.get("examples", []),
+            }
+        )
+    return out
 
 
 def ranges_json(tasks: Sequence[Task]) -> list[dict]:

@@ -38,10 +38,12 @@ def _probe_once(endpoint: Endpoint, tag: str, timeout: float) -> tuple[Probe, Er
     client = RpcClient(endpoint, min(timeout, PROBE_TIMEOUT_S))
     chain_id = head = None
     try:
-        chain_id = client.chain_id()
-        head = client.block_number()
-        tagged = client.block_number(tag) if tag != "latest" else None
-        return Probe(endpoint, chain_id, head, tag_block=tagged), None
+        # A hostile first answer fails this probe (it is retried), never the run.
+        with client.reading("the preflight probe"):
+            chain_id = client.chain_id()
+            head = client.block_number()
+            tagged = client.block_number(tag) if tag != "latest" else None
+            return Probe(endpoint, chain_id, head, tag_block=tagged), None
     except RpcError as err:
         refused = head is not None and err.kind is ErrorKind.PERMANENT
         return Probe(endpoint, chain_id, head, str(err), refused_tag=refused), err.kind

@@ -43,14 +43,13 @@ from pipeline.plan.board import QUEUE_GONE, BoardState, QueueManager, TaskBoard
 from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
 from pipeline.plan.runplan import Plan
 from pipeline.report.stats import EndpointStats
-from pipeline.report.summary import build_summary, write_summary
+from pipeline.report.summary import build_summary, event_summaries, write_summary
 from pipeline.report.timeline import Timeline, write_timeline
 from pipeline.run.lifecycle import init_child, join_all, run_child
-from pipeline.store.files import write_empty
-from pipeline.store.layout import TIMELINE_FILE
+from pipeline.store.layout import TIMELINE_FILE, worker_crash_log, writer_crash_log
 from pipeline.store.manifest import load_manifest, save_manifest
 from pipeline.store.resume import Resume, discard_incoming, tip_blocks
-from pipeline.store.writer import WriterSpec, writer_main
+from pipeline.store.writer import WriterSpec, commit_window, writer_main
 
 POLL_S = 0.2
 PROGRESS_S = 1.0
@@ -59,6 +58,20 @@ RESULT_QUEUE_PER_WORKER = 2
 JOIN_GRACE_S = 5.0
 WRITER_GRACE_S = 300.0  # the writer compacts what is staged before it stops
 THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
+
+
+def crash_log(path: Path, since: float) -> Path | None:
+    """`path` if a process started at `since` (time.time()) left its traceback there."""
+    try:
+        # A second of slack for coarse file times; a stale log of a reused pid is older.
+        return path if path.stat().st_mtime >= since - 1.0 else None
+    except OSError:
+        return None
+
+
+def with_crash_log(text: str, log: Path | None) -> str:
+    """A notice about a dead process, naming its traceback's file when it left one."""
+    return f"{text}; traceback in {log}" if log else text
 
 
 def _manager_pid(manager: SyncManager) -> int:
@@ -77,6 +90,7 @@ class _Worker:
     process: BaseProcess
     restarts: int = 0
     retired: bool = False
+    started: float = 0.0  # time.time() at its start: its crash log is newer than a stale one
 
 
 class Supervisor:
@@ -107,6 +121,7 @@ class Supervisor:
         self.results: ResultQueue | None = None
         self.events: EventQueue | None = None
         self.writer: BaseProcess | None = None
+        self.writer_started = 0.0
         self.workers: list[_Worker] = []
 
         # The bookkeeping, fed by the events: counters per endpoint, blocks stored, the chart.
@@ -127,6 +142,7 @@ class Supervisor:
         self.unfetched: list[Task] = []
         self.files = 0
         self.stored_rows = 0
+        self.event_totals: dict[str, dict] = {}  # per event folder, once the output is final
         self.seconds = 0.0
         self.chart: Path | None = None
         self.tip: dict[int, str] = {}  # the end's block hashes, once complete
@@ -166,12 +182,14 @@ class Supervisor:
             self.resume.todo,
             self.resume.staged,
             self.config.file_blocks,
+            self.resume.events,
         )
         writer = self.ctx.Process(
             target=run_child,
             args=(writer_main, os.getpid(), spec, self.board, self.results, self.events),
             name="writer",
         )
+        self.writer_started = time.time()
         writer.start()
         self.report(ProcessStarted("writer", writer.pid))
         return writer
@@ -195,9 +213,10 @@ class Supervisor:
             args=(worker_main, os.getpid(), spec, self.board, self.results, self.events),
             name=f"worker-{spec.worker_id}",
         )
+        started = time.time()
         process.start()
         self.report(WorkerStarted(endpoint.name, spec.worker_id, process.pid))
-        return _Worker(index, spec, process, restarts)
+        return _Worker(index, spec, process, restarts, started=started)
 
     def _watch(self) -> None:
         while not self.force_stop:
@@ -260,7 +279,10 @@ class Supervisor:
 
     def _replace_dead_workers(self) -> None:
         if not self.writer.is_alive() and not self.fatal:
-            self.fatal = f"the writer process died (exit code {self.writer.exitcode})"
+            path = writer_crash_log(self.config.output, self.writer.pid)
+            log = crash_log(path, self.writer_started)
+            text = f"the writer process died (exit code {self.writer.exitcode})"
+            self.fatal = with_crash_log(text, log)
         for slot, worker in enumerate(self.workers):
             exitcode = worker.process.exitcode
             if worker.retired or exitcode is None or (exitcode == 0 and self.stopping):
@@ -271,11 +293,14 @@ class Supervisor:
                 worker.retired = True
                 continue
             text = f"worker for {name} died (exit code {exitcode}); {requeued} tasks requeued"
+            log = crash_log(
+                worker_crash_log(self.config.output, name, worker.process.pid), worker.started
+            )
             if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stopping:
-                self.report(Notice(text))
+                self.report(Notice(with_crash_log(text, log)))
                 worker.retired = True
             else:
-                self.report(Notice(text + ", restarting it"))
+                self.report(Notice(with_crash_log(text + ", restarting it", log)))
                 self.workers[slot] = self._start_worker(worker.index, worker.restarts + 1)
         if all(w.retired for w in self.workers):
             out = [s for s in self.stats.values() if s.out_reason]
@@ -349,15 +374,16 @@ class Supervisor:
         manifest = load_manifest(out) or self.resume.manifest
         complete = not (self.fatal or self.signal or self.failed or self.unfetched)
         if complete and not manifest.files:
-            # Not a single log: one empty file, so that queries over OUT/**/*.parquet find the
-            # schema instead of failing on "no files".
+            # Not a single log: empty files (logs and each event), so that queries over
+            # OUT/logs/*.parquet find the schema instead of failing on "no files".
             start, end = self.plan.from_block, self.plan.to_block
-            path = write_empty(log_schema(self.config.hex_output), out, start, end)
-            manifest.add(start, end, path.name, 0)
+            schema = log_schema(self.config.hex_output)
+            commit_window(out, manifest, self.resume.events, start, end, 0, schema=schema)
         if complete and self.tip:
             manifest.tip = self.tip
         save_manifest(out, manifest)
         self.files, self.stored_rows = len(manifest.files), manifest.rows
+        self.event_totals = manifest.event_totals()
 
     def _fetch_tip_hashes(self) -> Future | None:
         """Start fetching the hashes at the end of a complete run; None if it is not complete."""
@@ -388,6 +414,7 @@ class Supervisor:
             interrupted=bool(self.signal),
             error=self.fatal,
             timeline=self.chart.name if self.chart else None,
+            events=event_summaries(self.resume.manifest.events, self.event_totals),
         )
         try:
             write_summary(self.config.output, document)

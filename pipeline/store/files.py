@@ -7,7 +7,7 @@ Arrow IPC (writing and reading them is a memory copy); final files are Parquet w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from pipeline.store.atomic import atomic_path, publish
 from pipeline.store.layout import fragment_path, log_file_path
 
+RowGroupHook = Callable[[pa.Table], None] | None
 SORT_KEYS = [("block_number", "ascending"), ("log_index", "ascending")]
 ROW_GROUP_ROWS = 128 * 1024  # big enough to scan fast, small enough for readers' memory
 COMPRESSION = "zstd"
@@ -51,29 +52,41 @@ def fragment_rows(path: Path) -> int:
     return pa.ipc.open_file(pa.memory_map(str(path))).count_rows()
 
 
-def compact(sources: list[Path], out_dir: Path, start: int, end: int) -> Path:
+def fragment_schema(path: Path) -> pa.Schema:
+    """The schema of a staged fragment, from its footer."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).schema
+
+
+def compact(
+    sources: list[Path], out_dir: Path, start: int, end: int, on_group: RowGroupHook = None
+) -> Path:
     """Merge fragments (in block order, covering start..end, holding logs) into one final file,
-    a row group's worth in memory at a time; return its path."""
-    schema = pa.ipc.open_file(pa.memory_map(str(sources[0]))).schema
+    a row group's worth in memory at a time, handing each row group to `on_group` too (the
+    event decoder); return its path."""
     path = log_file_path(out_dir, start, end)
-    _write_atomically(path, (read_fragment(p) for p in sources), schema)
+    tables = (read_fragment(p) for p in sources)
+    _write_atomically(path, tables, fragment_schema(sources[0]), on_group)
     return path
 
 
 def write_empty(schema: pa.Schema, out_dir: Path, start: int, end: int) -> Path:
-    """A final file with no rows, so that a query over OUT/**/*.parquet finds the schema."""
+    """A final file with no rows, so that a query over OUT/logs/*.parquet finds the schema."""
     path = log_file_path(out_dir, start, end)
     _write_atomically(path, [], schema)
     return path
 
 
-def _write_atomically(path: Path, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
+def _write_atomically(
+    path: Path, tables: Iterable[pa.Table], schema: pa.Schema, on_group: RowGroupHook = None
+) -> None:
     with (
         atomic_path(path) as tmp,
         pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer,
     ):
         for group in _row_groups(tables):
             writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+            if on_group is not None:
+                on_group(group)
 
 
 def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:

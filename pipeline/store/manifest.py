@@ -2,7 +2,9 @@
 
 It records which chain and which filter the folder holds, which block ranges are complete (in
 final files), the final files themselves, and the block hashes at the end of the last run (to
-notice a reorg there on the next run). Staged fragments are complete too; they are listed by the
+notice a reorg there on the next run). With decoded events (--event, --abi), it also records
+which events the folder decodes and, for each final file, the event files beside it with their
+rows and decode failures. Staged fragments are complete too; they are listed by the
 folder itself (naming.fragments) until compaction moves them into final files and here.
 """
 
@@ -19,7 +21,11 @@ from pipeline.plan.chunks import merge_ranges
 from pipeline.store.atomic import write_atomically
 from pipeline.store.layout import MANIFEST_FILE
 
-VERSION = 1
+MAX_EXAMPLES = 5  # failed logs kept as examples per event
+
+# 2: the logs carry block_timestamp, and event tables may sit beside them. A folder of version 1
+# is refused (its files lack the column; mixing both schemas would break readers' globs).
+VERSION = 2
 
 
 @dataclass
@@ -32,18 +38,42 @@ class Manifest:
     covered: list[tuple[int, int]] = field(default_factory=list)  # merged, in block order
     files: dict[str, dict] = field(default_factory=dict)  # name -> from_block, to_block, rows
     tip: dict[int, str] = field(default_factory=dict)  # block -> hash, at the last run's end
+    # The decoded events: name, signature, layout and folder of each (see store.events).
+    events: list[dict] = field(default_factory=list)
+    version: int = VERSION
 
-    def add(self, start: int, end: int, name: str | None, rows: int) -> None:
-        """Record blocks start..end as complete, stored in file `name` (None: no logs)."""
+    def add(
+        self, start: int, end: int, name: str | None, rows: int, events: dict | None = None
+    ) -> None:
+        """Record blocks start..end as complete, stored in file `name` (None: no logs), with
+        the event files beside it ({folder: {file, rows, decode_failures, examples}})."""
         self.covered = merge_ranges([*self.covered, (start, end)])
         if name is not None:
             self.files[name] = {"from_block": start, "to_block": end, "rows": rows}
+            if events:
+                self.files[name]["events"] = events
 
-    def drop_file(self, name: str) -> None:
-        """Forget a final file and the coverage it held (a reorg made it stale)."""
+    def drop_file(self, name: str) -> dict:
+        """Forget a final file and the coverage it held (a reorg made it stale); its entry."""
         entry = self.files.pop(name)
         lo, hi = entry["from_block"], entry["to_block"]
         self.drop_range(lo, hi)
+        return entry
+
+    def event_totals(self) -> dict[str, dict]:
+        """Per event folder: rows, decode failures and the first few failed logs, over every
+        final file."""
+        totals = {
+            e["folder"]: {"rows": 0, "decode_failures": 0, "examples": []} for e in self.events
+        }
+        for entry in self.files.values():
+            for folder, stored in entry.get("events", {}).items():
+                total = totals.setdefault(folder, {"rows": 0, "decode_failures": 0, "examples": []})
+                total["rows"] += stored["rows"]
+                total["decode_failures"] += stored["decode_failures"]
+                room = MAX_EXAMPLES - len(total["examples"])
+                total["examples"] += stored.get("examples", [])[: max(room, 0)]
+        return totals
 
     def drop_range(self, lo: int, hi: float = float("inf")) -> None:
         """Forget coverage of blocks lo..hi (to the end by default)."""
@@ -68,6 +98,7 @@ class Manifest:
             "covered": [{"from_block": a, "to_block": b} for a, b in self.covered],
             "files": [{"name": name, **entry} for name, entry in sorted(self.files.items())],
             "tip": {str(block): digest for block, digest in sorted(self.tip.items())},
+            "events": self.events,
         }
 
 
@@ -97,11 +128,10 @@ def load_manifest(out_dir: Path) -> Manifest | None:
             log_filter=dict(doc["filter"]),
             hex_output=bool(doc["hex"]),
             covered=[(int(r["from_block"]), int(r["to_block"])) for r in doc["covered"]],
-            files={
-                f["name"]: {k: int(f[k]) for k in ("from_block", "to_block", "rows")}
-                for f in doc["files"]
-            },
+            files={f["name"]: _file_entry(f) for f in doc["files"]},
             tip={int(block): str(digest) for block, digest in doc.get("tip", {}).items()},
+            events=[dict(e) for e in doc.get("events", [])],
+            version=int(doc.get("version", 1)),
         )
     except FileNotFoundError:
         return None
@@ -109,6 +139,22 @@ def load_manifest(out_dir: Path) -> Manifest | None:
         raise ConfigError(
             f"{path} is unreadable ({exc}): move it away, or pass --overwrite to start over"
         ) from None
+
+
+def _file_entry(stored: dict) -> dict:
+    entry: dict = {k: int(stored[k]) for k in ("from_block", "to_block", "rows")}
+    if stored.get("events"):
+        entry["events"] = {folder: dict(e) for folder, e in stored["events"].items()}
+    return entry
+
+
+def events_json(outputs: tuple) -> list[dict]:
+    """The decoded events as the manifest records them (store.events.EventOutput each)."""
+    return [
+        {"name": o.spec.name, "signature": o.spec.signature, "layout": o.spec.layout,
+         "folder": o.folder}
+        for o in outputs
+    ]  # fmt: skip
 
 
 def save_manifest(out_dir: Path, manifest: Manifest) -> None:

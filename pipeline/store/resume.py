@@ -21,20 +21,25 @@ from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ConfigError, RpcError
 from pipeline.plan.chunks import gaps, merge_ranges
 from pipeline.plan.runplan import Plan
+from pipeline.store.events import EventOutput, event_outputs
 from pipeline.store.files import fragment_rows
 from pipeline.store.layout import (
+    EVENTS_DIR,
     INCOMING_DIR,
     LOGS_DIR,
     MANIFEST_FILE,
     STAGING_DIR,
     SUMMARY_FILE,
+    event_files,
     final_files,
     fragments,
     temp_files,
 )
 from pipeline.store.manifest import (
+    VERSION,
     Manifest,
     describe_filter,
+    events_json,
     filter_json,
     load_manifest,
     save_manifest,
@@ -55,6 +60,7 @@ class Resume:
     staged: tuple[tuple[int, int], ...]  # complete fragments kept from an earlier run
     todo: tuple[tuple[int, int], ...]  # block ranges this run fetches
     notes: tuple[str, ...] = ()  # what was repaired, for the user
+    events: tuple[EventOutput, ...] = ()  # the events decoded beside the logs, with folders
 
 
 def prepare_output(
@@ -73,7 +79,8 @@ def prepare_output(
         (out / INCOMING_DIR).mkdir()
         for path in temp_files(out):
             path.unlink()
-        manifest = _manifest_for(config, plan)
+        outputs = event_outputs(config.events)
+        manifest = _manifest_for(config, plan, events_json(outputs))
         notes = _reconcile(out, manifest)
         staged = _reusable_fragments(out, manifest)
         if chain_hashes is not None:
@@ -83,18 +90,19 @@ def prepare_output(
         raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
     covered = merge_ranges([*manifest.covered, *staged])
     todo = gaps(plan.from_block, plan.to_block, covered)
-    return Resume(manifest, tuple(staged), tuple(todo), tuple(notes))
+    return Resume(manifest, tuple(staged), tuple(todo), tuple(notes), outputs)
 
 
 def _wipe(out: Path) -> None:
     for name in final_files(out):
         (out / LOGS_DIR / name).unlink()
     shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+    shutil.rmtree(out / EVENTS_DIR, ignore_errors=True)
     for name in (MANIFEST_FILE, SUMMARY_FILE):
         (out / name).unlink(missing_ok=True)
 
 
-def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
+def _manifest_for(config: BackfillConfig, plan: Plan, events: list[dict]) -> Manifest:
     out = config.output
     wanted = filter_json(config.log_filter)
     manifest = load_manifest(out)
@@ -104,7 +112,12 @@ def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
                 f"{out} holds log files but no {MANIFEST_FILE} (another tool or an older "
                 "version wrote them): pass --overwrite to replace them, or choose another --output"
             )
-        return Manifest(plan.chain_id, wanted, config.hex_output)
+        return Manifest(plan.chain_id, wanted, config.hex_output, events=events)
+    if manifest.version < VERSION:
+        raise ConfigError(
+            f"{out} was written by an older version whose files have no block_timestamp "
+            "column: pass --overwrite to fetch it again, or choose another --output"
+        )
     if manifest.chain_id != plan.chain_id:
         raise ConfigError(
             f"{out} holds logs of chain {manifest.chain_id}, the endpoints serve chain "
@@ -115,6 +128,11 @@ def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
             f"{out} holds logs of another filter ({describe_filter(manifest.log_filter)}; this run "
             f"asks for {describe_filter(wanted)}): choose another --output, or pass --overwrite"
         )
+    if manifest.events != events:
+        raise ConfigError(
+            f"{out} decodes other events ({_describe_events(manifest.events)}; this run asks "
+            f"for {_describe_events(events)}): choose another --output, or pass --overwrite"
+        )
     if manifest.hex_output != config.hex_output:
         held = "0x strings (--hex)" if manifest.hex_output else "raw bytes"
         raise ConfigError(
@@ -123,15 +141,42 @@ def _manifest_for(config: BackfillConfig, plan: Plan) -> Manifest:
     return manifest
 
 
+def _describe_events(events: list[dict]) -> str:
+    return ", ".join(e["layout"] for e in events) or "none"
+
+
 def _reconcile(out: Path, manifest: Manifest) -> list[str]:
     notes = []
     on_disk = final_files(out)
     for name in on_disk.keys() - manifest.files.keys():
         (out / LOGS_DIR / name).unlink()  # compacted, but not yet recorded: its fragments remain
-    for name in manifest.files.keys() - on_disk.keys():
-        manifest.drop_file(name)
-        notes.append(f"{name} is missing from {out / LOGS_DIR}: its blocks will be fetched again")
+    recorded = {
+        out / EVENTS_DIR / folder / stored["file"]
+        for entry in manifest.files.values()
+        for folder, stored in entry.get("events", {}).items()
+    }
+    for path in event_files(out):
+        if path not in recorded:
+            path.unlink()  # written beside a final file that was never recorded
+    for name, entry in list(manifest.files.items()):
+        missing = [p for p in _files_of(out, name, entry) if not p.exists()]
+        if missing:
+            drop_file(out, manifest, name)
+            notes.append(f"{missing[0]} is missing: the blocks of {name} will be fetched again")
     return notes
+
+
+def _files_of(out: Path, name: str, entry: dict) -> list[Path]:
+    """A final file and the event files beside it."""
+    events = entry.get("events", {})
+    return [out / LOGS_DIR / name] + [out / EVENTS_DIR / f / e["file"] for f, e in events.items()]
+
+
+def drop_file(out: Path, manifest: Manifest, name: str) -> None:
+    """Forget a final file and delete it with its event files: its blocks are fetched again."""
+    entry = manifest.drop_file(name)
+    for path in _files_of(out, name, entry):
+        path.unlink(missing_ok=True)
 
 
 def discard_incoming(out: Path) -> None:
@@ -177,8 +222,7 @@ def _repair_reorg(
     first = changed[0]
     for name, entry in list(manifest.files.items()):
         if entry["to_block"] >= first:
-            manifest.drop_file(name)
-            (out / LOGS_DIR / name).unlink(missing_ok=True)
+            drop_file(out, manifest, name)
     for start, end, path in fragments(out):
         if end >= first:
             path.unlink()

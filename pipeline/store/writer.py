@@ -11,6 +11,10 @@ deleted.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +24,22 @@ import pyarrow.compute as pc
 
 from pipeline.messages import EventQueue, FetchedBatch, ResultQueue, TaskWritten, WriterFailed
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
-from pipeline.store.files import compact, fragment_rows, read_fragment, stage_result, write_fragment
-from pipeline.store.layout import fragment_path
+from pipeline.store.events import EventOutput, WindowEvents
+from pipeline.store.files import (
+    compact,
+    fragment_rows,
+    fragment_schema,
+    read_fragment,
+    stage_result,
+    write_empty,
+    write_fragment,
+)
+from pipeline.store.layout import fragment_path, writer_crash_log
 from pipeline.store.locks import writer_lock
 from pipeline.store.manifest import Manifest, save_manifest
 
 MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
+EXIT_CRASHED = 70  # as a crashed worker: the traceback is in the output folder's crash log
 
 
 @dataclass(frozen=True)
@@ -37,13 +51,40 @@ class WriterSpec:
     todo: tuple[tuple[int, int], ...]  # the block ranges this run fetches
     staged: tuple[tuple[int, int], ...]  # fragments an earlier run left, reused
     file_blocks: int  # final files never cross a multiple of this: stable names across runs
+    events: tuple[EventOutput, ...] = ()  # decoded beside every final file
 
 
 def writer_main(
     spec: WriterSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
 ) -> None:
-    """Store batches until a None arrives, then compact what is staged and stop."""
-    staging = Staging(spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks)
+    """Store batches until a None arrives, then compact what is staged and stop. A crash
+    leaves its traceback in the crash log and exits EXIT_CRASHED, printing nothing: the
+    supervisor's one line names the log."""
+    try:
+        _store_until_done(spec, board, results, events)
+    except Exception:
+        _save_traceback(spec.output)
+        raise SystemExit(EXIT_CRASHED) from None
+
+
+def _save_traceback(out: Path) -> None:
+    text = traceback.format_exc()
+    path = writer_crash_log(out, os.getpid())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log:
+            log.write(f"writer (pid {os.getpid()}) crashed at {time.ctime()}\n{text}")
+    except OSError as exc:
+        last = text.strip().splitlines()[-1]
+        print(f"writer crashed: {last} (cannot write {path}: {exc.strerror})", file=sys.stderr)
+
+
+def _store_until_done(
+    spec: WriterSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
+) -> None:
+    staging = Staging(
+        spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks, spec.events
+    )
     # The lock lets the next run wait for this process if its supervisor is killed.
     with writer_lock(spec.output), contextlib.suppress(*QUEUE_GONE):
         try:
@@ -65,7 +106,7 @@ def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> Task
         result.unlink(missing_ok=True)
         return None
     staging.add(result, task.start, task.end, batch.rows)
-    board.complete(task.task_id)
+    board.complete(task.task_id, batch.rows)
     return TaskWritten(task, batch.endpoint, batch.rows)
 
 
@@ -79,10 +120,12 @@ class Staging:
         todo: tuple[tuple[int, int], ...],
         staged: tuple[tuple[int, int], ...],
         file_blocks: int,
+        events: tuple[EventOutput, ...] = (),
     ) -> None:
         self.out = out
         self.manifest = manifest
         self.file_blocks = file_blocks
+        self.events = events
         self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
         self.missing: dict[int, int] = defaultdict(int)
         for start, end in todo:
@@ -130,11 +173,36 @@ class Staging:
             start, end = group[0][0], group[-1][1]
             paths = [fragment_path(self.out, a, b) for a, b, _ in group]
             rows = sum(count for _, _, count in group)
-            path = compact(paths, self.out, start, end) if rows else None
-            self.manifest.add(start, end, path.name if path else None, rows)
-            save_manifest(self.out, self.manifest)  # the record first, then the cleanup
-            for fragment in paths:
+            if rows:
+                commit_window(self.out, self.manifest, self.events, start, end, rows, paths)
+            else:  # no logs there: nothing to read, only the coverage to record
+                self.manifest.add(start, end, None, 0)
+                save_manifest(self.out, self.manifest)
+            for fragment in paths:  # the record first, then the cleanup
                 fragment.unlink()
+
+
+def commit_window(
+    out: Path,
+    manifest: Manifest,
+    events: tuple[EventOutput, ...],
+    start: int,
+    end: int,
+    rows: int,
+    sources: list[Path] | None = None,
+    schema: pa.Schema | None = None,
+) -> None:
+    """Write the final file of blocks start..end from `sources` (or an empty one of `schema`),
+    each event's decoded file beside it, then record them all in the manifest at once."""
+    raw_schema = fragment_schema(sources[0]) if sources else schema
+    window = WindowEvents(out, events, start, end, raw_schema, manifest.hex_output)
+    with window:
+        if sources:
+            path = compact(sources, out, start, end, on_group=window.add)
+        else:
+            path = write_empty(raw_schema, out, start, end)
+    manifest.add(start, end, path.name, rows, window.entries)
+    save_manifest(out, manifest)
 
 
 def _windows(start: int, end: int, size: int):

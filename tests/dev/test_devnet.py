@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from itertools import pairwise
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from eth_utils import keccak
+from helpers import wait_for
 
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import DEV_ACCOUNT, EMITTERS, SeedReport, seed_logs
@@ -80,14 +80,15 @@ def test_anvil_dies_with_its_parent() -> None:
     assert probe.rpc("eth_chainId") == "0x7a69"
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def node_gone() -> bool:
         try:
             probe.rpc("eth_chainId")
         except OSError:
-            return
-        time.sleep(0.05)
-    pytest.fail("anvil outlived the process that started it")
+            return True
+        return False
+
+    wait_for(node_gone, 30, "anvil to die with the process that started it", interval=0.05)
 
 
 def test_report_matches_the_node(node: Anvil, seeded: SeedReport, logs: list[dict]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import assert_usage_error, run_cli_in_process
 
 from pipeline import cli
 from pipeline.cli import backfill
@@ -114,10 +115,8 @@ def test_flags_on_the_command_line_win_over_the_file(tmp_path, mocker):
     assert [e.rps for e in config.endpoints] == [50, 3]  # the paid endpoint keeps its own
 
 
-def test_a_bad_config_file_exits_2_with_one_line(tmp_path, capsys):
+def test_a_bad_config_file_exits_2_with_one_line(tmp_path):
     path = write(tmp_path, "chunk-size = 'big'")
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["backfill", "--config", str(path)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --config")
+    out = tmp_path / "out"
+    refused = run_cli_in_process("backfill", "--config", str(path), "--output", str(out))
+    assert assert_usage_error(refused, out).startswith("error: --config")

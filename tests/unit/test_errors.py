@@ -724,3 +724,14 @@ def test_str_follows_the_current_message():
     err.message = "after"
     assert str(err) == "rate_limited: after"
     assert (err.retry_after, err.hint, err.max_blocks) == (None, None, None)
+
+
+def test_a_url_quoted_in_an_error_page_does_not_decide_the_class():
+    err = classify_rpc_error(
+        {"code": -32000, "message": "no backend for POST http://h/v2/K?apikey=X"}, 500
+    )
+    assert err.kind is ErrorKind.SERVER
+    body = b"upstream https://rpc.example/v3/KEY?api_key=1 failed"
+    with pytest.raises(RpcError) as caught:
+        decode_response(500, {}, body)
+    assert caught.value.kind is ErrorKind.SERVER

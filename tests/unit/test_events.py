@@ -43,7 +43,7 @@ DOCUMENTED_STATES = {"active", "throttled", "backing off", "circuit open", "behi
 SUMMARY_FIELDS = {
     "chain_id", "from_block", "to_block", "end_reason", "blocks", "already_stored_blocks", "logs",
     "files", "stored_logs", "seconds", "logs_per_second", "endpoints", "failed_ranges",
-    "unfetched_ranges", "interrupted", "error", "timeline",
+    "unfetched_ranges", "interrupted", "error", "timeline", "events",
 }  # fmt: skip
 ENDPOINT_FIELDS = {
     "name", "url", "requests", "failures", "tasks", "logs", "avg_latency_ms", "p50_latency_ms",
@@ -75,6 +75,7 @@ def logs_body(count: int, pretty: bool) -> bytes:
             "data": "0x" + "ab" * i,
             "blockHash": "0x" + f"{TASK.start + i:064x}",
             "blockNumber": hex(TASK.start + i),
+            "blockTimestamp": hex(1_700_000_000 + 12 * i),
             "transactionHash": "0x" + f"{i + 7:064x}",
             "transactionIndex": hex(i),
             "logIndex": hex(i),
@@ -180,6 +181,7 @@ def test_a_fallback_is_counted_from_the_worker_to_the_summary_and_the_metrics(mo
     (tmp_path / INCOMING_DIR).mkdir(parents=True)
     board, results, events = mocker.Mock(), mocker.Mock(), mocker.Mock()
     worker = EndpointWorker(worker_spec(config), board, results, events)
+    worker.timestamps.checked = True  # its blockTimestamp passed a check: no header request here
     worker.fetch(answering(mocker, config, logs_body(3, pretty=True)), TASK)
     worker.fetch(answering(mocker, config, logs_body(3, pretty=False)), TASK)
     attempts = [c.args[0] for c in events.put.call_args_list if isinstance(c.args[0], Attempt)]

@@ -132,6 +132,30 @@ def test_envelope_in_any_order_a_batch_of_one_and_spaces_around_the_array_are_ta
         taken(body, False)
 
 
+def test_block_timestamps_zero_or_absent_are_null_and_the_rest_read_exactly():
+    rng = random.Random(19)
+    logs = [anvil_log(rng, i) for i in range(20)]
+    for i, log in enumerate(logs):
+        if i % 3 == 0:
+            del log["blockTimestamp"]
+        elif i % 3 == 1:
+            log["blockTimestamp"] = rng.choice(["0x0", "0x00", "0x" + "0" * 16])
+    for hex_output in (False, True):
+        table = taken(body_of(logs), hex_output)
+        seconds = table["block_timestamp"].cast(pa.int64()).to_pylist()
+        expected = [int(log["blockTimestamp"], 16) or None if "blockTimestamp" in log else None
+                    for log in logs]  # fmt: skip
+        assert seconds == expected and table["block_timestamp"].null_count == 14
+
+
+def test_a_block_timestamp_twice_or_not_a_string_is_refused():
+    body = body_of([anvil_log(random.Random(21), i) for i in range(2)])
+    twice = body.replace(b'"blockTimestamp"', b'"blockTimestamp":"0x1","blockTimestamp"', 1)
+    for refused in (twice, body.replace(b'"blockTimestamp":"', b'"blockTimestamp":null,"x":"', 1)):
+        assert nativelogs.native_table(refused, CHAIN, False) is None
+        agree(refused, False)
+
+
 def test_removed_false_null_or_absent_are_all_taken():
     rng = random.Random(9)
     logs = [anvil_log(rng, i) for i in range(3)]
@@ -204,6 +228,8 @@ def test_bad_bodies_are_refused_or_give_the_careful_table(name, hex_output):
         {"blockNumber": "0x" + "f" * 18},
         {"blockNumber": "0x" + "0" * 17 + "1"},  # 17 digits, although the value is small
         {"blockNumber": "0x1" + "0" * 16},
+        {"blockTimestamp": "0x8000000000000000"},  # past the column's int64
+        {"blockTimestamp": "0x" + "f" * 17},
     ],
     ids=lambda fields: "-".join(f"{k}={v}" for k, v in fields.items()),
 )

@@ -156,3 +156,34 @@ def test_results_no_writer_accepted_and_unreadable_fragments_are_fetched_again(t
     assert resume.todo == ((50, 999),)
     assert not stray.exists() and stray.parent.is_dir()
     assert not fragment_path(tmp_path, 50, 99).exists()
+
+
+def test_a_folder_written_before_block_timestamp_is_refused_and_left_as_it_was(tmp_path):
+    cfg = folder(tmp_path, files=[(0, 99)])
+    path = tmp_path / "manifest.json"
+    old = path.read_text().replace('"version": 2', '"version": 1')
+    path.write_text(old)
+    with pytest.raises(ConfigError, match=r"older version.*--overwrite"):
+        prepare_output(cfg, plan())
+    assert path.read_text() == old and list((tmp_path / LOGS_DIR).iterdir())
+    resume = prepare_output(config(tmp_path, overwrite=True), plan())
+    assert resume.todo == ((0, 999),) and load_manifest(tmp_path).version == 2
+
+
+def test_event_files_never_recorded_are_deleted_and_a_missing_one_refetches_its_window(tmp_path):
+    events = ["Tick(uint256 a, uint256 b)"]
+    cfg = config(tmp_path, events=events)
+    prepare_output(cfg, plan())
+    manifest = load_manifest(tmp_path)
+    stray = tmp_path / "events" / "Tick" / "Tick__000000000000_to_000000000099.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half a compaction")
+    recorded = tmp_path / "events" / "Tick" / "Tick__000000000100_to_000000000199.parquet"
+    name = write_empty(log_schema(), tmp_path, 100, 199).name
+    entry = {"Tick": {"file": recorded.name, "rows": 0, "decode_failures": 0, "examples": []}}
+    manifest.add(100, 199, name, 0, entry)
+    save_manifest(tmp_path, manifest)
+    resume = prepare_output(cfg, plan())
+    assert not stray.exists()
+    assert resume.todo == ((0, 999),), "the window whose event file is missing is fetched again"
+    assert not (tmp_path / LOGS_DIR / name).exists()
