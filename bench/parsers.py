@@ -46,7 +46,13 @@ from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import seed_logs
 from pipeline.fetch import fastlogs, nativelogs
 from pipeline.fetch.classify import decode_response
-from pipeline.fetch.convert import ADDRESS_BYTES, HASH_BYTES, log_schema, logs_to_table
+from pipeline.fetch.convert import (
+    ADDRESS_BYTES,
+    HASH_BYTES,
+    TIMESTAMP_TYPE,
+    log_schema,
+    logs_to_table,
+)
 from pipeline.fetch.validate import check_not_removed
 from pipeline.report.table import render_table
 
@@ -85,7 +91,8 @@ def _msgspec_decoder():  # built on first use: msgspec is optional
     strings = ("blockNumber", "blockHash", "transactionIndex", "transactionHash", "logIndex",
                "address")  # fmt: skip
     fields = [*((name, str) for name in strings), ("topics", list[str]), ("data", str)]
-    log = msgspec.defstruct("Log", [*fields, ("removed", bool | None, None)])
+    optional = [("removed", bool | None, None), ("blockTimestamp", str | None, None)]
+    log = msgspec.defstruct("Log", [*fields, *optional])
     response = msgspec.defstruct("Response", [("result", list[log])])
     return msgspec.json.Decoder(response)
 
@@ -109,8 +116,9 @@ def msgspec_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
     ]
     sizes = [HASH_BYTES, HASH_BYTES, ADDRESS_BYTES, *[HASH_BYTES] * 4]
     block_hash, tx_hash, address, *topic_columns = map(_hex_column, hexes, sizes, [hex_output] * 7)
+    stamps = [None if s in (None, "0x0") else int(s, 16) for s in strings("blockTimestamp")]
     columns = [
-        quantities("blockNumber", pa.uint64()), block_hash,
+        quantities("blockNumber", pa.uint64()), pa.array(stamps, TIMESTAMP_TYPE), block_hash,
         quantities("transactionIndex", pa.uint32()), tx_hash,
         quantities("logIndex", pa.uint32()), address, *topic_columns,
         _hex_column(strings("data"), 0, hex_output),
@@ -138,7 +146,7 @@ def _hex_column(values: list[str | None], size: int, hex_output: bool) -> pa.Arr
 
 # The keys polars and DuckDB read (strings, but topics: a list of strings); others are skipped.
 _LOG_KEYS = ("blockNumber", "blockHash", "transactionIndex", "transactionHash", "logIndex",
-             "address", "topics", "data")  # fmt: skip
+             "address", "topics", "data", "blockTimestamp")  # fmt: skip
 
 
 def polars_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
@@ -154,6 +162,11 @@ def polars_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
 
     exprs = {
         "block_number": pl.col("blockNumber").str.slice(2).str.to_integer(base=16, dtype=pl.UInt64),
+        # A zero timestamp is no timestamp (the worker fills it from the block's header).
+        "block_timestamp": pl.from_epoch(
+            pl.col("blockTimestamp").str.slice(2).str.to_integer(base=16).replace(0, None),
+            time_unit="s",
+        ).dt.replace_time_zone("UTC"),
         "block_hash": hex_expr(pl.col("blockHash")),
         "transaction_index": pl.col("transactionIndex")
         .str.slice(2)
@@ -192,7 +205,9 @@ def _duckdb_sql(path: str, chain_id: int, hex_output: bool) -> str:
         return f"lower({expr})" if hex_output else f"from_hex(substr({expr}, 3))"
 
     return f"""
-        SELECT blockNumber::UBIGINT AS block_number, {hexed("blockHash")} AS block_hash,
+        SELECT blockNumber::UBIGINT AS block_number,
+            to_timestamp(nullif(blockTimestamp::UBIGINT, 0)) AS block_timestamp,
+            {hexed("blockHash")} AS block_hash,
             transactionIndex::UINTEGER AS transaction_index,
             {hexed("transactionHash")} AS transaction_hash, logIndex::UINTEGER AS log_index,
             {hexed("address")} AS address,
