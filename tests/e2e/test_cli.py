@@ -104,6 +104,7 @@ def test_all_endpoints_unreachable_exits_1_quickly_with_a_clear_message(tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_env_vars_supply_endpoints_and_filter(tmp_path, node, seeded):
     env = {**os.environ, "RPC_URLS": node.url, "CONTRACT_ADDRESS": seeded.contracts[0]}
     result = run_cli(

@@ -345,6 +345,7 @@ def test_with_rps_an_endpoint_stays_at_or_under_its_limit(tmp_path, node, seeded
     assert busiest <= rps + 2, busiest
 
 
+@pytest.mark.slow
 def test_without_rps_a_throttling_endpoint_is_slowed_down_not_hammered(tmp_path, node, seeded):
     # 200 requests of 5 blocks for an address without logs: answers so cheap that the client,
     # unpaced, asks far more than the 20 a second (20 saved up) the provider allows.

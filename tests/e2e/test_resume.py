@@ -244,6 +244,7 @@ def test_extending_the_range_later_fetches_only_the_new_blocks(tmp_path, node, s
     assert_equals_node(second, tmp_path, node, FIRST, LAST)
 
 
+@pytest.mark.slow
 def test_killing_the_writer_mid_run_leaves_a_resumable_folder(tmp_path, node, seeded, proxy):
     steady = proxy(latency_ms=(5, 10))
     writer: list[int] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import pytest
 from conftest import backfill, plan_tasks
 from helpers import assert_equals_node
 
@@ -36,6 +37,7 @@ def run(output: Path, node, seeded, **filters) -> tuple[RunResult, list[TaskWrit
     return result, sorted(written, key=lambda event: event.task.start)
 
 
+@pytest.mark.slow
 def test_default_flags_give_dense_ranges_narrow_tasks_and_sparse_ones_wide_tasks(
     tmp_path, node, seeded
 ):
