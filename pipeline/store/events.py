@@ -17,9 +17,9 @@ from pipeline.decode.schema import output_schema
 from pipeline.decode.signature import EventSpec
 from pipeline.store.atomic import atomic_path
 from pipeline.store.layout import event_file_path
+from pipeline.store.manifest import MAX_EXAMPLES
 
 COMPRESSION = "zstd"
-MAX_EXAMPLES = 5  # failed logs kept as examples per event, per file and in the manifest
 
 
 @dataclass(frozen=True)

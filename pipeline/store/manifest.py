@@ -21,7 +21,7 @@ from pipeline.plan.chunks import merge_ranges
 from pipeline.store.atomic import write_atomically
 from pipeline.store.layout import MANIFEST_FILE
 
-MAX_EXAMPLES = 5  # failed logs kept as examples per event
+MAX_EXAMPLES = 5  # failed logs kept as examples per event, per file and in the folder's totals
 
 # 2: the logs carry block_timestamp, and event tables may sit beside them. A folder of version 1
 # is refused (its files lack the column; mixing both schemas would break readers' globs).
