@@ -8,8 +8,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eth_utils import is_checksum_address
-
 from pipeline.config.endpoints import Endpoint, parse_endpoints
 from pipeline.config.options import (
     BY_NAME,
@@ -28,6 +26,7 @@ from pipeline.decode.signature import (
     require_address_for_anonymous,
 )
 from pipeline.errors import ConfigError
+from pipeline.hashing import is_checksum_address
 
 # The other DEFAULT_* values are defined with their options (pipeline.config.options) and
 # imported above, so `from pipeline.config.settings import DEFAULT_...` keeps working.

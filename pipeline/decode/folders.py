@@ -15,7 +15,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from pipeline.decode.signature import EventSpec, keccak256
+from pipeline.decode.signature import EventSpec
+from pipeline.hashing import keccak256
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 MAX_NAME = 100  # far below the 255 bytes a file name may have

@@ -28,6 +28,7 @@ from pipeline.decode.abitypes import (
     with_suffix,
 )
 from pipeline.errors import ConfigError
+from pipeline.hashing import keccak256
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _TYPE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -155,18 +156,6 @@ def make_spec(name: str, params: list[Param], anonymous: bool) -> EventSpec:
     signature = f"{name}({','.join(p.abi_type for p in params)})"
     topic0 = "0x" + keccak256(signature.encode()).hex()
     return EventSpec(name, signature, topic0, tuple(params), anonymous)
-
-
-def keccak256(data: bytes) -> bytes:
-    """Keccak-256 (Ethereum's, not SHA3-256), from pycryptodome (web3 installs it): 25 ms to
-    import where eth_hash.auto takes 45 and eth_utils 500."""
-    try:
-        from Crypto.Hash import keccak  # only when a spec is built
-    except ImportError:
-        from eth_hash.auto import keccak as eth_keccak
-
-        return eth_keccak(data)
-    return keccak.new(digest_bits=256, data=data).digest()
 
 
 def param_from_type(name: str, kind: AbiType, indexed: bool) -> Param:

@@ -44,7 +44,7 @@ from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
 from pipeline.plan.runplan import Plan
 from pipeline.report.stats import EndpointStats
 from pipeline.report.summary import build_summary, event_summaries, write_summary
-from pipeline.report.timeline import Timeline, write_timeline
+from pipeline.report.timeline import Timeline, warm_up, write_timeline
 from pipeline.run.lifecycle import init_child, join_all, run_child
 from pipeline.store.layout import TIMELINE_FILE, worker_crash_log, writer_crash_log
 from pipeline.store.manifest import load_manifest, save_manifest
@@ -160,6 +160,7 @@ class Supervisor:
             self.events = self.manager.Queue()
             self.writer = self._start_writer()
             self.workers = [self._start_worker(i, 0) for i in range(len(names))]
+            warm_up()
             self._watch()
             self._shutdown()
         except QUEUE_GONE:
@@ -233,9 +234,10 @@ class Supervisor:
             self._replace_dead_workers()
             self._check_stalled()
 
-    def _drain(self) -> None:
+    def _drain(self, wait: float = POLL_S) -> None:
+        """Handle the events queued, waiting up to `wait` seconds for the first."""
         try:
-            event = self.events.get(timeout=POLL_S)
+            event = self.events.get(timeout=wait) if wait else self.events.get_nowait()
             while True:
                 self._handle(event)
                 event = self.events.get_nowait()
@@ -343,7 +345,7 @@ class Supervisor:
         if self.writer.is_alive():
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
-        self._drain()
+        self._drain(wait=0)  # the children are gone: their events are all queued
         # While the writer compacts what is staged: the chart, and the end's block hashes.
         tip = self._fetch_tip_hashes()
         self._draw_timeline()
@@ -352,7 +354,7 @@ class Supervisor:
             self.tip, error = tip.result()
             if error:
                 self.report(Notice(f"could not record the end's block hashes ({error})"))
-        self._drain()
+        self._drain(wait=0)
         self.failed, self.unfetched = self.board.unfinished()
         try:
             self._finish_output()
