@@ -27,6 +27,10 @@ class Measurement:
     logs: int = 0
     verified: str = ""
     fetch_s: float | None = None  # first eth_getLogs to last answer, seen at the proxies
+    started: float = 0.0  # time.monotonic() at the process start ...
+    ended: float = 0.0  # ... and at its exit
+    startup_s: float | None = None  # process start to the first eth_getLogs, seen at a proxy
+    shutdown_s: float | None = None  # the last eth_getLogs answered to the process exit
     extra: dict[str, str] = field(default_factory=dict)  # scenario-specific columns
 
     @property
@@ -146,11 +150,12 @@ def _busy_ticks() -> tuple[int, int]:
 def run_measured(name: str, command: list[str], period: float) -> Measurement:
     """Run `command` to completion, sampling its tree; logs and verdict are filled in later."""
     busy0, total0 = _busy_ticks()
-    started = time.perf_counter()
+    started = time.monotonic()  # the proxies' clock: start-up and shut-down are differences
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     sampler = TreeSampler(process.pid, period).start()
     _, stderr = process.communicate()
-    seconds = time.perf_counter() - started
+    ended = time.monotonic()
+    seconds = ended - started
     sampler.stop()
     busy1, total1 = _busy_ticks()
     if process.returncode != 0:
@@ -160,7 +165,15 @@ def run_measured(name: str, command: list[str], period: float) -> Measurement:
     others = max(0.0, busy1 - busy0 - sampler.family_seconds * CLOCK_TICKS) / (total1 - total0)
     helpers = sampler.family_seconds - sampler.cpu_seconds - sampler.own_cpu
     return Measurement(
-        name, seconds, sampler.peak / 2**20, sampler.cpu_seconds, box, others, helpers
+        name,
+        seconds,
+        sampler.peak / 2**20,
+        sampler.cpu_seconds,
+        box,
+        others,
+        helpers,
+        started=started,
+        ended=ended,
     )
 
 

@@ -15,7 +15,9 @@ def format_table(results: list[Measurement]) -> str:
         if fetch:  # the fetch columns go first among the extras
             seen = r.fetch_s is not None
             r.extra = {
+                "start-up s": _seconds(r.startup_s),
                 "fetch s": f"{r.fetch_s:.2f}" if seen else "-",
+                "shut-down s": _seconds(r.shutdown_s),
                 "fetch logs/s": f"{r.fetch_rate:,.0f}" if seen else "-",
                 **r.extra,
             }
@@ -47,3 +49,15 @@ def format_table(results: list[Measurement]) -> str:
             "during these runs (others CPU %): the affected figures are pessimistic"
         )
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def add_ratio_to(results: list[Measurement], rival: Measurement | None, label: str) -> None:
+    """A column of each row's logs/s divided by `rival`'s (cryo's), when it ran."""
+    if rival is None or not rival.logs_per_second:
+        return
+    for r in results:
+        r.extra[label] = f"{r.logs_per_second / rival.logs_per_second:.2f}x"

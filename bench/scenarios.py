@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import statistics
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bench.measure import Measurement, machine_line, run_measured
-from bench.report import format_table
+from bench.report import add_ratio_to, format_table
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.seeding import seed_logs
 from pipeline.dev.simulator import FaultProxy, Outcome, Profile, Reply, RpcRequest
@@ -47,10 +48,18 @@ FLAGS: dict[str, dict[str, dict[str, Any]]] = {
         "blocks": {"type": int, "default": 3_000, "help": "blocks to seed"},
         "chunk-size": {"type": int, "default": 5, "help": "blocks per request"},
         "providers": {
-            "choices": ("equal", "mixed"),
-            "default": "equal",
-            "help": "equal: three alike 50-150 ms, 20 rps; mixed: 50/100/150 ms, 25/15/10 rps",
+            "choices": ("flat", "equal", "mixed"),
+            "default": "flat",
+            "help": "flat: three alike 60 ms, 15 rps; equal: three alike 50-150 ms, 20 rps; "
+            "mixed: 50/100/150 ms, 25/15/10 rps",
         },
+        "tuned": {
+            "action": "store_true",
+            "help": "also run all three with a hand-set --concurrency per provider",
+        },
+    },
+    "fixed": {
+        "runs": {"type": int, "default": 5, "help": "runs per contender"},
     },
     "scaling": {
         "endpoints": {"default": "1,2,4,8,16", "help": "endpoint counts, comma-separated"},
@@ -128,6 +137,11 @@ def contender(
     result.logs, result.verified = stored.num_rows, compare(expected, stored)
     if proxies:
         result.fetch_s = fetch_window(proxies)
+        firsts = [p.first for p in proxies if p.first is not None]
+        lasts = [p.last for p in proxies if p.last is not None]
+        if firsts and lasts:
+            result.startup_s = min(firsts) - result.started
+            result.shutdown_s = result.ended - max(lasts)
         if any(p.profile.rps_cap for p in proxies):
             result.extra["429s"] = str(sum(p.stats()["throttled"] for p in proxies))
     return result
@@ -229,6 +243,7 @@ def run_cpu(args: argparse.Namespace, work: Path) -> str:
             # cryo as its users run it: its default of one eth_getLogs per block.
             command, output = cryo(node.url, start, end, chunk, work)
             results.append(contender("cryo", command, output, expected, period=CPU_SAMPLE_S))
+            add_ratio_to(results, results[-1], "÷ cryo")
             notes.append(
                 f"cryo: default settings (one eth_getLogs per block), files of {chunk} blocks"
             )
@@ -273,6 +288,7 @@ class Provider:
 
 
 PROVIDER_SETS: dict[str, tuple[Provider, ...]] = {
+    "flat": tuple(Provider(f"p{i}", (57, 63), 15, seed=i) for i in (1, 2, 3)),
     "equal": tuple(Provider(f"p{i}", (50, 150), 20, seed=i) for i in (1, 2, 3)),
     "mixed": (
         Provider("fast", (40, 60), 25, seed=1),
@@ -292,19 +308,23 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
         start, end = seeded.first_block, seeded.last_block
         expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
 
-        def run(chosen: Sequence[Provider], name: str) -> Measurement:
+        def run(chosen: Sequence[Provider], name: str, tuned: bool = False) -> Measurement:
+            # Default flags: only what a user knows of a provider, its cap (--rps) and the
+            # task size under test; tuned: also the requests in flight.
             with contextlib.ExitStack() as stack:
                 proxies = [stack.enter_context(TimedProxy(node.url, p.profile())) for p in chosen]
                 settings = [
-                    EndpointSetting(p.name, x.url, p.rps, p.concurrency)
+                    EndpointSetting(p.name, x.url, p.rps, p.concurrency if tuned else None)
                     for p, x in zip(chosen, proxies, strict=True)
                 ]
                 command, output = ours(settings, start, end, chunk, work)
                 return contender(name, command, output, expected, proxies)
 
-        alone = [run([p], f"pipeline, {p.name} alone") for p in providers]
-        together = run(providers, "pipeline, all three")
+        alone = [run([p], f"pipeline, {p.name} alone, default flags") for p in providers]
+        together = run(providers, "pipeline, all three, default flags")
         results = [*alone, together]
+        if args.provider_tuned:
+            results.append(run(providers, "pipeline, all three, tuned --concurrency", True))
         best = providers[max(range(len(alone)), key=lambda i: alone[i].logs_per_second)]
         notes = []
         if has_cryo():
@@ -319,6 +339,7 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
                 results.append(
                     contender(f"cryo on {best.name}", command, output, expected, [proxy])
                 )
+            add_ratio_to(results, results[-1], "÷ cryo")
             notes.append(
                 f"cryo gets {best.name} (the best provider alone), with requests_per_second="
                 f"{best.rps}, max_concurrent_requests={best.concurrency}, "
@@ -333,8 +354,9 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
         machine_line(),
         "providers (simulated, in front of anvil; over the cap: HTTP 429, Retry-After: 1): "
         + "; ".join(p.describe() for p in providers),
-        "our settings (TOML --config, per endpoint): rps = the provider's cap, concurrency = "
-        "ceil(cap x slowest latency) + 1 = "
+        "our settings (TOML --config, per endpoint): rps = the provider's cap, --chunk-size "
+        f"{chunk}, nothing else (default flags); tuned, with --provider-tuned: also "
+        "concurrency = ceil(cap x slowest latency) + 1 = "
         + ", ".join(f"{p.name} {p.concurrency}" for p in providers),
     ]
     return "\n".join([*head, format_table(results), *notes, ""])
@@ -360,6 +382,54 @@ def _efficiency(
         if rival is not None and rate(rival):
             lines.append(f"  all three ÷ cryo on one, {label}: {rate(together) / rate(rival):.2f}x")
     return lines
+
+
+# --- fixed costs -----------------------------------------------------------------------------
+
+
+def run_fixed(args: argparse.Namespace, work: Path) -> str:
+    """Start-up (process start to the first eth_getLogs) and shut-down (last answer to exit) of
+    a one-endpoint run over a small range, seen at a proxy in front of anvil."""
+    with Anvil(find_anvil()) as node:
+        seeded = seed_logs(node.url, blocks=200, logs=2_000, seed=SEED)
+        start, end = seeded.first_block, seeded.last_block
+        expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
+        results = []
+        for i in range(args.fixed_runs):
+            with TimedProxy(node.url, Profile("plain")) as proxy:
+                setting = EndpointSetting(f"run{i}", proxy.url)
+                command, output = ours([setting], start, end, None, work)
+                results.append(
+                    contender(
+                        f"pipeline, default flags #{i + 1}", command, output, expected, [proxy]
+                    )
+                )
+        if has_cryo():
+            for i in range(args.fixed_runs):
+                with TimedProxy(node.url, Profile("plain")) as proxy:
+                    command, output = cryo(proxy.url, start, end, 1000, work)
+                    results.append(contender(f"cryo #{i + 1}", command, output, expected, [proxy]))
+    notes = [
+        _medians(results, "start-up", "startup_s"),
+        _medians(results, "shut-down", "shutdown_s"),
+    ]
+    head = [
+        f"== fixed costs: one endpoint, {seeded.logs:,} logs over 200 blocks, "
+        f"{args.fixed_runs} runs each; start-up = process start to the first eth_getLogs, "
+        "shut-down = the last answer to the process exit (target: <= 0.8 s each)",
+        machine_line(),
+    ]
+    return "\n".join([*head, format_table(results), *notes, ""])
+
+
+def _medians(results: list[Measurement], label: str, field: str) -> str:
+    """One line: the median of a Measurement field per contender family."""
+    parts = []
+    for who in ("pipeline", "cryo"):
+        values = [getattr(r, field) for r in results if r.name.startswith(who)]
+        if values:
+            parts.append(f"{who} {statistics.median(values):.2f} s")
+    return f"median {label}: " + ", ".join(parts)
 
 
 # --- scaling --------------------------------------------------------------------------------
@@ -427,5 +497,6 @@ SCENARIOS: dict[str, tuple[str, Callable[[argparse.Namespace, Path], str]]] = {
         "three rate-capped simulated providers: scheduling efficiency, cryo",
         run_provider,
     ),
+    "fixed": ("start-up and shut-down seconds of a small one-endpoint run", run_fixed),
     "scaling": ("1, 2, 4, 8, 16 latency-bound endpoints: scaling ratio", run_scaling),
 }

@@ -2,8 +2,8 @@
 
 from importlib import import_module
 
-# Loaded on first use: the command line starts (and can be interrupted) before web3 and pyarrow
-# are imported.
+# Loaded on first use: the command line starts (and can be interrupted) before pyarrow and
+# requests are imported.
 _EXPORTS = {
     "BackfillConfig": "config.settings",
     "LogFilter": "config.settings",

@@ -106,6 +106,15 @@ class EndpointState:
 
 
 @dataclass(frozen=True)
+class ConcurrencyChanged:
+    """Worker -> supervisor: the endpoint's requests-in-flight limit is now `limit`."""
+
+    endpoint: str
+    limit: int
+    at: float  # time.time() of the change
+
+
+@dataclass(frozen=True)
 class TaskWritten:
     """Writer -> supervisor: a task's logs are staged durably; the task is complete."""
 
@@ -173,6 +182,7 @@ Event: TypeAlias = (
     Attempt
     | Split
     | EndpointState
+    | ConcurrencyChanged
     | TaskWritten
     | WriterFailed
     | Notice

@@ -26,7 +26,13 @@ class Endpoint:
     url: str
     safe_url: str
     rps: float | None = None  # requests per second at most (None: as fast as it answers)
-    concurrency: int = 1  # requests in flight at once
+    concurrency: int | None = None  # requests in flight at once, pinned; None: adaptive
+    max_concurrency: int = 8  # the adaptive limit's ceiling
+
+    @property
+    def threads(self) -> int:
+        """The worker threads this endpoint needs: one per request it may have in flight."""
+        return self.concurrency or self.max_concurrency
     max_blocks: int | None = None  # a known eth_getLogs range cap (None: learn it)
 
 

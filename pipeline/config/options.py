@@ -18,7 +18,7 @@ DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_STALL_TIMEOUT_S = 60.0
-DEFAULT_CONCURRENCY = 1
+DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_FILE_BLOCKS = 100_000
 DEFAULT_OUTPUT = Path("output")
 MAX_CONCURRENCY = 64
@@ -226,9 +226,17 @@ OPTIONS: tuple[Option, ...] = (
     # after the file's [endpoints.NAME] overrides.
     Option(
         "concurrency",
-        "Requests in flight at once per endpoint.",
+        "Requests in flight at once per endpoint, pinned (default: adaptive per endpoint, from "
+        "1 up to --max-concurrency, found from its latency, throttles and errors).",
         type=int,
-        default=DEFAULT_CONCURRENCY,
+        at_least=1,
+        at_most=MAX_CONCURRENCY,
+    ),
+    Option(
+        "max_concurrency",
+        "The most requests in flight per endpoint that the adaptive limit may reach.",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENCY,
         at_least=1,
         at_most=MAX_CONCURRENCY,
     ),
@@ -242,7 +250,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "config",
         "TOML file with options and per-endpoint settings ([endpoints.NAME] url, rps, "
-        "concurrency, max-block-range); flags given here win.",
+        "concurrency, max-concurrency, max-block-range); flags given here win.",
         type=Path,
         path="file",
         parameter="config_file",
@@ -294,6 +302,7 @@ ENDPOINT_KEYS: dict[str, tuple[type, ...]] = {
     "url": (str,),
     "rps": BY_NAME["rps"].toml_types,
     "concurrency": BY_NAME["concurrency"].toml_types,
+    "max_concurrency": BY_NAME["max_concurrency"].toml_types,
     "max_block_range": (int,),
 }
 

@@ -11,9 +11,9 @@ from typing import Any
 from pipeline.config.endpoints import Endpoint, parse_endpoints
 from pipeline.config.options import (
     BY_NAME,
-    DEFAULT_CONCURRENCY,
     DEFAULT_FILE_BLOCKS,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_OUTPUT,
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -103,7 +103,8 @@ def build_config(
     topics: Sequence[Sequence[str]] = ((), (), (), ()),
     env: Mapping[str, str] | None = None,
     rps: float | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int | None = None,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     endpoint_settings: Mapping[str, Mapping[str, Any]] | None = None,
     events: Sequence[str] = (),
     abis: Sequence[str | Path] = (),
@@ -150,7 +151,8 @@ def build_config(
         )
     return BackfillConfig(
         endpoints=tuple(
-            _with_limits(e, settings.get(e.name, {}), rps, concurrency) for e in endpoints
+            _with_limits(e, settings.get(e.name, {}), rps, (concurrency, max_concurrency))
+            for e in endpoints
         ),
         from_block=start,
         to_block=end,
@@ -182,20 +184,26 @@ def _selectors(specs: Sequence[EventSpec]) -> list[str]:
 
 
 def _with_limits(
-    endpoint: Endpoint, settings: Mapping[str, Any], rps: float | None, concurrency: int
+    endpoint: Endpoint,
+    settings: Mapping[str, Any],
+    rps: float | None,
+    concurrency: tuple[int | None, int],
 ) -> Endpoint:
     where = f"endpoint {endpoint.name}"
-    # The run-wide --rps and --concurrency, unless the file sets this endpoint's own; checked
-    # against the same bounds either way.
+    # The run-wide --rps, --concurrency and --max-concurrency, unless the file sets this
+    # endpoint's own; checked against the same bounds either way.
     rps = BY_NAME["rps"].check(settings.get("rps", rps), where)
-    concurrency = BY_NAME["concurrency"].check(settings.get("concurrency", concurrency), where)
+    pinned, ceiling = concurrency
+    pinned = BY_NAME["concurrency"].check(settings.get("concurrency", pinned), where)
+    ceiling = BY_NAME["max_concurrency"].check(settings.get("max_concurrency", ceiling), where)
     max_blocks = settings.get("max_block_range")
     if max_blocks is not None and not _number(max_blocks, f"max-block-range ({where})") >= 1:
         raise ConfigError(f"max-block-range must be at least 1 ({where}), got {max_blocks}")
     return replace(
         endpoint,
         rps=rps,
-        concurrency=concurrency,
+        concurrency=pinned,
+        max_concurrency=ceiling,
         max_blocks=None if max_blocks is None else int(max_blocks),
     )
 

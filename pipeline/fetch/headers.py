@@ -52,7 +52,7 @@ def hashes_from_any(
 
 def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[int, str]:
     """The canonical hash of each block: one batch request where the endpoint takes batches,
-    else one request per block within its --concurrency and --rps (one client per thread)."""
+    else one request per block within its pinned --concurrency (else one at a time) and --rps."""
     local = threading.local()
     throttle = Throttle(endpoint.rps)
     time.sleep(throttle.reserve())
@@ -71,5 +71,5 @@ def block_hashes(endpoint: Endpoint, timeout: float, blocks: list[int]) -> dict[
         with local.client.reading(f"the hash of block {block}"):
             return local.client.block_hash(block)
 
-    with ThreadPoolExecutor(max_workers=endpoint.concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=endpoint.concurrency or 1) as pool:
         return dict(zip(blocks, pool.map(lookup, blocks), strict=True))

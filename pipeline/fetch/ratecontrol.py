@@ -105,13 +105,16 @@ class Throttle:
                 self.rate = min(self.rate, self.ceiling)
 
     def on_throttled(self, retry_after: float | None) -> float:
-        """The provider said "too many requests": halve the rate and pause all requests, as long
-        as it asked or by the backoff; return the pause."""
+        """The provider said "too many requests": halve the rate (once per pause) and pause all
+        requests, as long as it asked or by the backoff; return the pause."""
         with self._lock:
             self._successes = 0
-            measured = self._measured_rate()
-            current = self.rate if self.rate is not None else measured
-            self.rate = max(MIN_RPS, (current or MIN_RPS) * RATE_DECREASE)
+            # The requests in flight when the first refusal came are refused together: one
+            # cut per pause, or N requests in flight would divide the rate by 2**N.
+            if self._clock() >= self._paused_until:
+                measured = self._measured_rate()
+                current = self.rate if self.rate is not None else measured
+                self.rate = max(MIN_RPS, (current or MIN_RPS) * RATE_DECREASE)
             if retry_after is not None:
                 pause = self.backoff.retry_delay(retry_after)
             else:

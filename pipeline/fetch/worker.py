@@ -1,8 +1,9 @@
-"""Worker process: one per endpoint, with --concurrency threads that each pull a task whenever the
-endpoint can take one, fetch its logs, and react to the endpoint's answer.
+"""Worker process: one per endpoint, with a thread per request it may have in flight; each pulls
+a task whenever the endpoint can take one, fetches its logs, and reacts to the endpoint's answer.
 
-All of an endpoint's learned state is shared by its threads: the pacing (ratecontrol.Throttle),
-the circuit breaker (health), the request window (window) and the endpoint's head.
+All of an endpoint's learned state is shared by its threads: how many requests may be in flight
+(concurrency.ConcurrencyLimit), the pacing (ratecontrol.Throttle), the circuit breaker (health),
+the request window (window) and the endpoint's head.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 from pipeline.config.endpoints import scrub
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.answers import fetch_range
+from pipeline.fetch.concurrency import ConcurrencyLimit
 from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.health import CircuitBreaker
 from pipeline.fetch.ratecontrol import Throttle
@@ -30,6 +32,7 @@ from pipeline.fetch.validate import check_batch, check_not_removed
 from pipeline.fetch.window import RangeWindow
 from pipeline.messages import (
     Attempt,
+    ConcurrencyChanged,
     EndpointState,
     EndpointStatus,
     EventQueue,
@@ -50,6 +53,8 @@ CLAIM_WAIT_S = 0.5
 HEAD_REFRESH_S = 2.0  # how stale the endpoint's head may be before we ask again when we need it
 EXIT_RETIRED = 3  # the endpoint is out for the rest of the run: the supervisor must not restart it
 EXIT_CRASHED = 70
+# Failures that mean the endpoint has more requests than it can serve: fewer in flight.
+CONGESTION = frozenset({ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.CONNECTION})
 
 
 def worker_main(
@@ -57,9 +62,11 @@ def worker_main(
 ) -> None:
     """Run the endpoint's threads until the board closes; exit EXIT_RETIRED if it was retired."""
     worker = EndpointWorker(spec, board, results, events)
+    # Where the limit starts: the summary and the metrics follow it from here.
+    events.put(ConcurrencyChanged(worker.name, worker.concurrency.limit, time.time()))
     threads = [
         threading.Thread(target=worker.guarded_loop, name=f"fetch-{i}", daemon=True)
-        for i in range(spec.endpoint.concurrency)
+        for i in range(spec.endpoint.threads)
     ]
     for thread in threads:
         thread.start()
@@ -80,6 +87,13 @@ class EndpointWorker:
         self.board, self.results, self.events = board, results, events
         self.throttle = Throttle(spec.endpoint.rps)
         self.breaker = CircuitBreaker()
+        self.concurrency = ConcurrencyLimit(
+            spec.endpoint.concurrency,
+            spec.endpoint.max_concurrency,
+            on_change=lambda limit: self.events.put(
+                ConcurrencyChanged(self.name, limit, time.time())
+            ),
+        )
         self.window = RangeWindow(spec.endpoint.max_blocks)
         self.head = spec.head
         self.head_checked = 0.0 if spec.head is None else time.monotonic()
@@ -126,27 +140,36 @@ class EndpointWorker:
             )
 
     def loop(self, client: RpcClient) -> None:
-        """Claim, fetch, hand over; exit once the board is closed or the endpoint retired."""
-        while not (self.retired or self.stopped):
-            wait = self.throttle.paused_for() or self.breaker.admit()
-            if wait > 0:
-                if self._sleep(wait):
-                    break
-                continue
-            if self.head is None or self._head_stale():
-                self._refresh_head(client)
-                continue
-            task = self.board.claim(self.spec.worker_id, CLAIM_WAIT_S, self.window.limit, self.head)
-            if task is None:
-                self.breaker.release()
-                if self.board.closed():
-                    break
-                continue
-            if self._sleep(self.throttle.reserve()):
-                self.board.retry(task)
-                break
-            self.fetch(client, task)
-        client.close()
+        """Claim, fetch, hand over, within the endpoint's concurrency limit; exit once the board
+        is closed or the endpoint retired."""
+        try:
+            while not (self.retired or self.stopped) and self.concurrency.acquire():
+                try:
+                    if self._step(client):
+                        break
+                finally:
+                    self.concurrency.release()
+        finally:
+            self.concurrency.close()  # the threads waiting for a slot leave too
+            client.close()
+
+    def _step(self, client: RpcClient) -> bool:
+        """One turn of the loop, holding a slot: True when the worker is done."""
+        wait = self.throttle.paused_for() or self.breaker.admit()
+        if wait > 0:
+            return self._sleep(wait)
+        if self.head is None or self._head_stale():
+            self._refresh_head(client)
+            return False
+        task = self.board.claim(self.spec.worker_id, CLAIM_WAIT_S, self.window.limit, self.head)
+        if task is None:
+            self.breaker.release()
+            return self.board.closed()
+        if self._sleep(self.throttle.reserve()):
+            self.board.retry(task)
+            return True
+        self.fetch(client, task)
+        return False
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, waking early on close; True if the board closed."""
@@ -179,11 +202,15 @@ class EndpointWorker:
     def fetch(self, client: RpcClient, task: Task) -> None:
         """Fetch one leased task, give every log its block's timestamp and hand the result to
         the writer, or react to the failure."""
+        answered = self.concurrency.sending()
         try:
             fetched = fetch_range(client, task, self.spec)
         except RpcError as err:
             self.react(client, task, err)
             return
+        finally:
+            answered()
+        self.concurrency.on_answer(client.last_latency_ms / 1000, fetched.table.num_rows)
         self._record(True, client, task, parser_fallback=fetched.parser_fallback)
         self._stamp_and_deliver(client, task, fetched.table)
 
@@ -252,6 +279,8 @@ class EndpointWorker:
 
     def _endpoint_reaction(self, err: RpcError, reaction: Reaction) -> None:
         """What a failure means for the endpoint: slow down, go out, or back off."""
+        if reaction is Reaction.THROTTLE or err.kind in CONGESTION:
+            self.concurrency.on_congestion()
         if reaction is Reaction.THROTTLE:
             pause = self.throttle.on_throttled(err.retry_after)
             detail = f"{err.message[:80]}; pausing {pause:.1f}s"

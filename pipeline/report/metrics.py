@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from pipeline.errors import ConfigError
 from pipeline.messages import (
     Attempt,
+    ConcurrencyChanged,
     EndpointState,
     EndpointStatus,
     Event,
@@ -58,6 +59,11 @@ class Metrics:
             labelnames=["endpoint", "state"],
             registry=self.registry,
         )
+        self.concurrency = Gauge(
+            "backfill_endpoint_concurrency",
+            "Requests the endpoint may have in flight now (adaptive unless --concurrency pins it)",
+            **per_endpoint,
+        )
         self.blocks_done = Gauge("backfill_blocks_done", "Blocks stored", registry=self.registry)
         self.blocks_total = Gauge(
             "backfill_blocks_total", "Blocks in the run's range", registry=self.registry
@@ -79,6 +85,8 @@ class Metrics:
             case EndpointState():
                 self.backoff.labels(event.endpoint).set(event.pause_s)
                 self._set_state(event.endpoint, event.state)
+            case ConcurrencyChanged():
+                self.concurrency.labels(event.endpoint).set(event.limit)
             case Progress():  # blocks and rows follow TaskWritten, as they happen
                 self.queue_depth.set(event.queued_tasks)
                 self.in_flight.set(event.tasks_in_flight)

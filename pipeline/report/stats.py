@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -10,7 +11,57 @@ from dataclasses import dataclass, field
 
 from pipeline.config.endpoints import Endpoint
 from pipeline.errors import ErrorKind
-from pipeline.messages import Attempt, EndpointState, EndpointStatus, Reaction, Split, TaskWritten
+from pipeline.fetch.concurrency import START as ADAPTIVE_START
+from pipeline.messages import (
+    Attempt,
+    ConcurrencyChanged,
+    EndpointState,
+    EndpointStatus,
+    Reaction,
+    Split,
+    TaskWritten,
+)
+
+MAX_CHANGES_SHOWN = 200  # summary.json keeps the latest changes of the concurrency limit
+
+
+@dataclass
+class ConcurrencyTrace:
+    """An endpoint's requests-in-flight limit over the run, for summary.json."""
+
+    limit: int
+    pinned: bool
+    since: float = field(default_factory=time.time)  # when `limit` took effect
+    started: float = 0.0
+    peak: int = 0
+    weighted: float = 0.0  # sum of limit x seconds it held, for the time-weighted mean
+    changes: list[tuple[float, int]] = field(default_factory=list)  # (time.time(), limit)
+
+    def __post_init__(self) -> None:
+        self.started, self.peak = self.since, self.limit
+
+    def record(self, change: ConcurrencyChanged) -> None:
+        """The limit changed (or, at a worker's start, was set)."""
+        if change.limit == self.limit:
+            return
+        self.weighted += self.limit * max(0.0, change.at - self.since)
+        self.limit, self.since = change.limit, change.at
+        self.peak = max(self.peak, change.limit)
+        self.changes.append((change.at, change.limit))
+        del self.changes[:-MAX_CHANGES_SHOWN]
+
+    def to_json(self, now: float) -> dict:
+        """Final, peak and time-weighted mean limit, and the latest changes as [seconds since
+        the run started, limit]."""
+        span = now - self.started
+        weighted = self.weighted + self.limit * max(0.0, now - self.since)
+        return {
+            "pinned": self.pinned,
+            "final": self.limit,
+            "max": self.peak,
+            "mean": round(weighted / span, 2) if span > 0 else float(self.limit),
+            "changes": [[round(at - self.started, 2), limit] for at, limit in self.changes],
+        }
 
 
 @dataclass
@@ -34,6 +85,12 @@ class EndpointStats:
     window: int | None = None
     state: EndpointStatus = EndpointStatus.ACTIVE
     out_reason: str = ""
+    concurrency: ConcurrencyTrace = field(init=False)
+
+    def __post_init__(self) -> None:
+        pinned = self.endpoint.concurrency
+        start = pinned or min(ADAPTIVE_START, self.endpoint.max_concurrency)
+        self.concurrency = ConcurrencyTrace(start, pinned=pinned is not None)
 
     def record_attempt(self, attempt: Attempt) -> None:
         """Count one request."""
@@ -90,6 +147,7 @@ class EndpointStats:
             "state": self.state,
             "out_reason": self.out_reason or None,
             "parser_fallbacks": self.parser_fallbacks,
+            "concurrency": self.concurrency.to_json(time.time()),
         }
 
 

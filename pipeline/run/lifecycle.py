@@ -16,8 +16,8 @@ _HAS_PROC = Path("/proc/self/stat").exists()
 
 
 def process_context() -> mp.context.BaseContext:
-    """Forkserver processes: children start from a clean process that has imported web3 and
-    pyarrow once. The server starts now, in the background, so that its imports overlap the
+    """Forkserver processes: children start from a clean process that has imported requests
+    and pyarrow once. The server starts now, in the background, so that its imports overlap the
     caller's preflight instead of following it."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["pipeline.fetch.worker", "pipeline.store.writer"])

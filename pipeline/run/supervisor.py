@@ -24,6 +24,7 @@ from pipeline.fetch.headers import start_tip_hashes
 from pipeline.fetch.worker import EXIT_RETIRED, WorkerSpec, worker_main
 from pipeline.messages import (
     Attempt,
+    ConcurrencyChanged,
     EndpointState,
     Event,
     EventQueue,
@@ -275,6 +276,8 @@ class Supervisor:
                 self.stats[event.endpoint].record_split(event)
             case EndpointState():
                 self.stats[event.endpoint].record_state(event)
+            case ConcurrencyChanged():
+                self.stats[event.endpoint].concurrency.record(event)
             case WriterFailed():
                 self.fatal = event.message
         self.report(event)

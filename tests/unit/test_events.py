@@ -48,7 +48,7 @@ SUMMARY_FIELDS = {
 ENDPOINT_FIELDS = {
     "name", "url", "requests", "failures", "tasks", "logs", "avg_latency_ms", "p50_latency_ms",
     "p95_latency_ms", "errors", "last_error", "splits", "throttled", "window", "state",
-    "out_reason", "parser_fallbacks",
+    "out_reason", "parser_fallbacks", "concurrency",
 }  # fmt: skip
 
 

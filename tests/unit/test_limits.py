@@ -58,10 +58,16 @@ def test_an_unpaced_endpoint_that_throttles_gets_half_its_measured_rate():
     assert throttle.rate == pytest.approx(10, rel=0.01)
 
 
+def throttled_apart(throttle: Throttle, clock: Clock, times: int) -> None:
+    """`times` refusals, each after the pause the one before it asked for."""
+    for _ in range(times):
+        clock.now += throttle.on_throttled(retry_after=0) + 0.01
+
+
 def test_rate_recovers_additively_after_sustained_success_up_to_the_ceiling():
-    throttle = Throttle(rps=10, clock=Clock())
-    for _ in range(4):
-        throttle.on_throttled(retry_after=0)
+    clock = Clock()
+    throttle = Throttle(rps=10, clock=clock)
+    throttled_apart(throttle, clock, 4)
     assert throttle.rate == pytest.approx(0.625)
     for _ in range(10):
         throttle.on_success()
@@ -72,10 +78,21 @@ def test_rate_recovers_additively_after_sustained_success_up_to_the_ceiling():
 
 
 def test_rate_never_drops_below_the_floor():
-    throttle = Throttle(rps=1, clock=Clock())
-    for _ in range(20):
-        throttle.on_throttled(retry_after=0)
+    clock = Clock()
+    throttle = Throttle(rps=1, clock=clock)
+    throttled_apart(throttle, clock, 20)
     assert throttle.rate == MIN_RPS
+
+
+def test_requests_refused_together_during_one_pause_cut_the_rate_once():
+    clock = Clock()
+    throttle = Throttle(rps=8, clock=clock)
+    for _ in range(8):  # eight requests were in flight when the provider started refusing
+        throttle.on_throttled(retry_after=1)
+    assert throttle.rate == 4
+    clock.now += 2  # after the pause, a new refusal is news
+    throttle.on_throttled(retry_after=1)
+    assert throttle.rate == 2
 
 
 def test_failures_back_off_exponentially_and_success_resets():
