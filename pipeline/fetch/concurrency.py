@@ -1,9 +1,13 @@
 """How many requests one endpoint may have in flight: found from what the endpoint answers.
 
 The limit starts at one request (as polite as a plain loop) and is judged once per round of
-answers (at least `limit` of them, so every slot has been used once):
+answers (at least `limit` of them, so every slot has been used once, and at least ROUND_S
+seconds, so that a provider's per-second cap is met one step at a time):
 - a throttle, a timeout or a server error halves it at once, once per round, since the answers
-  to requests sent before the cut say nothing new;
+  to requests sent before the cut say nothing new; a throttle also caps it for the rest of the
+  run below where it was refused: from then on the provider's rate, which ratecontrol.Throttle
+  paces, is the limit, and probing it again with more requests in flight would only earn more
+  refusals;
 - answers slower than TOLERANCE times the fastest round seen mean requests are queueing at the
   endpoint (a busy node, a shared backend): one step down;
 - otherwise, if the round filled every slot, one step up, to the ceiling (--max-concurrency).
@@ -19,12 +23,14 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections.abc import Callable
 
 START = 1
 TOLERANCE = 1.6  # a round this much slower than the fastest one means queueing
 ROWS_PER_UNIT = 2_000  # logs whose reading costs about as much as a request's fixed latency
 MIN_ROUND = 4  # answers judged together: fewer would read noise as a trend
+ROUND_S = 0.5  # and the seconds they span at least
 
 
 class ConcurrencyLimit:
@@ -35,11 +41,14 @@ class ConcurrencyLimit:
         pinned: int | None,
         ceiling: int,
         on_change: Callable[[int], None] = lambda limit: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pinned = pinned is not None
         self.limit = pinned if pinned is not None else min(START, ceiling)
         self.ceiling = pinned if pinned is not None else ceiling
         self._on_change = on_change
+        self._clock = clock
+        self._round_started = clock()
         self._cond = threading.Condition()
         self._closed = False
         self._held = 0  # slots taken (a thread between acquire and release)
@@ -90,16 +99,20 @@ class ConcurrencyLimit:
         with self._cond:
             before = self.limit
             self._round.append(latency_s / (1 + rows / ROWS_PER_UNIT))
-            if len(self._round) >= max(MIN_ROUND, self.limit):
+            full = len(self._round) >= max(MIN_ROUND, self.limit)
+            if full and self._clock() - self._round_started >= ROUND_S:
                 self._judge_round()
         self._changed(before)
 
-    def on_congestion(self) -> None:
-        """A throttle, timeout or server error: halve the limit, once per round."""
+    def on_congestion(self, throttled: bool) -> None:
+        """A throttle (`throttled`), timeout or server error: halve the limit, once per round;
+        after a throttle, never again reach the limit it came at."""
         if self.pinned:
             return
         with self._cond:
             before = self.limit
+            if throttled:
+                self.ceiling = min(self.ceiling, max(1, self.limit - 1))
             if not self._cut:
                 self._set(max(1, self.limit // 2))
                 self._cut = True
@@ -117,6 +130,7 @@ class ConcurrencyLimit:
         if self._fastest is None or median < self._fastest:
             self._fastest = median
         self._round, self._round_peak, self._cut = [], self._sending, False
+        self._round_started = self._clock()
 
     def _set(self, limit: int) -> None:
         self.limit = limit

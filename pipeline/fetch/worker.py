@@ -280,7 +280,7 @@ class EndpointWorker:
     def _endpoint_reaction(self, err: RpcError, reaction: Reaction) -> None:
         """What a failure means for the endpoint: slow down, go out, or back off."""
         if reaction is Reaction.THROTTLE or err.kind in CONGESTION:
-            self.concurrency.on_congestion()
+            self.concurrency.on_congestion(throttled=reaction is Reaction.THROTTLE)
         if reaction is Reaction.THROTTLE:
             pause = self.throttle.on_throttled(err.retry_after)
             detail = f"{err.message[:80]}; pausing {pause:.1f}s"

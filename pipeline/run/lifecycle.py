@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -12,6 +14,8 @@ from multiprocessing import forkserver
 from pathlib import Path
 
 PARENT_CHECK_INTERVAL_S = 1.0
+M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
+MALLOC_ARENAS = 2
 _HAS_PROC = Path("/proc/self/stat").exists()
 
 
@@ -33,10 +37,21 @@ def run_child(main: Callable[..., None], supervisor_pid: int, *args: object) -> 
 
 
 def init_child(supervisor_pid: int) -> None:
-    """Ignore Ctrl-C/SIGTERM (the supervisor shuts us down in order) and exit if it dies."""
+    """Ignore Ctrl-C/SIGTERM (the supervisor shuts us down in order), exit if it dies, and keep
+    glibc to a few malloc arenas."""
+    _bound_malloc_arenas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(supervisor_pid,), daemon=True).start()
+
+
+def _bound_malloc_arenas() -> None:
+    # glibc gives each thread that meets contention its own arena (up to 8 per core) and keeps
+    # what an answer freed there for reuse: a worker whose fetch threads each parsed a few big
+    # answers held ~360 MB instead of ~200 MB (1M logs, measured). Two arenas cost nothing in
+    # speed here: the parse runs under the GIL or in one C call per answer.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def _watch(pid: int) -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from pipeline.fetch import concurrency
 from pipeline.fetch.concurrency import ConcurrencyLimit
+
+
+@pytest.fixture(autouse=True)
+def rounds_of_any_length(monkeypatch):
+    """Rounds judged by their answers alone: these tests take no time."""
+    monkeypatch.setattr(concurrency, "ROUND_S", 0.0)
 
 
 def answer_rounds(
@@ -29,7 +38,7 @@ def test_an_adaptive_limit_starts_at_one_request_in_flight():
 def test_a_pinned_limit_never_moves():
     limit = ConcurrencyLimit(3, ceiling=8)
     answer_rounds(limit, 10, latency=0.05)
-    limit.on_congestion()
+    limit.on_congestion(throttled=True)
     assert limit.limit == 3
 
 
@@ -69,9 +78,32 @@ def test_congestion_halves_the_limit_once_per_round():
     limit = ConcurrencyLimit(None, ceiling=16)
     answer_rounds(limit, 7, latency=0.05)
     assert limit.limit == 8
-    for _ in range(8):  # every request in flight was refused together
-        limit.on_congestion()
+    for _ in range(8):  # every request in flight failed together
+        limit.on_congestion(throttled=False)
     assert limit.limit == 4
+    answer_rounds(limit, 20, latency=0.05)
+    assert limit.limit == 16  # timeouts and 5xx pass: the limit grows again
+
+
+def test_after_a_throttle_the_limit_never_again_reaches_where_it_was_refused():
+    limit = ConcurrencyLimit(None, ceiling=16)
+    answer_rounds(limit, 5, latency=0.05)
+    assert limit.limit == 6
+    limit.on_congestion(throttled=True)
+    assert limit.limit == 3
+    answer_rounds(limit, 20, latency=0.05)
+    assert limit.limit == 5
+
+
+def test_a_round_spans_half_a_second_at_least(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(concurrency, "ROUND_S", 0.5)
+    limit = ConcurrencyLimit(None, ceiling=8, clock=lambda: now[0])
+    answer_rounds(limit, 5, latency=0.01)  # fast answers, in no time: still one round
+    assert limit.limit == 1
+    now[0] = 0.6
+    answer_rounds(limit, 1, latency=0.01)
+    assert limit.limit == 2
 
 
 def test_close_wakes_the_threads_waiting_for_a_slot():
