@@ -52,7 +52,9 @@ from pipeline.store.manifest import load_manifest, save_manifest
 from pipeline.store.resume import Resume, discard_incoming, tip_blocks
 from pipeline.store.writer import WriterSpec, commit_window, writer_main
 
-POLL_S = 0.2
+# Every change the run makes comes as an event and wakes the loop at once; this only bounds how
+# late a silent one is seen: a child that died, a signal, a stall.
+POLL_S = 1.0
 PROGRESS_S = 1.0
 MAX_RESTARTS_PER_ENDPOINT = 3
 RESULT_QUEUE_PER_WORKER = 2
