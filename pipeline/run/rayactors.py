@@ -65,6 +65,9 @@ class EventBuffer:
         """Keep one event."""
         self._events.append(event)
 
+    def sync(self) -> None:
+        """Nothing: the answer comes once every event its caller sent before is kept."""
+
     def take(self) -> list[Event]:
         """Every event kept so far (the driver polls)."""
         events, self._events = self._events, []
@@ -82,6 +85,11 @@ class EventChannel:
     def put(self, event: Event) -> None:
         """Send one event (fire and forget, as a put on an unbounded queue)."""
         self._buffer.put.remote(event)
+
+    def flush(self) -> None:
+        """Wait until every event this process sent is kept: the driver, seeing the sender
+        finish, must find all of them (another caller's calls may overtake unanswered ones)."""
+        ray.get(self._buffer.sync.remote())
 
     def get(self, timeout: float = 0.0) -> Event:
         """The next event, waiting up to `timeout` seconds; raises queue.Empty."""
@@ -122,6 +130,8 @@ class WriterActor:
             writer_main(spec, Blocking(board), self._results, events)
         except SystemExit as exc:
             return int(exc.code or 0)
+        finally:
+            events.flush()
         return 0
 
     def store(self, task: Task, endpoint: str, table: pa.Table) -> tuple[int, str] | None:
@@ -182,6 +192,8 @@ class EndpointActor:
             worker_main(spec, Blocking(board), None, events, deliver)
         except SystemExit as exc:
             return int(exc.code or 0)
+        finally:
+            events.flush()
         return 0
 
 

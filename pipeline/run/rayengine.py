@@ -10,6 +10,7 @@ object store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
@@ -171,6 +172,11 @@ class RaySupervisor(Supervisor):
             self._abandon(str(exc))
         finally:
             self.seconds = time.monotonic() - self.started
+            self._release()
+
+    def _release(self) -> None:
+        """Kill the run's actors and free their placement (a lost cluster has nothing left)."""
+        with contextlib.suppress(RayError, ConnectionError):
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
             if self.group is not None:
