@@ -5,6 +5,7 @@ process ids (never `ray stop`, which would stop every cluster of this user)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ START_TIMEOUT_S = 120.0
 # The nodes', and the drivers' that join them: a loopback cluster without token authentication
 # (Ray would otherwise create ~/.ray/auth_token), usage stats, or duplicate-log folding.
 TEST_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+# A lost node is noticed in about a second instead of Ray's default quarter of a minute.
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 300, "health_check_failure_threshold": 3}
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # per node: the tests move a few MB at a time
 
 
@@ -63,6 +66,32 @@ class LocalRayCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def add_node(self) -> tuple[subprocess.Popen, str]:
+        """Start one more worker node and wait until the head counts it; its process and its
+        Ray node id. (Call it while this process is not connected to Ray.)"""
+        before = self._alive_ids()
+        self._start_node(head=False)
+        self.nodes += 1
+        self._wait(self._all_alive, f"{self.nodes} nodes")
+        (node,) = self._alive_ids() - before
+        return self.processes[-1], node
+
+    def _alive_ids(self) -> set[str]:
+        import ray  # only the cluster's users have it
+
+        ray.init(address=self.address, logging_level="error", log_to_driver=False)
+        try:
+            return {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        finally:
+            ray.shutdown()
+
+    def kill_node(self, process: subprocess.Popen) -> None:
+        """SIGKILL one node's process group (as if its machine were lost), by its id."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        self.processes.remove(process)
+        self.nodes -= 1
+
     def _all_alive(self) -> bool:
         import ray  # only the cluster's users have it
 
@@ -90,6 +119,7 @@ class LocalRayCluster:
                 "--head",
                 f"--port={self.port}",
                 "--include-dashboard=false",
+                f"--system-config={json.dumps(FAST_HEALTH_CHECKS)}",
                 f"--temp-dir={self.temp_dir}",
             ]
         else:

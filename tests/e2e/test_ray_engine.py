@@ -1,6 +1,6 @@
 """--engine ray on a real two-node Ray cluster started by the tests: the same output as the node
-and as the multiprocessing engine, and an endpoint actor killed mid-run loses and doubles
-nothing."""
+and as the multiprocessing engine; an endpoint actor killed mid-run, or a whole node lost, loses
+and doubles nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import signal
 import time
 
+import pytest
 from conftest import backfill, stored_rows
 from helpers import assert_equals_node, wait_for
 
@@ -89,6 +90,49 @@ def test_an_endpoint_actor_killed_mid_run_loses_and_doubles_nothing(
     assert died and int(re.search(r"(\d+) tasks requeued", died[0])[1]) >= 1, died
     assert "victim#1" in pids  # Ray restarted the actor and it fetched again
     assert pids["victim#1"] not in (0, pids["victim#0"])
+
+
+@pytest.mark.slow  # ~20 s: a node to start, and Ray's notice of its loss
+def test_a_worker_node_lost_mid_run_moves_its_endpoint_and_loses_nothing(
+    tmp_path, node, seeded, proxy, ray_cluster
+):
+    # A third node joins the shared cluster for this test and is lost (its processes SIGKILLed,
+    # as a machine that goes away) while the endpoint placed there holds a lease.
+    extra, extra_id = ray_cluster.add_node()
+    proxies = {f"p{i}": proxy(latency_ms=(300, 350)) for i in range(3)}
+    started: list[WorkerStarted] = []
+    lost: list[str] = []
+
+    def holds_a_lease(victim: str) -> bool:
+        stats = proxies[victim].stats()
+        return stats["request_times"] and time.monotonic() - stats["request_times"][-1] < 0.15
+
+    def report(event) -> None:
+        if isinstance(event, WorkerStarted):
+            started.append(event)
+        if isinstance(event, TaskWritten) and not lost:
+            victim = next(e.endpoint for e in started if e.node == extra_id)
+            wait_for(lambda: holds_a_lease(victim), 30, f"{victim} to hold a lease")
+            lost.append(victim)
+            ray_cluster.kill_node(extra)
+
+    notices: list[Notice] = []
+    result = backfill(
+        tmp_path,
+        [f"{name}={p.url}" for name, p in proxies.items()],
+        report=lambda e: (report(e), notices.append(e)),
+        engine="ray",
+        ray_address=ray_cluster.address,
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert lost, "no task was written"
+    assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    died = [n.text for n in notices if isinstance(n, Notice) and f"{lost[0]} died" in n.text]
+    assert died and int(re.search(r"(\d+) tasks requeued", died[0])[1]) >= 1, died
+    moved = [e for e in started if e.worker_id == f"{lost[0]}#1"]
+    assert moved and moved[0].node not in ("", extra_id), started
 
 
 def _blocks(span: dict) -> dict:
