@@ -49,6 +49,7 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
 
 
 def _run(config: BackfillConfig, report: Report, engine: RunEngine) -> RunResult:
+    """run_backfill's work, on `engine`'s supervisor."""
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
