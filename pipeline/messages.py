@@ -144,6 +144,7 @@ class WorkerStarted:
     endpoint: str
     worker_id: str
     pid: int
+    node: str = ""  # the Ray node it runs on (--engine ray), else empty: this machine
 
 
 @dataclass(frozen=True)

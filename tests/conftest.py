@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 from pipeline.config.settings import build_config
 from pipeline.dev.devnet import Anvil, find_anvil
+from pipeline.dev.raycluster import TEST_ENV as RAY_TEST_ENV
+from pipeline.dev.raycluster import LocalRayCluster
 from pipeline.dev.seeding import SeedReport, seed_logs
 from pipeline.dev.simulator import FaultProxy, Profile
 from pipeline.dev.verify import node_logs, stored_logs
@@ -49,6 +52,23 @@ def proxy(node: Anvil) -> Iterator[Callable[..., FaultProxy]]:
     yield make
     for p in started:
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[LocalRayCluster]:
+    """A Ray cluster of two nodes (a head and a worker node) on this machine, shared by every
+    Ray test: starting one takes seconds. Its processes are stopped by their own ids."""
+    saved = {name: os.environ.get(name) for name in RAY_TEST_ENV}
+    os.environ.update(RAY_TEST_ENV)  # the drivers these tests start must match the nodes
+    try:
+        with LocalRayCluster(nodes=2, cpus=1) as cluster:
+            yield cluster
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def backfill(output: Path, rpc: list[str], report=lambda event: None, **kwargs) -> RunResult:

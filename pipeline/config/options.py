@@ -9,6 +9,7 @@ config file, and build_config checks the value and passes it on under `dest`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,14 @@ DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_FILE_BLOCKS = 100_000
 DEFAULT_OUTPUT = Path("output")
 MAX_CONCURRENCY = 64
+
+
+class Engine(StrEnum):
+    """What runs the pipeline: processes on this machine, or actors on a Ray cluster."""
+
+    MULTIPROCESSING = "multiprocessing"
+    RAY = "ray"
+
 
 NUMBER = (int, float)  # TOML integers are welcome where a float is expected
 
@@ -49,6 +58,7 @@ class Option:
     at_least: int | None = None
     at_most: int | None = None
     positive: bool = False  # strictly above zero
+    choices: tuple[str, ...] | None = None  # the only values a str option takes
 
     @property
     def flag(self) -> str:
@@ -82,6 +92,8 @@ class Option:
     def check(self, value: Any, where: str = "") -> Any:
         """`value` in the option's type, or a one-line ConfigError; `where` names the context
         (such as an endpoint) in the message."""
+        if self.choices and value is not None and value not in self.choices:
+            self._fail(f"must be one of {', '.join(self.choices)}", value, where)
         if value is None or self.type not in (int, float, Path):
             return value
         if self.type is Path:
@@ -246,6 +258,19 @@ OPTIONS: tuple[Option, ...] = (
         "automatically when an endpoint throttles).",
         type=float,
         positive=True,
+    ),
+    Option(
+        "engine",
+        "What runs the fetchers and the writer: multiprocessing (this machine) or ray (a Ray "
+        "cluster; install the extra: pip install -e '.[ray]').",
+        default=Engine.MULTIPROCESSING.value,
+        choices=tuple(Engine),
+    ),
+    Option(
+        "ray_address",
+        "With --engine ray: the cluster to join, such as HOST:6379 or auto (default: start a "
+        "local Ray instance on this machine).",
+        metavar="ADDRESS",
     ),
     Option(
         "config",

@@ -17,6 +17,7 @@ from pipeline.config.options import (
     DEFAULT_OUTPUT,
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    Engine,
     checked,
 )
 from pipeline.decode.signature import (
@@ -91,6 +92,8 @@ class BackfillConfig:
     overwrite: bool = False
     file_blocks: int = DEFAULT_FILE_BLOCKS  # final files never cross a multiple of this
     events: tuple[EventSpec, ...] = ()  # decoded into OUT/events/<folder>/ besides the raw logs
+    engine: str = Engine.MULTIPROCESSING  # one of Engine: see pipeline.run.engine
+    ray_address: str | None = None  # with the ray engine: None starts a local instance
 
 
 def build_config(

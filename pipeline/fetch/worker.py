@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 
 import pyarrow as pa
@@ -49,6 +50,9 @@ from pipeline.plan.chunks import split_point
 from pipeline.store.files import write_result
 from pipeline.store.layout import incoming_path, worker_crash_log
 
+# Hands a fetched task's table to the writer; raises OSError when the writer cannot take it.
+Deliver = Callable[[Task, pa.Table], None]
+
 CLAIM_WAIT_S = 0.5
 HEAD_REFRESH_S = 2.0  # how stale the endpoint's head may be before we ask again when we need it
 EXIT_RETIRED = 3  # the endpoint is out for the rest of the run: the supervisor must not restart it
@@ -58,10 +62,15 @@ CONGESTION = frozenset({ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.CONNECTIO
 
 
 def worker_main(
-    spec: WorkerSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
+    spec: WorkerSpec,
+    board: TaskBoard,
+    results: ResultQueue | None,
+    events: EventQueue,
+    deliver: Deliver | None = None,
 ) -> None:
-    """Run the endpoint's threads until the board closes; exit EXIT_RETIRED if it was retired."""
-    worker = EndpointWorker(spec, board, results, events)
+    """Run the endpoint's threads until the board closes; exit EXIT_RETIRED if it was retired.
+    `deliver` replaces the result files and `results` (see EndpointWorker)."""
+    worker = EndpointWorker(spec, board, results, events, deliver)
     # Where the limit starts: the summary and the metrics follow it from here.
     events.put(ConcurrencyChanged(worker.name, worker.concurrency.limit, time.time()))
     threads = [
@@ -80,11 +89,19 @@ class EndpointWorker:
     """One endpoint's shared state and the fetch loop its threads run."""
 
     def __init__(
-        self, spec: WorkerSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
+        self,
+        spec: WorkerSpec,
+        board: TaskBoard,
+        results: ResultQueue | None,
+        events: EventQueue,
+        deliver: Deliver | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.endpoint.name
         self.board, self.results, self.events = board, results, events
+        # How a fetched table reaches the writer: by default a result file whose name is queued;
+        # another engine brings its own (the Ray engine's goes through Ray's object store).
+        self.deliver: Deliver = deliver or self._deliver_file
         self.throttle = Throttle(spec.endpoint.rps)
         self.breaker = CircuitBreaker()
         self.concurrency = ConcurrencyLimit(
@@ -229,16 +246,23 @@ class EndpointWorker:
         self._set_state(EndpointStatus.ACTIVE, "")
         self.window.succeeded(task.blocks)
         # The lease stays ours until the writer has stored the batch: if we die now, it is redone.
-        path = incoming_path(self.spec.output, os.getpid(), task.task_id)
         try:
-            write_result(table, path)
+            self.deliver(task, table)
         except OSError as exc:
-            path.unlink(missing_ok=True)
             self.board.retry(task)
             # The disk is the writer's business: say it once, as the writer would, and stop.
             self.events.put(WriterFailed(f"cannot write to {self.spec.output}: {exc.strerror}"))
             self.stopped = True
-            return
+
+    def _deliver_file(self, task: Task, table: pa.Table) -> None:
+        """The default delivery: the table as a result file in the output folder, its name
+        queued for the writer."""
+        path = incoming_path(self.spec.output, os.getpid(), task.task_id)
+        try:
+            write_result(table, path)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
         self.results.put(FetchedBatch(task, self.name, str(path), table.num_rows))
 
     def react(

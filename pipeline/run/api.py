@@ -12,7 +12,7 @@ from types import FrameType
 from pipeline.config.settings import BackfillConfig
 from pipeline.fetch.headers import hashes_from_any
 from pipeline.messages import Event, Notice, Report
-from pipeline.run.lifecycle import process_context
+from pipeline.run.engine import RunEngine, open_engine
 from pipeline.run.preflight import resolve_plan
 from pipeline.run.supervisor import Supervisor
 from pipeline.store.locks import output_lock
@@ -41,7 +41,15 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
     Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
     nothing has been written.
     """
-    ctx = process_context()
+    engine = open_engine(config)  # first: a missing Ray or a bad cluster address writes nothing
+    try:
+        return _run(config, report, engine)
+    finally:
+        engine.close()
+
+
+def _run(config: BackfillConfig, report: Report, engine: RunEngine) -> RunResult:
+    """run_backfill's work, on `engine`'s supervisor."""
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
@@ -59,7 +67,7 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
         )
         for note in resume.notes:
             report(Notice(note))
-        supervisor = Supervisor(config, plan, resume, report, ctx)
+        supervisor = engine.supervisor(config, plan, resume, report)
         with _signals_recorded(supervisor):
             supervisor.run()
         return _result(supervisor, supervisor.summary())

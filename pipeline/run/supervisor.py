@@ -168,19 +168,25 @@ class Supervisor:
             self._shutdown()
         except QUEUE_GONE:
             # The Manager process holding the queue died: nothing can be coordinated any more.
-            self.fatal = self.fatal or "the task queue process died"
-            join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
-            self.failed = []
-            done = self.written.ranges()
-            missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
-            self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
-            self._draw_timeline()
+            self._abandon("the task queue process died")
         finally:
             self.seconds = time.monotonic() - self.started
             self.manager.shutdown()
 
-    def _start_writer(self) -> BaseProcess:
-        spec = WriterSpec(
+    def _abandon(self, reason: str) -> None:
+        """The task board is gone: stop every process at once; what the writer did not store
+        is reported unfetched."""
+        self.fatal = self.fatal or reason
+        join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
+        self.failed = []
+        done = self.written.ranges()
+        missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
+        self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
+        self._draw_timeline()
+
+    def _writer_spec(self) -> WriterSpec:
+        """What the writer is told: where to write, what is stored and what to fetch."""
+        return WriterSpec(
             self.config.output,
             self.resume.manifest,
             self.resume.todo,
@@ -188,6 +194,9 @@ class Supervisor:
             self.config.file_blocks,
             self.resume.events,
         )
+
+    def _start_writer(self) -> BaseProcess:
+        spec = self._writer_spec()
         writer = self.ctx.Process(
             target=run_child,
             args=(writer_main, os.getpid(), spec, self.board, self.results, self.events),
@@ -198,9 +207,10 @@ class Supervisor:
         self.report(ProcessStarted("writer", writer.pid))
         return writer
 
-    def _start_worker(self, index: int, restarts: int) -> _Worker:
+    def _worker_spec(self, index: int, restarts: int) -> WorkerSpec:
+        """What the worker of config.endpoints[index] is told at its start number `restarts`."""
         endpoint = self.config.endpoints[index]
-        spec = WorkerSpec(
+        return WorkerSpec(
             worker_id=f"{endpoint.name}#{restarts}",
             endpoint=endpoint,
             log_filter=self.config.log_filter,
@@ -212,6 +222,10 @@ class Supervisor:
             to_block=self.plan.to_block,
             head=self.plan.heads.get(endpoint.name),
         )
+
+    def _start_worker(self, index: int, restarts: int) -> _Worker:
+        endpoint = self.config.endpoints[index]
+        spec = self._worker_spec(index, restarts)
         process = self.ctx.Process(
             target=run_child,
             args=(worker_main, os.getpid(), spec, self.board, self.results, self.events),
