@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from s3_fixtures import s3  # noqa: F401  (the session's local S3, for tests that ask for it)
 
 from pipeline.config.settings import build_config
 from pipeline.dev.devnet import Anvil, find_anvil

@@ -8,11 +8,13 @@ config file, and build_config checks the value and passes it on under `dest`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.store.uri import parse_output
 
 DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_MAX_ATTEMPTS = 10
@@ -49,6 +51,7 @@ class Option:
     at_least: int | None = None
     at_most: int | None = None
     positive: bool = False  # strictly above zero
+    convert: Callable[[Any], Any] | None = None  # parses a str option's value (one-line errors)
 
     @property
     def flag(self) -> str:
@@ -82,6 +85,8 @@ class Option:
     def check(self, value: Any, where: str = "") -> Any:
         """`value` in the option's type, or a one-line ConfigError; `where` names the context
         (such as an endpoint) in the message."""
+        if value is not None and self.convert is not None:
+            return self.convert(value)
         if value is None or self.type not in (int, float, Path):
             return value
         if self.type is Path:
@@ -180,7 +185,21 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
         at_least=1,
     ),
-    Option("output", "Output folder.", type=Path, default=DEFAULT_OUTPUT, path="dir"),
+    Option(
+        "output",
+        "Output folder, or object storage: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX (file:// is a "
+        "folder).",
+        default=DEFAULT_OUTPUT,
+        metavar="DIR|URI",
+        convert=parse_output,
+    ),
+    Option(
+        "staging",
+        "Local folder staging fragments when --output is object storage (default: a folder of "
+        "~/.cache named after the URI).",
+        type=Path,
+        path="dir",
+    ),
     Option(
         "max_attempts",
         "Attempts per task, across all endpoints, before it is reported as failed.",

@@ -15,6 +15,8 @@ from pipeline.messages import Event, Notice, Report
 from pipeline.run.lifecycle import process_context
 from pipeline.run.preflight import resolve_plan
 from pipeline.run.supervisor import Supervisor
+from pipeline.store.access import open_checked
+from pipeline.store.lease import lease_held
 from pipeline.store.locks import output_lock
 from pipeline.store.resume import prepare_output
 
@@ -42,6 +44,8 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
     nothing has been written.
     """
     ctx = process_context()
+    # An object store that cannot be reached is a one-line error before anything runs.
+    store = open_checked(config.output, config.staging)
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
@@ -52,10 +56,12 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
-    with output_lock(config.output):
+    # The folder lock keeps a second run out of the local folder (the staging one, for object
+    # storage); object storage's lease keeps out runs of other machines too.
+    with output_lock(store.staging), lease_held(store) as store:
         endpoints = list(config.endpoints)
         resume = prepare_output(
-            config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks)
+            config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks), store
         )
         for note in resume.notes:
             report(Notice(note))
