@@ -4,6 +4,7 @@ subprocesses' credentials come from there, as a user's would)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ def s3() -> Iterator[LocalS3]:
     environment for the session (restored afterwards)."""
     boto3 = pytest.importorskip("boto3")
     server_module = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
     port = _free_port()
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

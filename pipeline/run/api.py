@@ -56,9 +56,10 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
-    # The folder lock keeps a second run out of the local folder (the staging one, for object
-    # storage); object storage's lease keeps out runs of other machines too.
-    with output_lock(store.staging), lease_held(store) as store:
+    # Object storage's lease keeps out runs of any machine (taken first: a refused run writes
+    # nothing, not even its staging folder); the folder lock keeps a second run out of the
+    # local folder (the staging one, for object storage).
+    with lease_held(store) as store, output_lock(store.staging):
         endpoints = list(config.endpoints)
         resume = prepare_output(
             config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks), store

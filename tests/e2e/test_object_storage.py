@@ -5,6 +5,8 @@ by the lease, and bad URIs or missing credentials stop the run before anything i
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -37,7 +39,9 @@ def assert_store_equals_node(s3, bucket: str, prefix: str, node, last: int = LAS
     manifest = orjson.loads(s3.client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
     assert manifest["covered"] == [{"from_block": FIRST, "to_block": last}]
     listed = {f"{prefix}/logs/{f['name']}" for f in manifest["files"]}
-    keys = set(s3.keys(bucket))
+    # (pyarrow keeps a "folder" marker object, run/logs/, when it deletes the last file in it:
+    # no glob of *.parquet reads it.)
+    keys = {k for k in s3.keys(bucket) if not k.endswith("/")}
     assert {k for k in keys if k.startswith(f"{prefix}/logs/")} == listed
     others = keys - listed - {f"{prefix}/{n}" for n in ("manifest.json", "summary.json", "timeline.png")}
     assert others == set(), others  # no lease, no temporary object
@@ -58,3 +62,109 @@ def test_a_backfill_into_s3_equals_the_node_and_takes_over_an_expired_lease(tmp_
     assert not list((tmp_path / "staging" / ".staging").glob("frag__*"))  # all compacted
     status = run_cli_in_process("status", f"s3://{bucket}/run")
     assert status.returncode == 0 and f"covered: {FIRST}-{LAST}" in status.stdout, status
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_sigkill_mid_run_into_s3_then_resume_from_another_machine_gives_exactly_the_nodes_logs(
+    tmp_path, node, seeded, proxy, s3
+):
+    bucket, fetching = s3.new_bucket(), proxy(latency_ms=(20, 40))
+    uri, logs = f"s3://{bucket}/run", f"{bucket}/run/logs"
+    seen: list[tuple[int, int]] = []  # what a reader of logs/*.parquet saw, all along
+    stop = threading.Event()
+
+    def read_all_along() -> None:
+        while not stop.wait(0.02):  # leave the (in-process) S3 server time to serve the runs
+            seen.append(visible_rows_once(s3, logs))
+
+    reader = threading.Thread(target=read_all_along, daemon=True)
+    reader.start()
+    try:
+        run = start_cli(*cli_args(uri, fetching.url, tmp_path / "machine-a"))
+        # Mid-run: a window is committed to the store, others are staged or being fetched.
+        committed = lambda: any(k.endswith(".parquet") for k in s3.keys(bucket))  # noqa: E731
+        assert kill_at(run, committed, "a final file in the store", timeout=90), "ended first"
+        wait_for(lambda: _group_gone(run.pid), 30, "the killed run's processes to end")
+        # Another machine resumes: the fragments staged on the first are not there, so the
+        # blocks the manifest does not cover are fetched again.
+        rerun = run_cli(*cli_args(uri, fetching.url, tmp_path / "machine-b"))
+        assert rerun.returncode == 0, rerun.stderr
+        assert_store_equals_node(s3, bucket, "run", node)
+    finally:
+        stop.set()
+        reader.join(30)
+    assert_store_equals_node(s3, bucket, "run", node)
+    assert len(seen) > 3 and all(rows == distinct for rows, distinct in seen), seen[-5:]
+    assert seen[-1][0] == len(node_rows(node, FIRST, LAST))
+
+
+def test_a_second_writer_to_the_same_prefix_is_refused_even_with_its_own_staging_folder(
+    tmp_path, node, seeded, proxy, s3
+):
+    bucket, slow = s3.new_bucket(), proxy(latency_ms=(150, 200))
+    uri = f"s3://{bucket}/run"
+    first = start_cli(*cli_args(uri, slow.url, tmp_path / "a", last=500))
+    try:
+        lease = f"run/{LEASE_KEY}"
+        wait_for(lambda: lease in s3.keys(bucket), 60, "the first run's lease")
+        second = run_cli_in_process(*cli_args(uri, node.url, tmp_path / "b", last=500))
+        line = assert_usage_error(second, tmp_path / "b")
+        assert "another backfill" in line and f"is writing to {uri}" in line, line
+        assert first.wait(120) == 0, first.stderr.read().decode()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert_store_equals_node(s3, bucket, "run", node, last=500)
+
+
+def test_a_live_lease_of_another_machine_is_respected(tmp_path, s3):
+    bucket = s3.new_bucket()
+    held = {"owner": "x", "host": "elsewhere", "pid": 1, "expires": time.time() + 60}
+    s3.client.put_object(Bucket=bucket, Key=f"p/{LEASE_KEY}", Body=orjson.dumps(held))
+    refused = run_cli_in_process(*cli_args(f"s3://{bucket}/p", "http://127.0.0.1:9", tmp_path / "s"))
+    # The endpoint is never asked: no lease, no run (here the endpoint does not even exist).
+    assert refused.returncode in (1, 2), refused.stderr
+    assert s3.keys(bucket) == [f"p/{LEASE_KEY}"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("ftp://bucket/x", "unknown scheme ftp://"),
+        ("s3:///prefix", "the bucket is missing"),
+        ("s3://Not_A_Bucket/x", "is not a valid bucket name"),
+        ("s3://AKIAX:topsecretvalue@bucket/x", "credentials do not belong in the URI"),
+        ("s3://no-such-bucket-here/x", "bucket no-such-bucket-here does not exist"),
+    ],
+)
+def test_a_bad_uri_is_one_line_exit_2_and_nothing_written(tmp_path, s3, uri, says):
+    refused = run_cli_in_process(*cli_args(uri, "http://127.0.0.1:9", tmp_path / "staging"))
+    line = assert_usage_error(refused, tmp_path / "staging")
+    assert says in line and "topsecretvalue" not in line, line
+
+
+@pytest.mark.parametrize("fault", ["no-credentials", "unreachable"])
+def test_missing_credentials_or_an_unreachable_store_is_one_line_exit_2(
+    tmp_path, s3, monkeypatch, fault
+):
+    bucket = s3.new_bucket()
+    if fault == "no-credentials":
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    refused = run_cli_in_process(*cli_args(f"s3://{bucket}/p", "http://127.0.0.1:9", tmp_path / "s"))
+    line = assert_usage_error(refused, tmp_path / "s")
+    expected = "no credentials found" if fault == "no-credentials" else "cannot reach the object store"
+    assert expected in line and FAKE_SECRET not in line, line
+    monkeypatch.undo()
+    assert s3.keys(bucket) == []
