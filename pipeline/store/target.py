@@ -75,6 +75,7 @@ class LocalStore:
 
     def write(self, key: str, data: bytes | Callable[[Path], object]) -> None:
         """Write `data` (bytes, or a function that writes the path it is given) as `key`."""
+        (self.root / key).parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.root / key, data)
 
     def read(self, key: str) -> bytes | None:
@@ -150,7 +151,12 @@ class FsStore:
 
     def atomic(self, key: str) -> contextlib.AbstractContextManager[Path]:
         """A local temporary path to write; it is uploaded as `key` whole on success."""
-        return atomic_upload(self.fs, self.path(key), self.staging / STAGING_DIR)
+        path = self.path(key)
+        if not self.uri.startswith("s3://"):
+            # Filesystems with real folders (HDFS, Azure's, file://) need the parent; on S3
+            # this would only add a marker object.
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        return atomic_upload(self.fs, path, self.staging / STAGING_DIR)
 
     def write(self, key: str, data: bytes | Callable[[Path], object]) -> None:
         """Write `data` (bytes, or a function that writes the path it is given) as `key`."""

@@ -72,6 +72,7 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # two runs of the CLI, one killed: about 20-30 s on 2 busy cores
 def test_sigkill_mid_run_into_s3_then_resume_from_another_machine_gives_exactly_the_nodes_logs(
     tmp_path, node, seeded, proxy, s3
 ):
