@@ -15,9 +15,7 @@ from pipeline.messages import Event, Notice, Report
 from pipeline.run.lifecycle import process_context
 from pipeline.run.preflight import resolve_plan
 from pipeline.run.supervisor import Supervisor
-from pipeline.store.access import open_checked
-from pipeline.store.lease import lease_held
-from pipeline.store.locks import output_lock
+from pipeline.store.access import holding, open_checked
 from pipeline.store.resume import prepare_output
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
@@ -56,10 +54,7 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
-    # Object storage's lease keeps out runs of any machine (taken first: a refused run writes
-    # nothing, not even its staging folder); the folder lock keeps a second run out of the
-    # local folder (the staging one, for object storage).
-    with lease_held(store) as store, output_lock(store.staging):
+    with holding(store) as store:  # one run at a time: the folder lock, object storage's lease
         endpoints = list(config.endpoints)
         resume = prepare_output(
             config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks), store

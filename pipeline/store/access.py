@@ -3,10 +3,14 @@ classified once, as the one line that says what to fix (credentials never shown)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.store.lease import lease_held
+from pipeline.store.locks import output_lock
 from pipeline.store.target import Store, open_store
 from pipeline.store.uri import scrub
 
@@ -33,6 +37,16 @@ def open_checked(output: Path | str, staging: Path | None = None) -> Store:
     store = open_store(output, staging)
     check_store(store)
     return store
+
+
+@contextlib.contextmanager
+def holding(store: Store) -> Iterator[Store]:
+    """Hold `store` for one run: object storage's lease first (it keeps out runs of any
+    machine, and a refused run has written nothing, not even its staging folder), then the
+    local folder's lock (the staging folder's, for object storage). Yields the store whose
+    commits the lease fences; hand it to prepare_output and the writer."""
+    with lease_held(store) as held, output_lock(held.staging):
+        yield held
 
 
 def check_store(store: Any) -> None:
