@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.store.lease import lease_held
+from pipeline.store.lease import LeaseLost, lease_held
 from pipeline.store.locks import output_lock
 from pipeline.store.target import Store, open_store
 from pipeline.store.uri import scrub
@@ -84,6 +84,8 @@ def _check_s3(uri: str) -> None:
 
 def store_error(uri: str, exc: BaseException) -> str:
     """What went wrong reaching `uri`, and what to fix, in one line without credentials."""
+    if isinstance(exc, LeaseLost):
+        return f"--output {uri}: {exc}: wait for the other run, or choose another --output"
     detail = scrub(f"{type(exc).__name__}: {exc}").strip().splitlines()
     text = detail[0][:200] if detail else type(exc).__name__
     code = _code(exc)

@@ -65,13 +65,18 @@ def fsync_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_upload(fs: pafs.FileSystem, dest: str, scratch: Path) -> Iterator[Path]:
+def atomic_upload(
+    fs: pafs.FileSystem, dest: str, scratch: Path, check: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a local path (in `scratch`) to write; on success it becomes object `dest` of `fs`
-    in one upload, on any error nothing is uploaded. The local file is deleted either way."""
+    in one upload (`check`, if given, runs just before and may refuse it by raising), on any
+    error nothing is uploaded. The local file is deleted either way."""
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(scratch / dest.rsplit("/", 1)[-1])
     try:
         yield tmp
+        if check is not None:
+            check()
         upload(fs, tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

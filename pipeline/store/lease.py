@@ -6,9 +6,10 @@ object, PREFIX/.lease.json: {owner, host, pid, expires}. It is created with a co
 while the run goes on (`If-Match` its ETag: a renewal never overwrites another run's lease),
 and deleted at the end. A lease that expired (its run died without releasing it) is taken over,
 again conditionally on the ETag seen; so is one left by a run of this machine whose process is
-gone (a killed run resumes at once). Every commit of the writer (a manifest update) first
-checks that the lease is still its own and not about to expire (`verify_lease`): a run that
-lost its lease stops before it could overwrite the next run's manifest.
+gone (a killed run resumes at once). Every upload of the run (final files, the manifest, the
+summary) first checks that the lease is still its own and not about to expire
+(`verify_lease`): a run that lost its lease stops before it could overwrite the next run's
+files or manifest.
 
 Stores without conditional writes (pyarrow's GCS, HDFS, Azure filesystems) get the same lease,
 written read-check-write: it refuses a second run that starts while the first one runs, but two

@@ -161,8 +161,7 @@ def events_json(outputs: tuple) -> list[dict]:
 
 def save_manifest(out_dir: Path | Store, manifest: Manifest) -> None:
     """Replace manifest.json atomically and durably: the commit point. In object storage,
-    only while this run holds the prefix's lease (Store.fence)."""
+    only while this run holds the prefix's lease (every upload is fenced: store.target)."""
     store = as_store(out_dir)
     document = orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2)
-    store.fence()
     store.write(MANIFEST_FILE, document)

@@ -123,7 +123,7 @@ class LocalStore:
 class FsStore:
     """An object-storage prefix reached through pyarrow's filesystems (S3, GCS, HDFS, Azure).
 
-    `owner` is the run id holding its lease (store.lease) once taken: every commit checks
+    `owner` is the run id holding its lease (store.lease) once taken: every upload checks
     that the lease is still this run's (`fence`)."""
 
     uri: str  # scheme://bucket/prefix, normalised by store.uri.parse_output
@@ -156,7 +156,9 @@ class FsStore:
             # Filesystems with real folders (HDFS, Azure's, file://) need the parent; on S3
             # this would only add a marker object.
             self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        return atomic_upload(self.fs, path, self.staging / STAGING_DIR)
+        # Once the lease is taken, every upload first checks it is still this run's: a run that
+        # lost it publishes nothing more (no final file, manifest or summary).
+        return atomic_upload(self.fs, path, self.staging / STAGING_DIR, self.fence)
 
     def write(self, key: str, data: bytes | Callable[[Path], object]) -> None:
         """Write `data` (bytes, or a function that writes the path it is given) as `key`."""
@@ -209,7 +211,7 @@ class FsStore:
         return f"{self.uri}/{key}"
 
     def fence(self) -> None:
-        """Before a commit: raise LeaseLost unless this run still holds the prefix's lease."""
+        """Before an upload: raise LeaseLost unless this run still holds the prefix's lease."""
         if self.owner:
             from pipeline.store.lease import verify_lease  # the lease module uses this one
 

@@ -207,10 +207,6 @@ def commit_window(
     """Write the final file of blocks start..end from `sources` (or an empty one of `schema`),
     each event's decoded file beside it, then record them all in the manifest at once."""
     out = as_store(out)
-    # In object storage, the lease must hold before a final file appears too, not only before
-    # the manifest records it: a writer that lost it must not publish a file another run's
-    # manifest would not know.
-    out.fence()
     raw_schema = fragment_schema(sources[0]) if sources else schema
     window = WindowEvents(out, events, start, end, raw_schema, manifest.hex_output)
     with window:

@@ -125,13 +125,13 @@ def test_a_second_writer_to_the_same_prefix_is_refused_even_with_its_own_staging
     assert_store_equals_node(s3, bucket, "run", node, last=500)
 
 
-def test_a_live_lease_of_another_machine_is_respected(tmp_path, s3):
+def test_a_live_lease_of_another_machine_is_respected(tmp_path, node, s3):
     bucket = s3.new_bucket()
     held = {"owner": "x", "host": "elsewhere", "pid": 1, "expires": time.time() + 60}
     s3.client.put_object(Bucket=bucket, Key=f"p/{LEASE_KEY}", Body=orjson.dumps(held))
-    refused = run_cli_in_process(*cli_args(f"s3://{bucket}/p", "http://127.0.0.1:9", tmp_path / "s"))
-    # The endpoint is never asked: no lease, no run (here the endpoint does not even exist).
-    assert refused.returncode in (1, 2), refused.stderr
+    refused = run_cli_in_process(*cli_args(f"s3://{bucket}/p", node.url, tmp_path / "s"))
+    line = assert_usage_error(refused, tmp_path / "s")
+    assert "another backfill (on elsewhere, pid 1) is writing to" in line, line
     assert s3.keys(bucket) == [f"p/{LEASE_KEY}"]
 
 
@@ -169,3 +169,25 @@ def test_missing_credentials_or_an_unreachable_store_is_one_line_exit_2(
     assert expected in line and FAKE_SECRET not in line, line
     monkeypatch.undo()
     assert s3.keys(bucket) == []
+
+
+def test_a_run_that_loses_its_lease_stops_writing_and_exits_1(tmp_path, node, seeded, proxy, s3):
+    bucket, slow = s3.new_bucket(), proxy(latency_ms=(100, 150))
+    uri, lease = f"s3://{bucket}/run", f"run/{LEASE_KEY}"
+    run = start_cli(*cli_args(uri, slow.url, tmp_path / "a", last=900))
+    try:
+        staged = lambda: list((tmp_path / "a" / ".staging").glob("frag__*"))  # noqa: E731
+        wait_for(staged, 60, "the run's first staged fragment")
+        # Another machine took the prefix over (say, this one was cut off for a minute).
+        thief = {"owner": "thief", "host": "elsewhere", "pid": 1, "expires": time.time() + 300}
+        s3.client.put_object(Bucket=bucket, Key=lease, Body=orjson.dumps(thief))
+        assert run.wait(120) == 1
+        stderr = run.stderr.read().decode()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert "lost the lease" in stderr, stderr
+    manifest = orjson.loads(s3.client.get_object(Bucket=bucket, Key="run/manifest.json")["Body"].read())
+    assert manifest["files"] == []  # nothing committed once the lease was gone
+    assert [k for k in s3.keys(bucket) if k.startswith("run/logs/") and k.endswith(".parquet")] == []
+    assert orjson.loads(s3.client.get_object(Bucket=bucket, Key=lease)["Body"].read())["owner"] == "thief"
