@@ -125,7 +125,7 @@ def test_a_second_writer_to_the_same_prefix_is_refused_even_with_its_own_staging
     assert_store_equals_node(s3, bucket, "run", node, last=500)
 
 
-def test_a_live_lease_of_another_machine_is_respected(tmp_path, node, s3):
+def test_a_live_lease_of_another_machine_is_respected(tmp_path, node, seeded, s3):
     bucket = s3.new_bucket()
     held = {"owner": "x", "host": "elsewhere", "pid": 1, "expires": time.time() + 60}
     s3.client.put_object(Bucket=bucket, Key=f"p/{LEASE_KEY}", Body=orjson.dumps(held))
