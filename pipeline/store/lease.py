@@ -112,9 +112,10 @@ def acquire(cond: Conditional, uri: str) -> str:
     return owner
 
 
-def verify_lease(store: Any) -> None:
-    """Raise LeaseLost unless `store.owner` holds the lease with COMMIT_MARGIN_S left."""
-    held = Conditional(store).read()
+def verify_lease(store: Any, cond: Conditional | None = None) -> None:
+    """Raise LeaseLost unless `store.owner` holds the lease with COMMIT_MARGIN_S left (read
+    through `cond`, or a new client)."""
+    held = (cond or Conditional(store)).read()
     if held is None or held.owner != store.owner:
         raise LeaseLost(f"this run lost the lease of {store.uri} (another run took it over)")
     if held.expires - time.time() < COMMIT_MARGIN_S:

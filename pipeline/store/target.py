@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 
 from pipeline.store.atomic import atomic_path, atomic_upload, write_atomically
 from pipeline.store.layout import STAGING_DIR
+from pipeline.store.lease import Conditional, verify_lease
 from pipeline.store.uri import default_staging, is_remote
 
 
@@ -210,16 +211,19 @@ class FsStore:
         """`key` as messages show it: its URI."""
         return f"{self.uri}/{key}"
 
+    @functools.cached_property
+    def _lease(self) -> Conditional:
+        return Conditional(self)  # one client per process, not one per upload
+
     def fence(self) -> None:
         """Before an upload: raise LeaseLost unless this run still holds the prefix's lease."""
         if self.owner:
-            from pipeline.store.lease import verify_lease  # the lease module uses this one
-
-            verify_lease(self)
+            verify_lease(self, self._lease)
 
     def __getstate__(self) -> dict:
-        # The filesystem is opened again in each process, from the environment's credentials.
-        return {k: v for k, v in self.__dict__.items() if k != "_opened"}
+        # The filesystem and the client are opened again in each process, from the
+        # environment's credentials.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_opened", "_lease")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

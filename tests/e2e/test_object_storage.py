@@ -25,8 +25,8 @@ FIRST, LAST = 1, 1200
 def cli_args(uri: str, url: str, staging, *extra: str, last: int = LAST) -> list[str]:
     """The backfill command line of these tests (small tasks, small files, quiet)."""
     args = ["backfill", "--rpc", url, "--from-block", str(FIRST), "--to-block", str(last)]
-    args += ["--output", uri, "--staging", str(staging), "--chunk-size", "20"]
-    return [*args, "--file-blocks", "300", "--quiet", "--timeout", "5", "--stall-timeout", "15"]
+    args += ["--output", uri, "--staging", str(staging), "--chunk-size", "20", "--file-blocks"]
+    return [*args, "300", "--quiet", "--timeout", "5", "--stall-timeout", "15", *extra]
 
 
 def assert_store_equals_node(s3, bucket: str, prefix: str, node, last: int = LAST) -> None:
@@ -174,7 +174,8 @@ def test_missing_credentials_or_an_unreachable_store_is_one_line_exit_2(
 def test_a_run_that_loses_its_lease_stops_writing_and_exits_1(tmp_path, node, seeded, proxy, s3):
     bucket, slow = s3.new_bucket(), proxy(latency_ms=(100, 150))
     uri, lease = f"s3://{bucket}/run", f"run/{LEASE_KEY}"
-    run = start_cli(*cli_args(uri, slow.url, tmp_path / "a", last=900))
+    # (--timeout 2: the workers a failed writer no longer reads from are stopped sooner.)
+    run = start_cli(*cli_args(uri, slow.url, tmp_path / "a", "--timeout", "2", last=900))
     try:
         staged = lambda: list((tmp_path / "a" / ".staging").glob("frag__*"))  # noqa: E731
         wait_for(staged, 60, "the run's first staged fragment")
