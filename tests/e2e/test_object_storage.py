@@ -11,6 +11,7 @@ import threading
 import time
 
 import orjson
+import pyarrow.dataset as pads
 import pytest
 from conftest import backfill, node_rows
 from helpers import assert_usage_error, kill_at, run_cli, run_cli_in_process, start_cli, wait_for
@@ -60,6 +61,14 @@ def test_a_backfill_into_s3_equals_the_node_and_takes_over_an_expired_lease(tmp_
     summary = s3.client.get_object(Bucket=bucket, Key="run/summary.json")["Body"].read().decode()
     assert FAKE_SECRET not in summary and FAKE_KEY_ID not in summary
     assert not list((tmp_path / "staging" / ".staging").glob("frag__*"))  # all compacted
+    # DuckDB over the bucket's logs/*.parquet (through pyarrow's S3 filesystem: DuckDB's own
+    # httpfs extension cannot be installed offline): every log once.
+    duckdb = pytest.importorskip("duckdb")
+    logs = pads.dataset(f"{bucket}/run/logs", filesystem=s3.fs, format="parquet")  # noqa: F841
+    [(rows, keys)] = duckdb.sql(
+        "SELECT count(*), count(DISTINCT (block_number, log_index)) FROM logs"
+    ).fetchall()
+    assert rows == keys == len(node_rows(node, FIRST, LAST))
     status = run_cli_in_process("status", f"s3://{bucket}/run")
     assert status.returncode == 0 and f"covered: {FIRST}-{LAST}" in status.stdout, status
 
