@@ -5,6 +5,7 @@ subprocesses' credentials come from there, as a user's would)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -43,37 +44,61 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3() -> Iterator[LocalS3]:
-    """moto's S3 server on loopback, with AWS_ENDPOINT_URL and fake credentials set in the
-    environment for the session (restored afterwards)."""
-    boto3 = pytest.importorskip("boto3")
-    server_module = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
-    port = _free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
+def _aws_environment(port: int) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
         "AWS_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance-metadata service
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            patch.delenv(name, raising=False)
+
+
+_SAVED: dict[str, str | None] = {}
+PORT = pytest.StashKey[int]()
+_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the standard AWS environment at the local S3 before anything starts: the run's
+    processes are forked from a server started with the environment of that moment (the first
+    run of the session), so it must already hold these (the server itself starts only when a
+    test asks for it)."""
+    config.stash[PORT] = _free_port()
+    for name, value in {**_aws_environment(config.stash[PORT]), **dict.fromkeys(_UNSET)}.items():
+        _SAVED[name] = os.environ.get(name)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the environment as it was."""
+    for name, value in _SAVED.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def s3(pytestconfig: pytest.Config) -> Iterator[LocalS3]:
+    """moto's S3 server on the loopback port the AWS environment names (pytest_configure)."""
+    boto3 = pytest.importorskip("boto3")
+    server_module = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    port = pytestconfig.stash[PORT]
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
         client = boto3.session.Session().client("s3")
         fs = pafs.S3FileSystem(
             endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1"
         )
-        try:
-            yield LocalS3(endpoint, client, fs)
-        finally:
-            server.stop()
+        yield LocalS3(f"http://127.0.0.1:{port}", client, fs)
+    finally:
+        server.stop()
 
 
 def visible_rows_once(s3: LocalS3, logs: str) -> tuple[int, int]:

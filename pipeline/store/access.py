@@ -26,7 +26,7 @@ _UNREACHABLE = (
     "timed out", "Name or service not known",
 )  # fmt: skip
 _NO_CREDENTIALS = (
-    "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound", "No credentials",
+    "NoCredentialsError", "PartialCredentialsError", "No credentials",
     "Unable to locate credentials", "MissingAuthenticationToken",
 )  # fmt: skip
 
@@ -45,7 +45,12 @@ def holding(store: Store) -> Iterator[Store]:
     machine, and a refused run has written nothing, not even its staging folder), then the
     local folder's lock (the staging folder's, for object storage). Yields the store whose
     commits the lease fences; hand it to prepare_output and the writer."""
-    with lease_held(store) as held, output_lock(held.staging):
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(lease_held(store))
+        except OSError as exc:  # the store failed while the lease was taken
+            raise ConfigError(store_error(store.uri, exc)) from None
+        stack.enter_context(output_lock(held.staging))
         yield held
 
 
@@ -55,14 +60,14 @@ def check_store(store: Any) -> None:
     if not store.remote:
         return
     if store.uri.startswith("s3://"):
-        _check_s3(store.uri)
+        _check_s3(store.uri, store.endpoint, store.region)
     try:
         store.names("")
     except (OSError, ValueError) as exc:
         raise ConfigError(store_error(store.uri, exc)) from None
 
 
-def _check_s3(uri: str) -> None:
+def _check_s3(uri: str, endpoint: str, region: str) -> None:
     try:
         import boto3
         from botocore.config import Config
@@ -71,14 +76,15 @@ def _check_s3(uri: str) -> None:
         raise ConfigError(
             f"--output {uri} needs boto3 (for the lease): pip install -e '.[s3]'"
         ) from None
-    session = boto3.session.Session()
-    if session.get_credentials() is None:
-        raise ConfigError(_no_credentials(uri))
     config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 1})
     bucket = uri.removeprefix("s3://").split("/", 1)[0]
+    where = {"endpoint_url": endpoint or None, "region_name": region or None}
     try:
-        session.client("s3", config=config).head_bucket(Bucket=bucket)
-    except (BotoCoreError, ClientError) as exc:
+        session = boto3.session.Session()
+        if session.get_credentials() is None:
+            raise ConfigError(_no_credentials(uri))
+        session.client("s3", config=config, **where).head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as exc:  # a named profile missing, too
         raise ConfigError(store_error(uri, exc)) from None
 
 
@@ -90,6 +96,8 @@ def store_error(uri: str, exc: BaseException) -> str:
     text = detail[0][:200] if detail else type(exc).__name__
     code = _code(exc)
     bucket = uri.split("://", 1)[-1].split("/", 1)[0]
+    if "ProfileNotFound" in text:
+        return f"--output {uri}: {text.split(': ', 1)[-1]}: fix AWS_PROFILE or ~/.aws/config"
     if _any(_NO_CREDENTIALS, text):
         return _no_credentials(uri)
     if _any(_DENIED, code or text):

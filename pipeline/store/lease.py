@@ -156,7 +156,8 @@ class Conditional:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.key = LEASE_KEY
-        self.client = s3_client() if store.uri.startswith("s3://") else None
+        s3 = store.uri.startswith("s3://")
+        self.client = s3_client(store.endpoint, store.region) if s3 else None
         self.s3 = self.client is not None
         if self.s3:
             bucket, _, prefix = store.uri.removeprefix("s3://").partition("/")
@@ -221,15 +222,17 @@ def _holder(body: bytes, version: str) -> Holder:
         return Holder("", "", 0, 0.0, version)
 
 
-def s3_client() -> Any:
-    """A boto3 S3 client from the standard AWS environment (None without boto3)."""
+def s3_client(endpoint: str = "", region: str = "") -> Any:
+    """A boto3 S3 client from the standard AWS environment, at `endpoint` in `region` when
+    given (None without boto3)."""
     try:
         import boto3
         from botocore.config import Config
     except ImportError:
         return None
     config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 3})
-    return boto3.session.Session().client("s3", config=config)
+    where = {"endpoint_url": endpoint or None, "region_name": region or None}
+    return boto3.session.Session().client("s3", config=config, **where)
 
 
 def _s3_call(client: Any, call: Any, conflict: bool = False) -> Any:

@@ -130,6 +130,10 @@ class FsStore:
     uri: str  # scheme://bucket/prefix, normalised by store.uri.parse_output
     staging: Path
     owner: str = ""
+    # S3's endpoint and region as the starting process's environment gave them (no secret):
+    # child processes use these, whatever environment they were started from.
+    endpoint: str = ""
+    region: str = ""
 
     @property
     def remote(self) -> bool:
@@ -138,7 +142,7 @@ class FsStore:
 
     @functools.cached_property
     def _opened(self) -> tuple[pafs.FileSystem, str]:
-        return open_filesystem(self.uri)
+        return open_filesystem(self.uri, self.endpoint, self.region)
 
     @property
     def fs(self) -> pafs.FileSystem:
@@ -234,7 +238,16 @@ def open_store(output: Path | str, staging: Path | None = None) -> LocalStore | 
     `staging`, by default a folder of the user's cache named after the URI."""
     if not is_remote(output):
         return LocalStore(Path(output))
-    return FsStore(str(output), Path(staging) if staging else default_staging(str(output)))
+    uri = str(output)
+    endpoint, region = s3_settings() if uri.startswith("s3://") else ("", "")
+    return FsStore(uri, Path(staging) if staging else default_staging(uri), "", endpoint, region)
+
+
+def s3_settings() -> tuple[str, str]:
+    """S3's endpoint and region from the standard AWS environment ("" when unset)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+    return endpoint, region
 
 
 def as_store(out: Path | Store) -> Store:
@@ -242,20 +255,18 @@ def as_store(out: Path | Store) -> Store:
     return LocalStore(out) if isinstance(out, Path) else out
 
 
-def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def open_filesystem(uri: str, endpoint: str = "", region: str = "") -> tuple[pafs.FileSystem, str]:
     """pyarrow's filesystem for `uri` and the path in it. Credentials come from the standard
-    environment and configuration of each cloud (never from the URI); for S3, an
-    AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) is passed on explicitly, as older pyarrow
-    versions ignore it."""
+    environment and configuration of each cloud (never from the URI); for S3, the endpoint
+    (AWS_ENDPOINT_URL, see s3_settings) is passed on explicitly: older pyarrow versions ignore
+    the variable, and a child process may have been started before it was set."""
     if not uri.startswith("s3://"):
         return pafs.FileSystem.from_uri(uri)
     path = uri.removeprefix("s3://")
     options: dict = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         options.update(endpoint_override=parts.netloc, scheme=parts.scheme)
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region and not endpoint:
         region = pafs.resolve_s3_region(path.split("/", 1)[0])
     return pafs.S3FileSystem(region=region or "us-east-1", **options), path

@@ -3,6 +3,7 @@ the one classification of object-storage errors (single functions: no server nee
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
@@ -55,7 +56,8 @@ def test_a_plain_path_config_is_unchanged_and_staging_is_for_object_storage_only
     assert config.output == tmp_path and config.staging is None
     assert open_store(config.output) == LocalStore(tmp_path)
     remote = build_config(rpc=["http://127.0.0.1:8545"], output="s3://bkt-1/p", staging=tmp_path)
-    assert open_store(remote.output, remote.staging) == FsStore("s3://bkt-1/p", tmp_path)
+    store = open_store(remote.output, remote.staging)
+    assert isinstance(store, FsStore) and (store.uri, store.staging) == ("s3://bkt-1/p", tmp_path)
     with pytest.raises(ConfigError, match="--staging is for an object-storage --output"):
         build_config(rpc=["http://127.0.0.1:8545"], output=tmp_path, staging=tmp_path)
 
@@ -130,3 +132,17 @@ def test_the_lease_without_conditional_writes_refuses_a_second_run_and_takes_ove
     store.write(LEASE_KEY, orjson.dumps(expired))
     taken = acquire(cond, store.uri)
     assert Conditional(store).read().owner == taken
+
+
+def test_an_s3_store_carries_its_endpoint_to_child_processes_but_no_credential(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-pickled-secret")
+    store = open_store("s3://bkt-1/p", tmp_path)
+    assert (store.endpoint, store.region) == ("http://127.0.0.1:9000", "eu-west-1")
+    assert store.fs.region == "eu-west-1"  # opened here; a child process opens its own
+    shipped = pickle.dumps(store)
+    assert b"never-pickled-secret" not in shipped and b"_opened" not in shipped
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # a child started before it was set
+    options = pickle.loads(shipped).fs.__reduce__()[1][0]  # pyarrow shows no other way
+    assert (options["endpoint_override"], options["scheme"]) == ("127.0.0.1:9000", "http")
