@@ -37,18 +37,24 @@ def assert_store_equals_node(s3, bucket: str, prefix: str, node, last: int = LAS
 
     stored = as_tuples(stored_logs(f"{bucket}/{prefix}/logs", filesystem=s3.fs))
     assert stored == node_rows(node, FIRST, last)
-    manifest = orjson.loads(s3.client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
+    manifest = orjson.loads(
+        s3.client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read()
+    )
     assert manifest["covered"] == [{"from_block": FIRST, "to_block": last}]
     listed = {f"{prefix}/logs/{f['name']}" for f in manifest["files"]}
     # (pyarrow keeps a "folder" marker object, run/logs/, when it deletes the last file in it:
     # no glob of *.parquet reads it.)
     keys = {k for k in s3.keys(bucket) if not k.endswith("/")}
     assert {k for k in keys if k.startswith(f"{prefix}/logs/")} == listed
-    others = keys - listed - {f"{prefix}/{n}" for n in ("manifest.json", "summary.json", "timeline.png")}
+    others = (
+        keys - listed - {f"{prefix}/{n}" for n in ("manifest.json", "summary.json", "timeline.png")}
+    )
     assert others == set(), others  # no lease, no temporary object
 
 
-def test_a_backfill_into_s3_equals_the_node_and_takes_over_an_expired_lease(tmp_path, node, seeded, s3):
+def test_a_backfill_into_s3_equals_the_node_and_takes_over_an_expired_lease(
+    tmp_path, node, seeded, s3
+):
     bucket = s3.new_bucket()
     # A run elsewhere died a while ago: its lease expired, so it is taken over.
     expired = {"owner": "gone", "host": "elsewhere", "pid": 1, "expires": time.time() - 5}
@@ -172,9 +178,13 @@ def test_missing_credentials_or_an_unreachable_store_is_one_line_exit_2(
         monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     else:
         monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    refused = run_cli_in_process(*cli_args(f"s3://{bucket}/p", "http://127.0.0.1:9", tmp_path / "s"))
+    refused = run_cli_in_process(
+        *cli_args(f"s3://{bucket}/p", "http://127.0.0.1:9", tmp_path / "s")
+    )
     line = assert_usage_error(refused, tmp_path / "s")
-    expected = "no credentials found" if fault == "no-credentials" else "cannot reach the object store"
+    expected = (
+        "no credentials found" if fault == "no-credentials" else "cannot reach the object store"
+    )
     assert expected in line and FAKE_SECRET not in line, line
     monkeypatch.undo()
     assert s3.keys(bucket) == []
@@ -197,7 +207,14 @@ def test_a_run_that_loses_its_lease_stops_writing_and_exits_1(tmp_path, node, se
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     assert "lost the lease" in stderr, stderr
-    manifest = orjson.loads(s3.client.get_object(Bucket=bucket, Key="run/manifest.json")["Body"].read())
+    manifest = orjson.loads(
+        s3.client.get_object(Bucket=bucket, Key="run/manifest.json")["Body"].read()
+    )
     assert manifest["files"] == []  # nothing committed once the lease was gone
-    assert [k for k in s3.keys(bucket) if k.startswith("run/logs/") and k.endswith(".parquet")] == []
-    assert orjson.loads(s3.client.get_object(Bucket=bucket, Key=lease)["Body"].read())["owner"] == "thief"
+    assert [
+        k for k in s3.keys(bucket) if k.startswith("run/logs/") and k.endswith(".parquet")
+    ] == []
+    assert (
+        orjson.loads(s3.client.get_object(Bucket=bucket, Key=lease)["Body"].read())["owner"]
+        == "thief"
+    )

@@ -89,8 +89,10 @@ class _ClientError(Exception):
         (_ClientError("SignatureDoesNotMatch"), "access denied"),
         (OSError("When listing: AWS Error ACCESS_DENIED during ListObjectsV2"), "access denied"),
         (OSError("AWS Error NETWORK_CONNECTION during HeadBucket: curlCode: 7"), "cannot reach"),
-        (type("NoCredentialsError", (Exception,), {})("Unable to locate credentials"),
-         "no credentials found"),
+        (
+            type("NoCredentialsError", (Exception,), {})("Unable to locate credentials"),
+            "no credentials found",
+        ),
         (OSError("something else"), "cannot use the object store"),
     ],
 )
@@ -107,7 +109,10 @@ def test_a_pyarrow_filesystem_store_behaves_as_the_local_folder(tmp_path):
         store.write("events/T/t.parquet", lambda path: path.write_bytes(b"T"))
         assert store.read("logs/a.parquet") == b"A" and store.read("nothing") is None
         assert store.names("logs") == ["a.parquet"] and store.folders("events") == ["T"]
-        assert store.exists("events/T/t.parquet") and store.location("logs/a.parquet").name == "a.parquet"
+        assert (
+            store.exists("events/T/t.parquet")
+            and store.location("logs/a.parquet").name == "a.parquet"
+        )
         store.delete("logs/a.parquet")
         store.delete("logs/a.parquet")  # deleting what is gone is no error
         store.delete_tree("events")
@@ -134,7 +139,9 @@ def test_the_lease_without_conditional_writes_refuses_a_second_run_and_takes_ove
     assert Conditional(store).read().owner == taken
 
 
-def test_an_s3_store_carries_its_endpoint_to_child_processes_but_no_credential(monkeypatch, tmp_path):
+def test_an_s3_store_carries_its_endpoint_to_child_processes_but_no_credential(
+    monkeypatch, tmp_path
+):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-pickled-secret")
