@@ -9,6 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+# The session's local S3 for the tests that ask for it, and the AWS environment pointing there.
+from s3_fixtures import pytest_configure, pytest_unconfigure, s3  # noqa: F401
+
 from pipeline.config.settings import build_config
 from pipeline.dev.devnet import Anvil, find_anvil
 from pipeline.dev.raycluster import TEST_ENV as RAY_TEST_ENV

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -13,10 +12,10 @@ from pipeline.report.console import make_console
 @click.command("demo")
 @click.option(
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("output/demo"),
+    default="output/demo",
     show_default=True,
-    help="Output folder (replaced on every demo run).",
+    metavar="DIR|URI",
+    help="Output folder, or s3://BUCKET/PREFIX (replaced on every demo run).",
 )
 @click.option("--logs", type=int, default=200_000, show_default=True, help="Logs to seed.")
 @click.option("--blocks", type=int, default=5_000, show_default=True, help="Blocks to seed.")
@@ -36,7 +35,7 @@ from pipeline.report.console import make_console
 )
 @click.option("--list-profiles", is_flag=True, help="List the provider profiles and exit.")
 def command(
-    output: Path,
+    output: str,
     logs: int,
     blocks: int,
     profiles: tuple[str, ...],
@@ -46,12 +45,13 @@ def command(
     """Run offline: a local anvil node behind simulated providers, then a backfill."""
     # Dev tooling (anvil, the simulator) is imported here only: `pipeline backfill` never loads it.
     from pipeline.dev.demo import profile_list, run_demo
+    from pipeline.store.uri import parse_output
 
     if list_profiles:
         click.echo(profile_list())
         return
     result = run_demo(
-        output,
+        parse_output(output),
         logs=logs,
         blocks=blocks,
         console=make_console(),

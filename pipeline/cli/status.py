@@ -1,16 +1,18 @@
-"""`pipeline status OUTPUT`: what an output folder holds."""
+"""`pipeline status OUTPUT`: what an output folder (or object-storage prefix) holds."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
 
 @click.command("status")
-@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
-def command(output: Path) -> None:
-    """Show what an output folder holds: covered ranges, gaps, rows and files."""
+@click.argument("output", metavar="OUTPUT")
+def command(output: str) -> None:
+    """Show what an output folder or s3://BUCKET/PREFIX holds: covered ranges, gaps, rows
+    and files."""
     from pipeline.report.status import folder_status, format_status
+    from pipeline.store.access import open_checked
+    from pipeline.store.uri import parse_output
 
-    click.echo(format_status(output, folder_status(output)))
+    store = open_checked(parse_output(output))
+    click.echo(format_status(store.uri, folder_status(store)))

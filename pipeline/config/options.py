@@ -8,12 +8,14 @@ config file, and build_config checks the value and passes it on under `dest`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.store.uri import parse_output
 
 DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_MAX_ATTEMPTS = 10
@@ -59,6 +61,7 @@ class Option:
     at_most: int | None = None
     positive: bool = False  # strictly above zero
     choices: tuple[str, ...] | None = None  # the only values a str option takes
+    convert: Callable[[Any], Any] | None = None  # parses a str option's value (one-line errors)
 
     @property
     def flag(self) -> str:
@@ -94,6 +97,8 @@ class Option:
         (such as an endpoint) in the message."""
         if self.choices and value is not None and value not in self.choices:
             self._fail(f"must be one of {', '.join(self.choices)}", value, where)
+        if value is not None and self.convert is not None:
+            return self.convert(value)
         if value is None or self.type not in (int, float, Path):
             return value
         if self.type is Path:
@@ -192,7 +197,21 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
         at_least=1,
     ),
-    Option("output", "Output folder.", type=Path, default=DEFAULT_OUTPUT, path="dir"),
+    Option(
+        "output",
+        "Output folder, or object storage: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX (file:// is a "
+        "folder).",
+        default=DEFAULT_OUTPUT,
+        metavar="DIR|URI",
+        convert=parse_output,
+    ),
+    Option(
+        "staging",
+        "Local folder staging fragments when --output is object storage (default: a folder of "
+        "~/.cache named after the URI).",
+        type=Path,
+        path="dir",
+    ),
     Option(
         "max_attempts",
         "Attempts per task, across all endpoints, before it is reported as failed.",

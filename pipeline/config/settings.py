@@ -84,7 +84,7 @@ class BackfillConfig:
     log_filter: LogFilter = field(default_factory=LogFilter)
     confirmations: int = 0  # with to_block "latest": stop this many blocks below the head
     chunk_size: int | None = None  # None: adaptive, sized to the logs per block seen
-    output: Path = DEFAULT_OUTPUT
+    output: Path | str = DEFAULT_OUTPUT  # a folder, or an object-storage URI (store.uri)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     hex_output: bool = False
     timeout: float = DEFAULT_TIMEOUT_S
@@ -94,6 +94,7 @@ class BackfillConfig:
     events: tuple[EventSpec, ...] = ()  # decoded into OUT/events/<folder>/ besides the raw logs
     engine: str = Engine.MULTIPROCESSING  # one of Engine: see pipeline.run.engine
     ray_address: str | None = None  # with the ray engine: None starts a local instance
+    staging: Path | None = None  # object storage only: the local staging folder
 
 
 def build_config(
@@ -142,6 +143,8 @@ def build_config(
             )
         end, depth = "latest", confirmations
     options = checked(options)  # each option's own bounds and type, from the registry
+    if options.get("staging") is not None and not isinstance(options.get("output"), str):
+        raise ConfigError("--staging is for an object-storage --output (s3://…): drop it")
     if len(topics) > 4:
         raise ConfigError("at most four topic positions (--topic0 .. --topic3)")
     endpoints = parse_endpoints(rpc_specs)

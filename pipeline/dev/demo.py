@@ -18,6 +18,7 @@ from pipeline.report.console import PlainConsole
 from pipeline.report.verdict import print_result
 from pipeline.run.api import RunResult, run_backfill
 from pipeline.store.layout import EVENTS_DIR, LOGS_DIR, SUMMARY_FILE, TIMELINE_FILE
+from pipeline.store.target import FsStore, LocalStore, open_store
 
 DEMO_PROVIDERS = ("fast", "medium", "slow-flaky")
 DEMO_CHUNK_SIZE = 50
@@ -35,7 +36,7 @@ SHOWN_ROWS = 3
 
 
 def run_demo(
-    output: Path,
+    output: Path | str,
     *,
     logs: int,
     blocks: int,
@@ -44,7 +45,9 @@ def run_demo(
     chunk_size: int | None = None,
 ) -> RunResult:
     """Start anvil, seed it, put simulated providers (`profiles`, default three of mixed speed)
-    in front, backfill, and verify the rows against the node."""
+    in front, backfill, and verify the rows against the node. `output` is a folder or an
+    object-storage URI (store.uri.parse_output)."""
+    store = open_store(output)
     unknown = [name for name in profiles if name not in PROFILES]
     if unknown:
         raise ConfigError(
@@ -76,27 +79,39 @@ def run_demo(
         print_result(result)
         topics = [list(values) for values in config.log_filter.topics]
         expected = node_logs(node.url, seeded.first_block, seeded.last_block, topics=topics)
-        stored = stored_logs(output / LOGS_DIR)
+        stored = _stored_logs(store)
         same = compare(expected, stored)
         verdict = "matches" if same == "yes" else f"DOES NOT MATCH ({same})"
         total = expected.num_rows
         say(f"verified: {stored.num_rows:,} rows stored, {verdict} the {total:,} logs on the node")
-    _show_events(output, result.summary.get("events", []))
-    _explain(output)
+    _show_events(store, result.summary.get("events", []))
+    _explain(store)
     return result
 
 
-def _show_events(output: Path, events: list[dict]) -> None:
+def _stored_logs(store: LocalStore | FsStore):
+    if isinstance(store, FsStore):
+        return stored_logs(store.path(LOGS_DIR), filesystem=store.fs)
+    return stored_logs(store.root / LOGS_DIR)
+
+
+def _read_table(store: LocalStore | FsStore, key: str):
+    if isinstance(store, FsStore):
+        return pq.read_table(store.path(key), filesystem=store.fs)
+    return pq.read_table(store.location(key))
+
+
+def _show_events(store: LocalStore | FsStore, events: list[dict]) -> None:
     """Each decoded table's size and its first rows, 0x hex for bytes."""
     for event in events:
         click.echo(
             f"\n{event['folder']}: {event['rows']:,} rows, "
             f"{event['decode_failures']:,} decode failures ({event['signature']})"
         )
-        files = sorted((output / event["folder"]).glob("*.parquet"))
+        files = [n for n in store.names(event["folder"]) if n.endswith(".parquet")]
         if not files:
             continue
-        head = pq.read_table(files[0]).slice(0, SHOWN_ROWS).to_pylist()
+        head = _read_table(store, f"{event['folder']}/{files[0]}").slice(0, SHOWN_ROWS).to_pylist()
         for row in head:
             click.echo("  " + ", ".join(f"{k}={_shown(v)}" for k, v in row.items()))
 
@@ -111,10 +126,11 @@ def profile_list() -> str:
     return "\n".join(f"{name.ljust(width)}  {p.description}" for name, p in PROFILES.items())
 
 
-def _explain(output: Path) -> None:
+def _explain(store: LocalStore | FsStore) -> None:
+    output = store.uri
     logs, transfers = f"{output}/{LOGS_DIR}/*.parquet", f"{output}/{EVENTS_DIR}/Transfer/*.parquet"
-    chart = output / TIMELINE_FILE
-    if not chart.exists():
+    chart = store.shown(TIMELINE_FILE)
+    if not store.exists(TIMELINE_FILE):
         chart = "install the charts extra (.venv/bin/pip install -e '.[charts]') to get one"
     click.echo(
         f"""
@@ -123,7 +139,7 @@ Read the tables in Python (pip install duckdb pandas):
   duckdb.sql("SELECT address, count(*) FROM read_parquet('{logs}') GROUP BY 1").show()
   duckdb.sql("SELECT date_trunc('day', block_timestamp) AS day, count(*), sum(value_f64)
               FROM read_parquet('{transfers}') GROUP BY 1 ORDER BY 1").show()
-  import pandas as pd; df = pd.read_parquet("{output / LOGS_DIR}")
-Per-endpoint statistics and decode counts: {output / SUMMARY_FILE}
+  import pandas as pd; df = pd.read_parquet("{store.shown(LOGS_DIR)}")
+Per-endpoint statistics and decode counts: {store.shown(SUMMARY_FILE)}
 Requests over time per endpoint: {chart}"""
     )

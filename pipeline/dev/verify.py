@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import requests
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -112,14 +113,26 @@ def _append(rows: dict[str, list], log: dict, times: dict[int, int]) -> None:
         rows[f"topic{i}"].append(bytes.fromhex(topics[i][2:]) if i < len(topics) else None)
 
 
-def stored_logs(folder: Path, columns: Sequence[str] = ROW_SCHEMA.names) -> pa.Table:
+def stored_logs(
+    folder: Path | str,
+    columns: Sequence[str] = ROW_SCHEMA.names,
+    filesystem: pafs.FileSystem | None = None,
+) -> pa.Table:
     """Every row of every visible Parquet file under `folder` (duplicates kept), in row order;
-    `--hex` strings are read back as bytes so that both formats compare with the node."""
-    files = sorted(str(p) for p in Path(folder).rglob("*.parquet") if not p.name.startswith("."))
+    `--hex` strings are read back as bytes so that both formats compare with the node. With a
+    `filesystem` (an object store's), `folder` is a path in it ("bucket/prefix/logs")."""
+    if filesystem is None:
+        found = (p for p in Path(folder).rglob("*.parquet") if not p.name.startswith("."))
+        files = sorted(str(p) for p in found)
+    else:
+        selector = pafs.FileSelector(str(folder), recursive=True, allow_not_found=True)
+        infos = filesystem.get_file_info(selector)
+        files = sorted(i.path for i in infos if i.extension == "parquet" and i.base_name[0] != ".")
     schema = pa.schema([ROW_SCHEMA.field(name) for name in columns])
     if not files:
         return schema.empty_table()
-    table = ds.dataset(files, format="parquet").to_table(columns=list(columns))
+    dataset = ds.dataset(files, format="parquet", filesystem=filesystem)
+    table = dataset.to_table(columns=list(columns))
     arrays = [_as_bytes(table[name]) if pa.types.is_string(table[name].type) else table[name]
               for name in columns]  # fmt: skip
     return pa.table(arrays, names=list(columns)).cast(schema).sort_by(ROW_ORDER)

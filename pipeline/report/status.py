@@ -11,18 +11,20 @@ from pipeline.plan.chunks import gaps, merge_ranges
 from pipeline.store.files import fragment_rows
 from pipeline.store.layout import LOGS_DIR, MANIFEST_FILE, SUMMARY_FILE, fragments
 from pipeline.store.manifest import describe_filter, load_manifest
+from pipeline.store.target import Store, as_store
 
 
-def folder_status(out: Path) -> dict:
-    """Coverage, gaps, rows, files and the last run's verdict of an output folder."""
-    manifest = load_manifest(out)
+def folder_status(out: Path | Store) -> dict:
+    """Coverage, gaps, rows, files and the last run's verdict of an output folder (or store;
+    of object storage, the fragments staged on this machine count as staged)."""
+    store = as_store(out)
+    manifest = load_manifest(store)
     if manifest is None:
-        raise ConfigError(f"{out} has no {MANIFEST_FILE}: it is not a backfill output folder")
-    staged = [(a, b, fragment_rows(path)) for a, b, path in fragments(out)]
+        raise ConfigError(f"{store.uri} has no {MANIFEST_FILE}: it is not a backfill output folder")
+    staged = [(a, b, fragment_rows(path)) for a, b, path in fragments(store.staging)]
     covered = merge_ranges([*manifest.covered, *((a, b) for a, b, _ in staged)])
-    last_run = {}
-    if (out / SUMMARY_FILE).is_file():
-        last_run = orjson.loads((out / SUMMARY_FILE).read_bytes())
+    summary = store.read(SUMMARY_FILE)
+    last_run = orjson.loads(summary) if summary is not None else {}
     return {
         "chain_id": manifest.chain_id,
         "filter": manifest.log_filter,
@@ -35,7 +37,7 @@ def folder_status(out: Path) -> dict:
     }
 
 
-def format_status(out: Path, status: dict) -> str:
+def format_status(out: Path | str, status: dict) -> str:
     """The status as lines of text."""
     ranges = lambda rs: ", ".join(f"{a}-{b}" for a, b, *_ in rs) or "none"  # noqa: E731
     blocks = sum(b - a + 1 for a, b in status["covered"])

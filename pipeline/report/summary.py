@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import orjson
 
@@ -11,8 +11,8 @@ from pipeline.messages import Task
 from pipeline.plan.chunks import merge_ranges
 from pipeline.report.stats import EndpointStats
 from pipeline.report.table import render_table
-from pipeline.store.atomic import write_atomically
 from pipeline.store.layout import EVENTS_DIR, SUMMARY_FILE
+from pipeline.store.target import Store, as_store
 
 TABLE_HEADER = (
     "endpoint", "requests", "failures", "splits", "tasks", "logs", "avg ms", "p50 ms", "p95 ms",
@@ -96,11 +96,11 @@ def ranges_json(tasks: Sequence[Task]) -> list[dict]:
     return out
 
 
-def write_summary(out_dir: Path, summary: dict) -> Path:
-    """Write summary.json atomically and durably."""
-    return write_atomically(
-        out_dir / SUMMARY_FILE, orjson.dumps(summary, option=orjson.OPT_INDENT_2)
-    )
+def write_summary(out_dir: Path | Store, summary: dict) -> Path | PurePosixPath:
+    """Write summary.json atomically and durably (to the folder or the store)."""
+    store = as_store(out_dir)
+    store.write(SUMMARY_FILE, orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    return store.location(SUMMARY_FILE)
 
 
 def format_table(endpoints: list[dict]) -> str:

@@ -11,10 +11,10 @@ import contextlib
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.messages import Attempt, Event, Reaction, TaskWritten
-from pipeline.store.atomic import write_atomically
+from pipeline.store.target import LocalStore, Store
 
 OK_COLOUR, FAIL_COLOUR, THROTTLE_COLOUR = "#2a9d8f", "#d62828", "#f4a261"
 MAX_SPANS = 200_000  # per endpoint; past it every other answer is dropped, failures first kept
@@ -62,8 +62,11 @@ def _import_matplotlib() -> None:
         import matplotlib.figure  # noqa: F401
 
 
-def write_timeline(timeline: Timeline, path: Path) -> Path | None:
-    """Draw the chart as a PNG at `path`; None when matplotlib is not installed."""
+def write_timeline(
+    timeline: Timeline, path: Path | str, store: Store | None = None
+) -> Path | PurePosixPath | None:
+    """Draw the chart as a PNG at `path` (a key of `store` when given); None when matplotlib
+    is not installed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -84,7 +87,9 @@ def write_timeline(timeline: Timeline, path: Path) -> Path | None:
     axes.set_xlabel("seconds since the run started")
     axes.set_title("requests per endpoint: bars are answers, red x failures, orange x throttled")
     axes.grid(axis="x", alpha=0.3)
-    return write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    target, key = (store, str(path)) if store else (LocalStore(Path(path).parent), Path(path).name)
+    target.write(key, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    return target.location(key)
 
 
 def _draw_row(axes, row: int, spans: list[tuple[float, float, str]]) -> None:

@@ -15,7 +15,7 @@ from pipeline.messages import Event, Notice, Report
 from pipeline.run.engine import RunEngine, open_engine
 from pipeline.run.preflight import resolve_plan
 from pipeline.run.supervisor import Supervisor
-from pipeline.store.locks import output_lock
+from pipeline.store.access import holding, open_checked
 from pipeline.store.resume import prepare_output
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
@@ -50,6 +50,8 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
 
 def _run(config: BackfillConfig, report: Report, engine: RunEngine) -> RunResult:
     """run_backfill's work, on `engine`'s supervisor."""
+    # An object store that cannot be reached is a one-line error before anything runs.
+    store = open_checked(config.output, config.staging)
     plan = resolve_plan(config)
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
@@ -60,10 +62,10 @@ def _run(config: BackfillConfig, report: Report, engine: RunEngine) -> RunResult
                 f"{plan.to_block}: it serves only blocks it has"
             )
         )
-    with output_lock(config.output):
+    with holding(store) as store:  # one run at a time: the folder lock, object storage's lease
         endpoints = list(config.endpoints)
         resume = prepare_output(
-            config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks)
+            config, plan, lambda blocks: hashes_from_any(endpoints, config, plan, blocks), store
         )
         for note in resume.notes:
             report(Notice(note))

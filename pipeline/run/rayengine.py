@@ -158,7 +158,7 @@ class RaySupervisor(Supervisor):
             capacity = RESULT_QUEUE_PER_WORKER * len(names)
             writer_threads = threads + SPARE_WRITER_THREADS
             self.writer_actor = self._actor(WriterActor, writer_threads).remote(
-                self.config.output, capacity
+                _absolute(self.staging), capacity
             )
             self.results = WriterInbox(self.writer_actor)
             self.writer = self._start_writer()

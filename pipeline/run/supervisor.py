@@ -50,6 +50,7 @@ from pipeline.run.lifecycle import init_child, join_all, run_child
 from pipeline.store.layout import TIMELINE_FILE, worker_crash_log, writer_crash_log
 from pipeline.store.manifest import load_manifest, save_manifest
 from pipeline.store.resume import Resume, discard_incoming, tip_blocks
+from pipeline.store.target import LocalStore
 from pipeline.store.writer import WriterSpec, commit_window, writer_main
 
 # Every change the run makes comes as an event and wakes the loop at once; this only bounds how
@@ -113,6 +114,9 @@ class Supervisor:
         self.resume = resume
         self.report = report
         self.total = plan.to_block - plan.from_block + 1
+        # Final files, manifest and summary go to the store; staging and crash logs stay local.
+        self.store = resume.store or LocalStore(config.output)
+        self.staging = self.store.staging
         self.todo = sum(b - a + 1 for a, b in resume.todo)
         self.already_stored = self.total - self.todo
 
@@ -187,12 +191,13 @@ class Supervisor:
     def _writer_spec(self) -> WriterSpec:
         """What the writer is told: where to write, what is stored and what to fetch."""
         return WriterSpec(
-            self.config.output,
+            self.staging,
             self.resume.manifest,
             self.resume.todo,
             self.resume.staged,
             self.config.file_blocks,
             self.resume.events,
+            self.store,
         )
 
     def _start_writer(self) -> BaseProcess:
@@ -218,7 +223,7 @@ class Supervisor:
             hex_output=self.config.hex_output,
             timeout=self.config.timeout,
             max_attempts=self.config.max_attempts,
-            output=self.config.output,
+            output=self.staging,
             to_block=self.plan.to_block,
             head=self.plan.heads.get(endpoint.name),
         )
@@ -300,7 +305,7 @@ class Supervisor:
 
     def _replace_dead_workers(self) -> None:
         if not self.writer.is_alive() and not self.fatal:
-            path = writer_crash_log(self.config.output, self.writer.pid)
+            path = writer_crash_log(self.staging, self.writer.pid)
             log = crash_log(path, self.writer_started)
             text = f"the writer process died (exit code {self.writer.exitcode})"
             self.fatal = with_crash_log(text, log)
@@ -315,7 +320,7 @@ class Supervisor:
                 continue
             text = f"worker for {name} died (exit code {exitcode}); {requeued} tasks requeued"
             log = crash_log(
-                worker_crash_log(self.config.output, name, worker.process.pid), worker.started
+                worker_crash_log(self.staging, name, worker.process.pid), worker.started
             )
             if worker.restarts >= MAX_RESTARTS_PER_ENDPOINT or self.stopping:
                 self.report(Notice(with_crash_log(text, log)))
@@ -378,20 +383,18 @@ class Supervisor:
         try:
             self._finish_output()
         except OSError as exc:
-            self.fatal = (
-                self.fatal or f"cannot write to {self.config.output}: {exc.strerror or exc}"
-            )
+            self.fatal = self.fatal or f"cannot write to {self.store.uri}: {exc.strerror or exc}"
 
     def _draw_timeline(self) -> None:
         try:
-            self.chart = write_timeline(self.timeline, self.config.output / TIMELINE_FILE)
+            self.chart = write_timeline(self.timeline, TIMELINE_FILE, self.store)
         except OSError as exc:
             self.report(Notice(f"could not write {TIMELINE_FILE}: {exc.strerror or exc}"))
 
     def _finish_output(self) -> None:
         # The writer is gone: the manifest on disk holds everything this run stored.
-        out = self.config.output
-        discard_incoming(out)
+        out = self.store
+        discard_incoming(self.staging)
         manifest = load_manifest(out) or self.resume.manifest
         complete = not (self.fatal or self.signal or self.failed or self.unfetched)
         if complete and not manifest.files:
@@ -438,7 +441,7 @@ class Supervisor:
             events=event_summaries(self.resume.manifest.events, self.event_totals),
         )
         try:
-            write_summary(self.config.output, document)
+            write_summary(self.store, document)
         except OSError as exc:
             self.fatal = self.fatal or f"cannot write summary.json: {exc.strerror or exc}"
             document["error"] = self.fatal

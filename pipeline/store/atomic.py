@@ -3,6 +3,10 @@
 Readers (and a later run) either see a file complete under its final name or not at all: it is
 written under a hidden temporary name, fsynced, renamed over the final name, and its folder is
 fsynced so the rename itself survives a power cut.
+
+Object stores have no rename, but an object appears whole or not at all once its upload
+completes (a single PUT, or a multipart upload's completion): a file is written locally first,
+then uploaded under its final key in one write (atomic_upload).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
 
 from pipeline.store.layout import temp_path
 
@@ -55,3 +62,32 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_upload(
+    fs: pafs.FileSystem, dest: str, scratch: Path, check: Callable[[], None] | None = None
+) -> Iterator[Path]:
+    """Yield a local path (in `scratch`) to write; on success it becomes object `dest` of `fs`
+    in one upload (`check`, if given, runs just before and may refuse it by raising), on any
+    error nothing is uploaded. The local file is deleted either way."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(scratch / dest.rsplit("/", 1)[-1])
+    try:
+        yield tmp
+        if check is not None:
+            check()
+        upload(fs, tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upload(fs: pafs.FileSystem, source: Path, dest: str) -> None:
+    """Upload a complete local file as object `dest`. It is handed to the stream in one write
+    (memory-mapped, not copied): the stream never holds part of it when it closes, and an
+    object store publishes the object only when the upload completes."""
+    size = source.stat().st_size
+    with fs.open_output_stream(dest) as sink:
+        if size:
+            with pa.memory_map(str(source)) as mapped:
+                sink.write(mapped.read_buffer())

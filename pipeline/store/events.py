@@ -15,9 +15,9 @@ from pipeline.decode.columns import decode_all
 from pipeline.decode.folders import folder_names
 from pipeline.decode.schema import output_schema
 from pipeline.decode.signature import EventSpec
-from pipeline.store.atomic import atomic_path
-from pipeline.store.layout import event_file_path
+from pipeline.store.layout import EVENTS_DIR, event_file_name
 from pipeline.store.manifest import MAX_EXAMPLES
+from pipeline.store.target import Store, as_store
 
 COMPRESSION = "zstd"
 
@@ -40,7 +40,7 @@ def event_outputs(specs: tuple[EventSpec, ...]) -> tuple[EventOutput, ...]:
 class _Open:
     output: EventOutput
     writer: pq.ParquetWriter
-    path: Path
+    name: str
     rows: int = 0
     failures: int = 0
     examples: list[dict] = field(default_factory=list)
@@ -52,14 +52,14 @@ class WindowEvents:
 
     def __init__(
         self,
-        out: Path,
+        out: Path | Store,
         outputs: tuple[EventOutput, ...],
         start: int,
         end: int,
         raw_schema: pa.Schema,
         hex_output: bool,
     ) -> None:
-        self.out, self.outputs, self.start, self.end = out, outputs, start, end
+        self.store, self.outputs, self.start, self.end = as_store(out), outputs, start, end
         self.hex_output = hex_output
         index = raw_schema.get_field_index("block_timestamp")
         self.timestamp_type = raw_schema.field(index).type if index >= 0 else None
@@ -69,12 +69,13 @@ class WindowEvents:
 
     def __enter__(self) -> WindowEvents:
         for output in self.outputs:
-            final = event_file_path(self.out, output.folder, self.start, self.end)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._stack.enter_context(atomic_path(final))
+            name = event_file_name(output.folder, self.start, self.end)
+            tmp = self._stack.enter_context(
+                self.store.atomic(f"{EVENTS_DIR}/{output.folder}/{name}")
+            )
             schema = output_schema(output.spec, self.hex_output, self.timestamp_type)
             writer = pq.ParquetWriter(tmp, schema, compression=COMPRESSION)
-            self._open.append(_Open(output, writer, final))
+            self._open.append(_Open(output, writer, name))
         return self
 
     def add(self, raw: pa.Table) -> None:
@@ -98,7 +99,7 @@ class WindowEvents:
         if error is None:
             self.entries = {
                 each.output.folder: {
-                    "file": each.path.name,
+                    "file": each.name,
                     "rows": each.rows,
                     "decode_failures": each.failures,
                     "examples": each.examples,

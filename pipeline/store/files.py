@@ -8,13 +8,14 @@ Arrow IPC (writing and reading them is a memory copy); final files are Parquet w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.store.atomic import atomic_path, publish
-from pipeline.store.layout import fragment_path, log_file_path
+from pipeline.store.layout import LOGS_DIR, fragment_path, log_file_name
+from pipeline.store.target import Store, as_store
 
 RowGroupHook = Callable[[pa.Table], None] | None
 SORT_KEYS = [("block_number", "ascending"), ("log_index", "ascending")]
@@ -58,29 +59,39 @@ def fragment_schema(path: Path) -> pa.Schema:
 
 
 def compact(
-    sources: list[Path], out_dir: Path, start: int, end: int, on_group: RowGroupHook = None
-) -> Path:
-    """Merge fragments (in block order, covering start..end, holding logs) into one final file,
-    a row group's worth in memory at a time, handing each row group to `on_group` too (the
-    event decoder); return its path."""
-    path = log_file_path(out_dir, start, end)
+    sources: list[Path],
+    out_dir: Path | Store,
+    start: int,
+    end: int,
+    on_group: RowGroupHook = None,
+) -> Path | PurePosixPath:
+    """Merge fragments (in block order, covering start..end, holding logs) into one final file
+    of the folder or store, a row group's worth in memory at a time, handing each row group to
+    `on_group` too (the event decoder); return its path."""
+    store, key = as_store(out_dir), f"{LOGS_DIR}/{log_file_name(start, end)}"
     tables = (read_fragment(p) for p in sources)
-    _write_atomically(path, tables, fragment_schema(sources[0]), on_group)
-    return path
+    _write_atomically(store, key, tables, fragment_schema(sources[0]), on_group)
+    return store.location(key)
 
 
-def write_empty(schema: pa.Schema, out_dir: Path, start: int, end: int) -> Path:
+def write_empty(
+    schema: pa.Schema, out_dir: Path | Store, start: int, end: int
+) -> Path | PurePosixPath:
     """A final file with no rows, so that a query over OUT/logs/*.parquet finds the schema."""
-    path = log_file_path(out_dir, start, end)
-    _write_atomically(path, [], schema)
-    return path
+    store, key = as_store(out_dir), f"{LOGS_DIR}/{log_file_name(start, end)}"
+    _write_atomically(store, key, [], schema)
+    return store.location(key)
 
 
 def _write_atomically(
-    path: Path, tables: Iterable[pa.Table], schema: pa.Schema, on_group: RowGroupHook = None
+    store: Store,
+    key: str,
+    tables: Iterable[pa.Table],
+    schema: pa.Schema,
+    on_group: RowGroupHook = None,
 ) -> None:
     with (
-        atomic_path(path) as tmp,
+        store.atomic(key) as tmp,
         pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer,
     ):
         for group in _row_groups(tables):

@@ -10,6 +10,9 @@
                                              they arrive, compacted into final files later
     OUT/.staging/incoming/<pid>-<task>.arrow a worker's result, until the writer accepts it
     OUT/.lock                                held by the run that writes to the folder
+    PREFIX/.lease.json                       in object storage: the lease of the run writing
+                                             there (store.lease); staging, incoming results and
+                                             crash logs then live in a local staging folder
     OUT/.crash/worker-<endpoint>-<pid>.log   the traceback of a worker process that crashed
     OUT/.crash/writer-<pid>.log              ... of the writer process (API keys scrubbed)
 

@@ -18,8 +18,8 @@ import orjson
 from pipeline.config.settings import LogFilter
 from pipeline.errors import ConfigError
 from pipeline.plan.chunks import merge_ranges
-from pipeline.store.atomic import write_atomically
 from pipeline.store.layout import MANIFEST_FILE
+from pipeline.store.target import Store, as_store
 
 MAX_EXAMPLES = 5  # failed logs kept as examples per event, per file and in the folder's totals
 
@@ -118,11 +118,15 @@ def describe_filter(log_filter: dict) -> str:
     return "; ".join(parts) or "every log"
 
 
-def load_manifest(out_dir: Path) -> Manifest | None:
-    """The folder's manifest, or None if it has none."""
-    path = out_dir / MANIFEST_FILE
+def load_manifest(out_dir: Path | Store) -> Manifest | None:
+    """The folder's (or store's) manifest, or None if it has none."""
+    store = as_store(out_dir)
+    path = store.shown(MANIFEST_FILE)
     try:
-        doc = orjson.loads(path.read_bytes())
+        stored = store.read(MANIFEST_FILE)
+        if stored is None:
+            return None
+        doc = orjson.loads(stored)
         return Manifest(
             chain_id=int(doc["chain_id"]),
             log_filter=dict(doc["filter"]),
@@ -133,8 +137,6 @@ def load_manifest(out_dir: Path) -> Manifest | None:
             events=[dict(e) for e in doc.get("events", [])],
             version=int(doc.get("version", 1)),
         )
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{path} is unreadable ({exc}): move it away, or pass --overwrite to start over"
@@ -157,7 +159,9 @@ def events_json(outputs: tuple) -> list[dict]:
     ]  # fmt: skip
 
 
-def save_manifest(out_dir: Path, manifest: Manifest) -> None:
-    """Replace manifest.json atomically and durably."""
+def save_manifest(out_dir: Path | Store, manifest: Manifest) -> None:
+    """Replace manifest.json atomically and durably: the commit point. In object storage,
+    only while this run holds the prefix's lease (every upload is fenced: store.target)."""
+    store = as_store(out_dir)
     document = orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2)
-    write_atomically(out_dir / MANIFEST_FILE, document)
+    store.write(MANIFEST_FILE, document)

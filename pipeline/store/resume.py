@@ -21,6 +21,7 @@ from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ConfigError, RpcError
 from pipeline.plan.chunks import gaps, merge_ranges
 from pipeline.plan.runplan import Plan
+from pipeline.store.access import store_error
 from pipeline.store.events import EventOutput, event_outputs
 from pipeline.store.files import fragment_rows
 from pipeline.store.layout import (
@@ -30,9 +31,8 @@ from pipeline.store.layout import (
     MANIFEST_FILE,
     STAGING_DIR,
     SUMMARY_FILE,
-    event_files,
-    final_files,
     fragments,
+    parse_log_file_name,
     temp_files,
 )
 from pipeline.store.manifest import (
@@ -44,6 +44,7 @@ from pipeline.store.manifest import (
     load_manifest,
     save_manifest,
 )
+from pipeline.store.target import Store, as_store, open_store
 
 # The chain's block hashes now, by block number (raises RpcError when no endpoint answers).
 HashLookup = Callable[[list[int]], dict[int, str]]
@@ -61,53 +62,68 @@ class Resume:
     todo: tuple[tuple[int, int], ...]  # block ranges this run fetches
     notes: tuple[str, ...] = ()  # what was repaired, for the user
     events: tuple[EventOutput, ...] = ()  # the events decoded beside the logs, with folders
+    store: Store | None = None  # where final files go (None: the folder config.output)
 
 
 def prepare_output(
-    config: BackfillConfig, plan: Plan, chain_hashes: HashLookup | None = None
+    config: BackfillConfig,
+    plan: Plan,
+    chain_hashes: HashLookup | None = None,
+    store: Store | None = None,
 ) -> Resume:
-    """Reconcile the output folder with its manifest (or start one) and plan what is missing;
-    `chain_hashes` gives the chain's block hashes now, to notice a reorg at the last run's end
-    (None: no check). Raises ConfigError if the folder holds another filter's or chain's logs."""
-    out = config.output
+    """Reconcile the output (folder or store) with its manifest (or start one) and plan what is
+    missing; `chain_hashes` gives the chain's block hashes now, to notice a reorg at the last
+    run's end (None: no check); `store` is where final files go (default: the folder
+    config.output). Raises ConfigError if it holds another filter's or chain's logs."""
+    store = store or open_store(config.output)
+    staging = store.staging  # the output folder itself, unless the output is object storage
     try:
         if config.overwrite:
-            _wipe(out)
-        (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-        (out / STAGING_DIR).mkdir(exist_ok=True)
-        discard_incoming(out)
-        (out / INCOMING_DIR).mkdir()
-        for path in temp_files(out):
+            _wipe(store)
+        if not store.remote:
+            (staging / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        (staging / STAGING_DIR).mkdir(parents=True, exist_ok=True)
+        discard_incoming(staging)
+        (staging / INCOMING_DIR).mkdir()
+        for path in temp_files(staging):
             path.unlink()
         outputs = event_outputs(config.events)
-        manifest = _manifest_for(config, plan, events_json(outputs))
-        notes = _reconcile(out, manifest)
-        staged = _reusable_fragments(out, manifest)
+        manifest = _manifest_for(config, plan, events_json(outputs), store)
+        notes = _reconcile(store, manifest)
+        staged = _reusable_fragments(staging, manifest)
         if chain_hashes is not None:
-            notes += _repair_reorg(out, manifest, staged, chain_hashes)
-        save_manifest(out, manifest)
+            notes += _repair_reorg(store, manifest, staged, chain_hashes)
+        save_manifest(store, manifest)
     except OSError as exc:
-        raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
+        if store.remote:
+            raise ConfigError(store_error(store.uri, exc)) from None
+        raise ConfigError(f"cannot use --output {store.uri}: {exc.strerror or exc}") from None
     covered = merge_ranges([*manifest.covered, *staged])
     todo = gaps(plan.from_block, plan.to_block, covered)
-    return Resume(manifest, tuple(staged), tuple(todo), tuple(notes), outputs)
+    return Resume(manifest, tuple(staged), tuple(todo), tuple(notes), outputs, store)
 
 
-def _wipe(out: Path) -> None:
-    for name in final_files(out):
-        (out / LOGS_DIR / name).unlink()
-    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
-    shutil.rmtree(out / EVENTS_DIR, ignore_errors=True)
+def _wipe(store: Store) -> None:
+    for name in _final_names(store):
+        store.delete(f"{LOGS_DIR}/{name}")
+    shutil.rmtree(store.staging / STAGING_DIR, ignore_errors=True)
+    store.delete_tree(EVENTS_DIR)
     for name in (MANIFEST_FILE, SUMMARY_FILE):
-        (out / name).unlink(missing_ok=True)
+        store.delete(name)
 
 
-def _manifest_for(config: BackfillConfig, plan: Plan, events: list[dict]) -> Manifest:
-    out = config.output
+def _final_names(store: Store) -> dict[str, tuple[int, int]]:
+    """Final log files in the store: name -> block range."""
+    found = {name: parse_log_file_name(name) for name in store.names(LOGS_DIR)}
+    return {name: blocks for name, blocks in found.items() if blocks}
+
+
+def _manifest_for(config: BackfillConfig, plan: Plan, events: list[dict], store: Store) -> Manifest:
+    out = store.uri
     wanted = filter_json(config.log_filter)
-    manifest = load_manifest(out)
+    manifest = load_manifest(store)
     if manifest is None:
-        if final_files(out):
+        if _final_names(store):
             raise ConfigError(
                 f"{out} holds log files but no {MANIFEST_FILE} (another tool or an older "
                 "version wrote them): pass --overwrite to replace them, or choose another --output"
@@ -145,38 +161,44 @@ def _describe_events(events: list[dict]) -> str:
     return ", ".join(e["layout"] for e in events) or "none"
 
 
-def _reconcile(out: Path, manifest: Manifest) -> list[str]:
+def _reconcile(store: Store, manifest: Manifest) -> list[str]:
     notes = []
-    on_disk = final_files(out)
+    on_disk = _final_names(store)
     for name in on_disk.keys() - manifest.files.keys():
-        (out / LOGS_DIR / name).unlink()  # compacted, but not yet recorded: its fragments remain
+        # Compacted, but not yet recorded: its fragments remain (or, staged on another machine,
+        # its blocks are fetched again).
+        store.delete(f"{LOGS_DIR}/{name}")
     recorded = {
-        out / EVENTS_DIR / folder / stored["file"]
+        f"{EVENTS_DIR}/{folder}/{stored['file']}"
         for entry in manifest.files.values()
         for folder, stored in entry.get("events", {}).items()
     }
-    for path in event_files(out):
-        if path not in recorded:
-            path.unlink()  # written beside a final file that was never recorded
+    for folder in store.folders(EVENTS_DIR):
+        for key in [f"{EVENTS_DIR}/{folder}/{n}" for n in store.names(f"{EVENTS_DIR}/{folder}")]:
+            if key not in recorded:
+                store.delete(key)  # written beside a final file that was never recorded
     for name, entry in list(manifest.files.items()):
-        missing = [p for p in _files_of(out, name, entry) if not p.exists()]
+        missing = [key for key in _files_of(name, entry) if not store.exists(key)]
         if missing:
-            drop_file(out, manifest, name)
-            notes.append(f"{missing[0]} is missing: the blocks of {name} will be fetched again")
+            drop_file(store, manifest, name)
+            notes.append(
+                f"{store.shown(missing[0])} is missing: the blocks of {name} will be fetched again"
+            )
     return notes
 
 
-def _files_of(out: Path, name: str, entry: dict) -> list[Path]:
-    """A final file and the event files beside it."""
+def _files_of(name: str, entry: dict) -> list[str]:
+    """The keys of a final file and of the event files beside it."""
     events = entry.get("events", {})
-    return [out / LOGS_DIR / name] + [out / EVENTS_DIR / f / e["file"] for f, e in events.items()]
+    return [f"{LOGS_DIR}/{name}"] + [f"{EVENTS_DIR}/{f}/{e['file']}" for f, e in events.items()]
 
 
-def drop_file(out: Path, manifest: Manifest, name: str) -> None:
+def drop_file(out: Path | Store, manifest: Manifest, name: str) -> None:
     """Forget a final file and delete it with its event files: its blocks are fetched again."""
+    store = as_store(out)
     entry = manifest.drop_file(name)
-    for path in _files_of(out, name, entry):
-        path.unlink(missing_ok=True)
+    for key in _files_of(name, entry):
+        store.delete(key)
 
 
 def discard_incoming(out: Path) -> None:
@@ -205,7 +227,7 @@ def _reusable_fragments(out: Path, manifest: Manifest) -> list[tuple[int, int]]:
 
 
 def _repair_reorg(
-    out: Path, manifest: Manifest, staged: list[tuple[int, int]], chain_hashes: HashLookup
+    store: Store, manifest: Manifest, staged: list[tuple[int, int]], chain_hashes: HashLookup
 ) -> list[str]:
     """Compare the block hashes kept at the last run's end with the chain now; drop the final
     files and fragments from the first block that changed, so that they are fetched again."""
@@ -222,8 +244,8 @@ def _repair_reorg(
     first = changed[0]
     for name, entry in list(manifest.files.items()):
         if entry["to_block"] >= first:
-            drop_file(out, manifest, name)
-    for start, end, path in fragments(out):
+            drop_file(store, manifest, name)
+    for start, end, path in fragments(store.staging):
         if end >= first:
             path.unlink()
             staged.remove((start, end))

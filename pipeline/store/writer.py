@@ -37,6 +37,8 @@ from pipeline.store.files import (
 from pipeline.store.layout import fragment_path, writer_crash_log
 from pipeline.store.locks import writer_lock
 from pipeline.store.manifest import Manifest, save_manifest
+from pipeline.store.target import LocalStore, Store, as_store
+from pipeline.store.uri import scrub
 
 MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
 EXIT_CRASHED = 70  # as a crashed worker: the traceback is in the output folder's crash log
@@ -46,12 +48,13 @@ EXIT_CRASHED = 70  # as a crashed worker: the traceback is in the output folder'
 class WriterSpec:
     """What the writer process needs to know."""
 
-    output: Path
+    output: Path  # the local folder: staging (and the final files, unless `store` says)
     manifest: Manifest
     todo: tuple[tuple[int, int], ...]  # the block ranges this run fetches
     staged: tuple[tuple[int, int], ...]  # fragments an earlier run left, reused
     file_blocks: int  # final files never cross a multiple of this: stable names across runs
     events: tuple[EventOutput, ...] = ()  # decoded beside every final file
+    store: Store | None = None  # where final files and the manifest go (None: `output`)
 
 
 def writer_main(
@@ -68,7 +71,7 @@ def writer_main(
 
 
 def _save_traceback(out: Path) -> None:
-    text = traceback.format_exc()
+    text = scrub(traceback.format_exc())  # an object store's errors may quote credentials
     path = writer_crash_log(out, os.getpid())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +86,15 @@ def _store_until_done(
     spec: WriterSpec, board: TaskBoard, results: ResultQueue, events: EventQueue
 ) -> None:
     staging = Staging(
-        spec.output, spec.manifest, spec.todo, spec.staged, spec.file_blocks, spec.events
+        spec.output,
+        spec.manifest,
+        spec.todo,
+        spec.staged,
+        spec.file_blocks,
+        spec.events,
+        spec.store,
     )
+    shown = staging.store.uri
     # The lock lets the next run wait for this process if its supervisor is killed.
     with writer_lock(spec.output), contextlib.suppress(*QUEUE_GONE):
         try:
@@ -95,7 +105,7 @@ def _store_until_done(
                     events.put(written)
             staging.compact_all()
         except OSError as exc:
-            events.put(WriterFailed(f"cannot write to {spec.output}: {exc.strerror or exc}"))
+            events.put(WriterFailed(f"cannot write to {shown}: {scrub(str(exc.strerror or exc))}"))
 
 
 def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> TaskWritten | None:
@@ -121,8 +131,10 @@ class Staging:
         staged: tuple[tuple[int, int], ...],
         file_blocks: int,
         events: tuple[EventOutput, ...] = (),
+        store: Store | None = None,
     ) -> None:
-        self.out = out
+        self.out = out  # the staging folder
+        self.store = store or LocalStore(out)  # where final files go
         self.manifest = manifest
         self.file_blocks = file_blocks
         self.events = events
@@ -174,16 +186,16 @@ class Staging:
             paths = [fragment_path(self.out, a, b) for a, b, _ in group]
             rows = sum(count for _, _, count in group)
             if rows:
-                commit_window(self.out, self.manifest, self.events, start, end, rows, paths)
+                commit_window(self.store, self.manifest, self.events, start, end, rows, paths)
             else:  # no logs there: nothing to read, only the coverage to record
                 self.manifest.add(start, end, None, 0)
-                save_manifest(self.out, self.manifest)
+                save_manifest(self.store, self.manifest)
             for fragment in paths:  # the record first, then the cleanup
                 fragment.unlink()
 
 
 def commit_window(
-    out: Path,
+    out: Path | Store,
     manifest: Manifest,
     events: tuple[EventOutput, ...],
     start: int,
@@ -194,6 +206,7 @@ def commit_window(
 ) -> None:
     """Write the final file of blocks start..end from `sources` (or an empty one of `schema`),
     each event's decoded file beside it, then record them all in the manifest at once."""
+    out = as_store(out)
     raw_schema = fragment_schema(sources[0]) if sources else schema
     window = WindowEvents(out, events, start, end, raw_schema, manifest.hex_output)
     with window:
