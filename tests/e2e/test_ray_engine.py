@@ -137,3 +137,31 @@ def test_a_worker_node_lost_mid_run_moves_its_endpoint_and_loses_nothing(
 
 def _blocks(span: dict) -> dict:
     return {"start": span["from_block"], "end": span["to_block"]}
+
+
+def test_a_ray_run_into_s3_equals_the_node_and_the_multiprocessing_run_into_s3(
+    tmp_path, node, seeded, ray_cluster, s3
+):
+    from test_object_storage import FIRST, LAST, assert_store_equals_node
+
+    buckets = {"ray": s3.new_bucket(), "mp": s3.new_bucket()}
+    span = {"from_block": FIRST, "to_block": LAST, "chunk_size": 50, "file_blocks": 300}
+    on_ray = backfill(
+        f"s3://{buckets['ray']}/run",
+        [f"a={node.url}", f"b={node.url}"],
+        staging=tmp_path / "ray-staging",
+        engine="ray",
+        ray_address=ray_cluster.address,
+        **span,
+    )
+    local = backfill(
+        f"s3://{buckets['mp']}/run", [node.url], staging=tmp_path / "mp-staging", **span
+    )
+    assert on_ray.exit_code == local.exit_code == 0, (on_ray.message, local.message)
+    for bucket in buckets.values():
+        assert_store_equals_node(s3, bucket, "run", node)
+    names = {
+        run: sorted(k for k in s3.keys(bucket) if k.startswith("run/logs/"))
+        for run, bucket in buckets.items()
+    }
+    assert names["ray"] == names["mp"] and names["ray"], names
