@@ -51,6 +51,7 @@ def test_a_ray_run_on_two_nodes_equals_the_node_and_the_multiprocessing_run(
     assert len({e.node for e in started}) == 2, started
 
 
+@pytest.mark.slow  # ~12 s; the quick subset keeps the two-node run
 def test_an_endpoint_actor_killed_mid_run_loses_and_doubles_nothing(
     tmp_path, node, seeded, proxy, ray_cluster
 ):
@@ -139,6 +140,7 @@ def _blocks(span: dict) -> dict:
     return {"start": span["from_block"], "end": span["to_block"]}
 
 
+@pytest.mark.slow  # ~12 s; the quick subset keeps the two-node run and the S3 runs
 def test_a_ray_run_into_s3_equals_the_node_and_the_multiprocessing_run_into_s3(
     tmp_path, node, seeded, ray_cluster, s3
 ):
