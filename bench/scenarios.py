@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import statistics
 import sys
 import threading
@@ -33,6 +34,8 @@ from pipeline.store.layout import LOGS_DIR
 CPU_SAMPLE_S = 0.02  # memory can spike within a second when logs arrive at 200k/s
 LATENCY_SAMPLE_S = 0.1  # latency-bound runs: a gentler sampler steals less CPU from the run
 SEED = 11
+# A folder holding another version of the `pipeline` package: its runs stand in for this one's.
+OTHER_VERSION = "BENCH_PIPELINE"
 
 # Size flags per scenario: flag -> argparse keywords. The defaults are the quick sizes that
 # `all` runs (a few minutes on 2 cores).
@@ -77,6 +80,9 @@ def add_arguments(scenario: str, parser: argparse.ArgumentParser, prefix: bool =
     for flag, spec in FLAGS[scenario].items():
         name = f"--{scenario}-{flag}" if prefix else f"--{flag}"
         dest = f"{scenario}_{flag.replace('-', '_')}"
+        if "action" in spec:  # an on/off switch: no value, no default worth showing
+            parser.add_argument(name, dest=dest, **spec)
+            continue
         metavar = "LIST" if flag == "endpoints" else None if "choices" in spec else "N"
         help_text = f"{spec['help']} (default: %(default)s)"
         parser.add_argument(name, dest=dest, metavar=metavar, **{**spec, "help": help_text})
@@ -172,6 +178,10 @@ def ours(
     config, output = work / f"{label}.toml", work / f"out-{label}"
     config.write_text("\n".join(s.toml() for s in settings))
     command = [sys.executable, "-m", "pipeline", "backfill", "--config", str(config)]
+    if os.environ.get(OTHER_VERSION):  # another checkout of this tool, for before/after figures
+        # From outside this checkout: `-m` would put the working folder first on the path.
+        other = os.environ[OTHER_VERSION]
+        command = ["env", "-C", str(work), f"PYTHONPATH={other}", *command]
     command += ["--from-block", str(start), "--to-block", str(end)]
     command += ["--chunk-size", str(chunk)] if chunk is not None else []
     command += ["--output", str(output), "--quiet", "--overwrite"]
