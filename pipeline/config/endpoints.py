@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from pipeline.config.options import DEFAULT_MAX_CONCURRENCY
 from pipeline.errors import ConfigError
 
 # A path segment this long, or mixing letters and digits past this length, is treated as an API
@@ -27,7 +28,7 @@ class Endpoint:
     safe_url: str
     rps: float | None = None  # requests per second at most (None: as fast as it answers)
     concurrency: int | None = None  # requests in flight at once, pinned; None: adaptive
-    max_concurrency: int = 8  # the adaptive limit's ceiling
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # the adaptive limit's ceiling
 
     @property
     def threads(self) -> int:
