@@ -16,6 +16,8 @@ Hint = tuple[int, int]  # an inclusive block range a refusal suggests instead
 
 HINTS = ("valid", "echo", "inverted", "outside", "none")
 LAG_MODES = ("empty", "partial")
+# Liars answer eth_getLogs wrongly with HTTP 200 and no error (pipeline.dev.simulator.liars).
+LIARS = ("behind", "drops", "orphans", "truncates", "fabricates")
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,11 @@ class Profile:
     strip_block_timestamp: bool = False  # eth_getLogs answers without blockTimestamp (older nodes)
     fake_block_timestamp: bool = False  # every blockTimestamp an hour late, one log in ten zero
     batch_limit: int | None = None  # most calls a JSON-RPC batch may hold; 0: no batches at all
+    liar: str = ""  # wrong eth_getLogs answers, HTTP 200 and no error: a LIARS kind; "" = honest
+    liar_rate: float = 0.1  # drops/orphans/truncates/fabricates: share of the answers spoiled
+    liar_lag: int = 40  # behind: the eth_getLogs backend trails the true head by this many blocks
+    liar_behind_mode: str = "empty"  # behind, past that head: "empty" answers [], "partial" cuts
+    liar_split_batches: bool = False  # behind: a batch's other calls go to the up-to-date backend
 
 
 # Sized for the test chain: ~60,000 logs over ~3,000 blocks (~20 a block), chunks of 100-1000.
@@ -452,6 +459,47 @@ PROFILES: dict[str, Profile] = {
             strip_block_timestamp=True,
             batch_limit=2,
             description="no blockTimestamp, and batches over 2 calls refused (dRPC's free tier)",
+        ),
+        Profile(
+            "liar-behind",
+            liar="behind",
+            liar_lag=40,
+            description="true head, but eth_getLogs from a backend 40 behind: [] past it, HTTP 200",
+        ),
+        Profile(
+            "liar-behind-split",
+            liar="behind",
+            liar_behind_mode="partial",
+            liar_split_batches=True,
+            description="eth_getLogs 40 behind, cut silently; batched headers from the true head",
+        ),
+        Profile(
+            "liar-drops",
+            liar="drops",
+            liar_rate=0.2,
+            seed=7,
+            description="20% of eth_getLogs answers miss one log (its block keeps others)",
+        ),
+        Profile(
+            "liar-orphans",
+            liar="orphans",
+            liar_rate=0.2,
+            seed=8,
+            description="20% of eth_getLogs answers: one block's logs carry an orphaned blockHash",
+        ),
+        Profile(
+            "liar-truncates",
+            liar="truncates",
+            liar_rate=0.2,
+            seed=9,
+            description="20% of eth_getLogs answers cut to their first half of blocks, no error",
+        ),
+        Profile(
+            "liar-fabricates",
+            liar="fabricates",
+            liar_rate=0.2,
+            seed=10,
+            description="20% of eth_getLogs answers gain a log that does not exist (fake topic0)",
         ),
     )
 }

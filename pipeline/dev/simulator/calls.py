@@ -1,5 +1,5 @@
 """Answering a request call by call: a batch is split, each call handled on its own (caps,
-lagging heads, pruned history, missing or wrong block timestamps, hostile answers), and the
+lagging heads, pruned history, missing or wrong block timestamps, hostile answers, lies), and the
 array reassembled in order."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pipeline.dev.providers import (
     cap_builder,
     hint_range,
 )
+from pipeline.dev.simulator.liars import BLOCK_METHODS, Liars
 from pipeline.dev.simulator.wire import (
     HEAD_TAGS,
     Reply,
@@ -47,6 +48,7 @@ class ProxyHooks:
     rates: Callable[[], tuple[float, float]]  # (requests in the last second, the allowed rate)
     spoil: Spoil  # a successful eth_getLogs answer -> what to send, and the mutation (or None)
     stamp: Rewrite  # a successful eth_getLogs answer -> with blockTimestamp as the profile says
+    liars: Liars  # wrong answers with HTTP 200: eth_getLogs, and blocks a lagging backend lacks
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,12 @@ class Calls:
     """Answers the calls of one request one at a time, asking upstream as needed (the upstream
     head at most once per request)."""
 
-    def __init__(self, hooks: ProxyHooks, forward: Callable[[bytes], Reply]) -> None:
+    def __init__(
+        self, hooks: ProxyHooks, forward: Callable[[bytes], Reply], in_batch: bool = False
+    ) -> None:
         self.hooks = hooks
         self.profile = hooks.profile
+        self.in_batch = in_batch  # the calls came in a JSON-RPC batch
         self.posted = 0
         self._forward = forward
         self._upstream_head: int | None = None
@@ -106,6 +111,8 @@ class Calls:
             return self._refuse(call, "throttled", refusal, *literal_range(call))
         if method == "eth_getLogs" and self.hooks.logs_rules:
             return self._get_logs(call)
+        if method in BLOCK_METHODS and self.hooks.liars.behind and self._lacks(call):
+            return Answer(result_of(call, None))  # the lagging backend has not seen that block
         if p.lag_blocks and method == "eth_blockNumber":
             return Answer(result_of(call, hex(self.head())))
         if p.lag_blocks and method == "eth_getBlockByNumber":
@@ -125,6 +132,14 @@ class Calls:
         if not isinstance(response, dict):
             raise UpstreamFailed(reply)
         return response
+
+    def _lacks(self, call: dict[str, Any]) -> bool:
+        # A block past the true head is null from any backend: that is no lie.
+        params = call.get("params")
+        number = quantity(params[0]) if isinstance(params, list) and params else None
+        if number is None or number > self.head():
+            return False
+        return self.hooks.liars.lacks(call, self.head(), self.in_batch)
 
     def head(self) -> int:
         """This node's head: upstream's, lag_blocks behind."""
@@ -172,7 +187,9 @@ class Calls:
             refusal = self._cap("range", p.range_cap, hint)
             return self._refuse(call, "range_cap", refusal, start, end)
         sent = call
-        if p.lag_blocks and query is not None and start is not None and end is not None:
+        liars = self.hooks.liars
+        resolved = p.lag_blocks or liars.behind
+        if resolved and query is not None and start is not None and end is not None:
             # Upstream would read a tag as its own head: send the numbers this node resolved.
             bounds = {"fromBlock": hex(start), "toBlock": hex(end)}
             sent = {**call, "params": [{**query, **bounds}, *call["params"][1:]]}
@@ -186,12 +203,17 @@ class Calls:
             self.hooks.record(start, end, "ok")
             return Answer(response)
         kept = self._lagged(logs, end) if p.lag_blocks else logs
+        outcome = "lagged" if len(kept) != len(logs) else "ok"
+        if liars.behind:
+            honest, kept = kept, liars.behind_logs(kept, end, self.head())
+            outcome = "lied" if len(kept) != len(honest) else outcome
         if p.result_cap is not None and len(kept) > p.result_cap:
             refusal = self._result_refusal(kept, p.result_cap, start, end)
             return self._refuse(call, "result_cap", refusal, start, end)
-        answer, outcome = response, "ok"
-        if len(kept) != len(logs):
-            answer, outcome = {**response, "result": kept}, "lagged"
+        lie = liars.lie(kept, self.post)
+        if lie is not None:
+            kept, outcome = lie, "lied"
+        answer = response if kept is logs else {**response, "result": kept}
         answer, spoiled = self.hooks.spoil(self.hooks.stamp(answer))
         self.hooks.record(start, end, "hostile" if spoiled else outcome)
         return Answer(answer)

@@ -10,6 +10,7 @@ from pipeline.dev.providers import (
     CAP_ERRORS,
     HINTS,
     LAG_MODES,
+    LIARS,
     QUOTAS,
     THROTTLES,
     CapHit,
@@ -90,7 +91,8 @@ def check_profile(profile: Profile) -> None:
     if p.dialect and p.dialect not in CAP_ERRORS:
         raise ValueError(f"unknown dialect {p.dialect!r}: choose from {sorted(CAP_ERRORS)}")
     choices = (("hint", HINTS), ("throttle", THROTTLES), ("lag_mode", LAG_MODES))
-    for name, allowed in (*choices, ("quota_mode", QUOTAS)):
+    liars = (("liar", ("", *LIARS)), ("liar_behind_mode", LAG_MODES))
+    for name, allowed in (*choices, ("quota_mode", QUOTAS), *liars):
         if getattr(p, name) not in allowed:
             raise ValueError(f"unknown {name} {getattr(p, name)!r}: choose from {sorted(allowed)}")
     for kind, cap, least in (("range", p.range_cap, 1), ("result", p.result_cap, 0)):
@@ -113,3 +115,7 @@ def check_profile(profile: Profile) -> None:
         raise ValueError(
             f"unknown hostile kinds: {sorted(unknown)}: choose from {sorted(MUTATIONS)}"
         )
+    if not 0 <= p.liar_rate <= 1:
+        raise ValueError(f"liar_rate must be between 0 and 1, got {p.liar_rate}")
+    if p.liar_lag < 0:
+        raise ValueError(f"liar_lag must not be negative, got {p.liar_lag}")

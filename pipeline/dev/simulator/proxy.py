@@ -19,6 +19,7 @@ from pipeline.dev.providers import QUOTAS, THROTTLES, UNAUTHORIZED, Profile, Ref
 from pipeline.dev.simulator.calls import HEAD_METHODS, Calls, ProxyHooks, answer_request
 from pipeline.dev.simulator.faults import FAULTS, TokenBucket, check_profile
 from pipeline.dev.simulator.hostile import HostileAnswers
+from pipeline.dev.simulator.liars import BLOCK_METHODS, Liars
 from pipeline.dev.simulator.server import Server, free_port
 from pipeline.dev.simulator.stamps import BlockTimestamps
 from pipeline.dev.simulator.wire import (
@@ -67,6 +68,7 @@ class FaultProxy:
         self._stamps = BlockTimestamps(
             profile.strip_block_timestamp, profile.fake_block_timestamp, profile.seed
         )
+        self._liars = Liars(profile)
         self._header_blocks: Counter[int] = Counter()  # eth_getBlockByNumber calls, by block
         self._refused_batches = 0
         self._thread: threading.Thread | None = None
@@ -113,7 +115,8 @@ class FaultProxy:
         also "hostile": how many eth_getLogs answers it spoiled, by kind; with a profile that
         strips or fakes blockTimestamp or limits batches, "block_timestamps" (logs stripped,
         faked, zeroed), "header_blocks" (eth_getBlockByNumber calls by block number) and
-        "refused_batches"."""
+        "refused_batches"; always "lies": eth_getLogs answers (and, for "behind", headers or
+        receipts) a liar spoiled, by kind."""
         with self._lock:
             stats = {
                 "requests": self._requests,
@@ -123,6 +126,7 @@ class FaultProxy:
                 "get_logs": list(self._get_logs),  # (from, to, outcome) in arrival order
                 "throttled": self._throttled,  # requests answered with a throttle
                 "request_times": list(self._times),  # time.monotonic() of each request
+                "lies": self._liars.counts(),
             }
             if self.profile.hostile_rate:
                 stats["hostile"] = self._hostile.served()
@@ -187,6 +191,8 @@ class FaultProxy:
         methods = set(request.methods)
         if self._logs_rules and "eth_getLogs" in methods:
             return True
+        if self._liars.behind and not methods.isdisjoint(BLOCK_METHODS):
+            return True
         return self.profile.lag_blocks > 0 and not methods.isdisjoint(HEAD_METHODS)
 
     @property
@@ -194,6 +200,7 @@ class FaultProxy:
         p = self.profile
         caps = (p.range_cap, p.result_cap, p.pruned_below)
         rewrites = p.lag_blocks > 0 or p.hostile_rate > 0 or self._stamps.active
+        rewrites = rewrites or self._liars.active
         return rewrites or any(c is not None for c in caps)
 
     def _inject(self, request: RpcRequest, kind: str, forward: Callable[[bytes], Reply]) -> Outcome:
@@ -269,8 +276,9 @@ class FaultProxy:
             self._rates,
             self._hostile.spoil,
             self._stamps.rewrite,
+            self._liars,
         )
-        calls = Calls(hooks, forward)
+        calls = Calls(hooks, forward, request.is_batch)
         try:
             return answer_request(calls, request, throttled)
         finally:
