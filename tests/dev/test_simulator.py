@@ -147,6 +147,7 @@ def test_forwards_single_request_and_counts(make_proxy: Callable[..., FaultProxy
         "forwarded": 1,
         "get_logs": [],
         "throttled": 0,
+        "lies": dict.fromkeys(("behind", "drops", "orphans", "truncates", "fabricates"), 0),
     }
 
 

@@ -119,6 +119,7 @@ QUOTA = requests_from(
 DEATH = requests_from(PROFILES["dies-mid-run"].die_after, "dead", chunk_size=18, concurrency=2)
 # Headers are asked for in batches when the logs lack their timestamps.
 BATCH_REFUSED = Fault("refused batches", lambda s: s.get("refused_batches", 0))
+LIED = Fault("lies", lambda s: total(s["lies"]))
 FAULTS: dict[str, Fault | None] = {  # None: no fault to meet
     "healthy": None,
     "fast": None,
@@ -163,10 +164,19 @@ FAULTS: dict[str, Fault | None] = {  # None: no fault to meet
     "wrong-block-timestamp": stamped("faked", "zeroed"),
     "no-batches": BATCH_REFUSED,
     "batches-of-2": BATCH_REFUSED,
+    "liar-behind": LIED,
+    "liar-behind-split": LIED,
+    "liar-drops": LIED,
+    "liar-orphans": LIED,
+    "liar-truncates": LIED,
+    "liar-fabricates": LIED,
 }
 # Tested, with their faults, in files of their own: test_hostile.py alone and next to an honest
 # endpoint, test_timestamps.py alone.
-MIXED_ELSEWHERE = {"hostile"}
+# Liars answer wrongly with HTTP 200: the tool cannot store the node's logs from one until it
+# verifies answers (headers, blooms, audits across endpoints); tests/dev/test_simulator_liars.py.
+LIARS = {name for name, profile in PROFILES.items() if profile.liar}
+MIXED_ELSEWHERE = {"hostile"} | LIARS
 ALONE_ELSEWHERE = MIXED_ELSEWHERE | {
     "no-block-timestamp", "wrong-block-timestamp", "no-batches", "batches-of-2",
 }  # fmt: skip
