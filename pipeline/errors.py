@@ -32,6 +32,9 @@ class ErrorKind(enum.StrEnum):
     SERVER = "server_error"
     MALFORMED = "malformed_response"
     PERMANENT = "permanent"
+    # An answer another source contradicts: a block hash that is not the block's, a log its
+    # block's bloom excludes, rows that another endpoint or the block receipts disagree with.
+    INCORRECT = "incorrect_answer"
 
 
 class RpcError(Exception):

@@ -23,6 +23,7 @@ class EndpointStatus(enum.StrEnum):
     BACKING_OFF = "backing off"  # after an endpoint fault
     CIRCUIT_OPEN = "circuit open"  # after a run of faults: cooling down, then one probe
     BEHIND = "behind"  # its head is before the blocks still wanted
+    SUSPECT = "suspect"  # it answered wrongly: everything it answers is checked again
     OUT = "out"  # retired for the rest of the run (quota, auth...)
 
 
@@ -115,6 +116,52 @@ class ConcurrencyChanged:
 
 
 @dataclass(frozen=True)
+class Held:
+    """Writer -> supervisor: an accepted batch waits for its checks before it is staged."""
+
+    batch: FetchedBatch
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Supervisor -> writer: stage the held batch of `task_id`, or (`ok` False) drop it and
+    hand its task back, kept from `liar` (the endpoint that answered wrongly) when named."""
+
+    task_id: int
+    ok: bool
+    reason: str = ""
+    liar: str = ""
+
+
+@dataclass(frozen=True)
+class Distrust:
+    """Supervisor -> writer: `endpoint` answered wrongly: whatever of its answers is staged but
+    not yet in a final file is dropped, and those ranges are fetched again from others."""
+
+    endpoint: str
+    reason: str
+
+
+class Check(enum.StrEnum):
+    """What the verifier checked of an answer (summary.json counts each per endpoint)."""
+
+    AUDIT = "audit"  # fetched again elsewhere (or read from receipts) and compared row for row
+    HASH = "hash"  # its block hashes against headers from another endpoint
+    BLOOM = "bloom"  # its logs against their blocks' logsBloom
+    REQUEST = "request"  # a request the verifier made to this endpoint
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Verifier -> supervisor: one check of `endpoint` and whether its answer failed it."""
+
+    endpoint: str
+    check: Check
+    mismatch: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class TaskWritten:
     """Writer -> supervisor: a task's logs are staged durably; the task is complete."""
 
@@ -185,6 +232,8 @@ Event: TypeAlias = (
     | EndpointState
     | ConcurrencyChanged
     | TaskWritten
+    | Held
+    | Checked
     | WriterFailed
     | Notice
     | WorkerStarted
@@ -211,4 +260,5 @@ class Channel(Protocol[_Item]):
 
 
 EventQueue: TypeAlias = Channel[Event]  # workers and writer -> supervisor
-ResultQueue: TypeAlias = Channel[FetchedBatch | None]  # workers -> writer; None: stop
+# workers -> writer, and the verifier's verdicts -> writer; None: stop
+ResultQueue: TypeAlias = Channel[FetchedBatch | Verdict | Distrust | None]

@@ -34,6 +34,7 @@ class Endpoint:
     def threads(self) -> int:
         """The worker threads this endpoint needs: one per request it may have in flight."""
         return self.concurrency or self.max_concurrency
+
     max_blocks: int | None = None  # a known eth_getLogs range cap (None: learn it)
 
 

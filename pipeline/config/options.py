@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_STALL_TIMEOUT_S = 60.0
 DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_FILE_BLOCKS = 100_000
+DEFAULT_AUDIT_RATE = 0.05
 DEFAULT_OUTPUT = Path("output")
 MAX_CONCURRENCY = 64
 
@@ -277,6 +278,23 @@ OPTIONS: tuple[Option, ...] = (
         "automatically when an endpoint throttles).",
         type=float,
         positive=True,
+    ),
+    Option(
+        "audit_rate",
+        "Share of tasks fetched again from another endpoint (or read from the block receipts) "
+        "and compared row for row; a new endpoint's first answers and a suspect's are all "
+        "audited. 0 turns audits off.",
+        type=float,
+        default=DEFAULT_AUDIT_RATE,
+        at_least=0,
+        at_most=1,
+    ),
+    Option(
+        "no_verify",
+        "Trust every answer: no head proofs, block-hash and bloom checks or audits (fewer "
+        "requests, blind to providers that answer wrongly).",
+        type=bool,
+        default=False,
     ),
     Option(
         "engine",

@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.config.endpoints import Endpoint, parse_endpoints
 from pipeline.config.options import (
     BY_NAME,
+    DEFAULT_AUDIT_RATE,
     DEFAULT_FILE_BLOCKS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_CONCURRENCY,
@@ -95,6 +96,8 @@ class BackfillConfig:
     engine: str = Engine.MULTIPROCESSING  # one of Engine: see pipeline.run.engine
     ray_address: str | None = None  # with the ray engine: None starts a local instance
     staging: Path | None = None  # object storage only: the local staging folder
+    audit_rate: float = DEFAULT_AUDIT_RATE  # see pipeline.verify.trust
+    no_verify: bool = False  # trust every answer (pipeline.verify off)
 
 
 def build_config(

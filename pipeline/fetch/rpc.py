@@ -43,10 +43,12 @@ _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 
 @dataclass(frozen=True)
 class BlockHeader:
-    """What the tool keeps of a block header: its hash (0x, lowercase) and timestamp (seconds)."""
+    """What the tool keeps of a block header: its hash (0x, lowercase), timestamp (seconds) and
+    logs bloom (256 bytes; empty when the header had none readable)."""
 
     hash: str
     timestamp: int
+    bloom: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,8 @@ class RpcClient:
         """Every log of one block, from eth_getBlockReceipts: the way to read a block whose logs
         exceed an endpoint's eth_getLogs caps."""
         receipts = self.call("eth_getBlockReceipts", [hex(block)])
+        if receipts is None:  # what a node says of a block it has not seen
+            raise RpcError(ErrorKind.BEYOND_HEAD, f"the endpoint has no receipts of block {block}")
         with self.reading("eth_getBlockReceipts"):
             if not isinstance(receipts, list) or not all(isinstance(r, dict) for r in receipts):
                 raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts did not return receipts")
@@ -275,7 +279,17 @@ def _header(result: Any, block: int) -> tuple[BlockHeader | None, RpcError | Non
         return None, RpcError(ErrorKind.MALFORMED, f"block {block}: the header of block {number}")
     if timestamp > MAX_TIMESTAMP:
         return None, RpcError(ErrorKind.MALFORMED, f"block {block}: timestamp {timestamp}")
-    return BlockHeader(result["hash"].lower(), timestamp), None
+    return BlockHeader(result["hash"].lower(), timestamp, _bloom(result.get("logsBloom"))), None
+
+
+def _bloom(value: Any) -> bytes:
+    """The 256 bytes of a logsBloom, or b"" for anything else (the checks then skip it)."""
+    if isinstance(value, str) and len(value) == 514 and value.startswith("0x"):
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            return b""
+    return b""
 
 
 def _has_hash(header: Any) -> bool:

@@ -152,6 +152,16 @@ class BlockTimestamps:
         at = table.schema.get_field_index("block_timestamp")
         return table.set_column(at, "block_timestamp", column.cast(TIMESTAMP_TYPE))
 
+    def headers(self, client: RpcClient, task: Task, blocks: list[int]) -> dict[int, BlockHeader]:
+        """Fresh headers of `blocks` (no cache: near the head they may change), in batches as
+        large as the endpoint takes; a block it does not have raises BEYOND_HEAD."""
+        found: dict[int, BlockHeader] = {}
+        missing = list(blocks)
+        while missing:
+            found |= self._request(client, task, missing[: self.batches.size])
+            missing = [n for n in missing if n not in found]
+        return found
+
     def _check_due(self) -> bool:
         with self._lock:
             if not self.checked:

@@ -49,6 +49,7 @@ from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.plan.chunks import split_point
 from pipeline.store.files import write_result
 from pipeline.store.layout import incoming_path, worker_crash_log
+from pipeline.verify.headproof import proof_blocks, prove
 
 # Hands a fetched task's table to the writer; raises OSError when the writer cannot take it.
 Deliver = Callable[[Task, pa.Table], None]
@@ -229,7 +230,34 @@ class EndpointWorker:
             answered()
         self.concurrency.on_answer(client.last_latency_ms / 1000, fetched.table.num_rows)
         self._record(True, client, task, parser_fallback=fetched.parser_fallback)
+        try:
+            self._prove(client, task, fetched.table)
+        except RpcError as err:
+            self.react(client, task, err, header=True)
+            return
         self._stamp_and_deliver(client, task, fetched.table)
+
+    def _prove(self, client: RpcClient, task: Task, table: pa.Table) -> None:
+        """Near the endpoint's head, check that the backend that answered has the blocks."""
+        with self._lock:
+            head = self.head
+        blocks = proof_blocks(task.start, task.end, head) if self.spec.verify else range(0)
+        if not blocks:
+            return
+
+        def receipts(block: int) -> list[dict]:
+            self._sleep(self.throttle.reserve())
+            try:
+                logs = client.block_logs(block)
+            except RpcError as err:
+                if err.kind is not ErrorKind.PERMANENT:
+                    raise
+                return []  # no eth_getBlockReceipts here: the bloom cannot be settled
+            self._record(True, client, task)
+            return logs
+
+        headers = lambda numbers: self.timestamps.headers(client, task, numbers)  # noqa: E731
+        prove(table, blocks, self.spec.log_filter, headers, receipts)
 
     def _stamp_and_deliver(self, client: RpcClient, task: Task, table: pa.Table) -> None:
         """Fill the block timestamps (from headers where the logs lack them) and deliver."""

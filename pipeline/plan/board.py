@@ -155,8 +155,12 @@ class TaskBoard:
             self._live_endpoints.discard(endpoint)
             self._retired.add(endpoint)
             stranded = [t for t in self._pending if self._live_endpoints <= t.excluded]
+            if not self._live_endpoints:  # nobody is left to fetch what is not cut yet either
+                stranded += self._plan.rest()
+                self._plan.drop()
             for task in stranded:
-                self._pending.remove(task)
+                if task in self._pending:
+                    self._pending.remove(task)
                 self._failed[task.task_id] = task
             self._cond.notify_all()
 
@@ -176,6 +180,39 @@ class TaskBoard:
                 return False
             self._storing[task_id] = task
             return True
+
+    def reject(self, task_id: int, liar: str, reason: str, max_attempts: int) -> None:
+        """An accepted task's answer failed its checks: hand the task back, kept from `liar`
+        while another live endpoint can serve it; it fails once its attempts are used up."""
+        with self._cond:
+            task = self._storing.pop(task_id, None)
+            if task is None:
+                return
+            task = replace(
+                task,
+                attempts=task.attempts + 1,
+                last_error=reason,
+                excluded=self._keep_from(task.excluded, liar),
+            )
+            if task.attempts >= max_attempts or not self._live_endpoints:
+                self._failed[task.task_id] = task
+            else:
+                self._pending.appendleft(task)
+            self._cond.notify_all()
+
+    def reopen(self, start: int, end: int, liar: str, reason: str) -> None:
+        """Fetch blocks start..end again (an endpoint's staged answer there was dropped), kept
+        from `liar` while another live endpoint can serve them."""
+        with self._cond:
+            task = Task(self._new_id(), start, end, last_error=reason)
+            task = replace(task, excluded=self._keep_from(frozenset(), liar))
+            self._pending.appendleft(task)
+            self._cond.notify_all()
+
+    def _keep_from(self, excluded: frozenset[str], liar: str) -> frozenset[str]:
+        if liar and self._live_endpoints - excluded - {liar}:
+            return excluded | {liar}
+        return excluded  # nobody else is left: the liar may try again, checked in full
 
     def _take_pending(self, task_id: int) -> Task | None:
         for task in self._pending:

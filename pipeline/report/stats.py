@@ -14,6 +14,8 @@ from pipeline.errors import ErrorKind
 from pipeline.fetch.concurrency import START as ADAPTIVE_START
 from pipeline.messages import (
     Attempt,
+    Check,
+    Checked,
     ConcurrencyChanged,
     EndpointState,
     EndpointStatus,
@@ -85,6 +87,9 @@ class EndpointStats:
     window: int | None = None
     state: EndpointStatus = EndpointStatus.ACTIVE
     out_reason: str = ""
+    suspect: bool = False  # the verifier caught it answering wrongly
+    checks: Counter[Check] = field(default_factory=Counter)
+    mismatches: Counter[Check] = field(default_factory=Counter)
     concurrency: ConcurrencyTrace = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,10 +119,21 @@ class EndpointStats:
         self.window = split.window
 
     def record_state(self, change: EndpointState) -> None:
-        """Follow the endpoint's state (active, throttled, circuit open, out...)."""
-        self.state = change.state
+        """Follow the endpoint's state (active, throttled, circuit open, out...); once suspect,
+        it stays so unless it goes out."""
+        self.suspect = self.suspect or change.state is EndpointStatus.SUSPECT
+        if self.suspect and change.state is not EndpointStatus.OUT:
+            self.state = EndpointStatus.SUSPECT
+        else:
+            self.state = change.state
         if change.retired:
             self.out_reason = change.detail
+
+    def record_check(self, checked: Checked) -> None:
+        """Count a check of this endpoint's answers by the verifier (or a request it made)."""
+        self.checks[checked.check] += 1
+        if checked.mismatch:
+            self.mismatches[checked.check] += 1
 
     def record_written(self, written: TaskWritten) -> None:
         """Credit a stored task to the endpoint that fetched it."""
@@ -148,6 +164,13 @@ class EndpointStats:
             "out_reason": self.out_reason or None,
             "parser_fallbacks": self.parser_fallbacks,
             "concurrency": self.concurrency.to_json(time.time()),
+            # The verifier's checks of this endpoint's answers (pipeline.verify), and the
+            # requests it made to this endpoint (header batches, audits, receipts).
+            "audits": self.checks[Check.AUDIT],
+            "audit_mismatches": self.mismatches[Check.AUDIT],
+            "hash_mismatches": self.mismatches[Check.HASH],
+            "bloom_mismatches": self.mismatches[Check.BLOOM],
+            "verify_requests": self.checks[Check.REQUEST],
         }
 
 

@@ -95,6 +95,15 @@ def _signals_recorded(supervisor: Supervisor) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _wrong_answers(s: Supervisor) -> str:
+    """The ranges left unsettled and the endpoints caught answering wrongly, if any."""
+    liars = [f"{x.endpoint.name} ({x.state})" for x in s.stats.values() if x.suspect]
+    if not liars:
+        return ""
+    ranges = ", ".join(f"{t.start}-{t.end}" for t in [*s.failed, *s.unfetched][:3])
+    return f"; unsettled: blocks {ranges}…; answered wrongly: {', '.join(liars)}"
+
+
 def _result(supervisor: Supervisor, summary: dict) -> RunResult:
     """The exit code and one-line verdict of the finished run, with its summary."""
     s = supervisor
@@ -107,8 +116,8 @@ def _result(supervisor: Supervisor, summary: dict) -> RunResult:
         missing = len(summary["failed_ranges"]) + len(summary["unfetched_ranges"])
         message = (
             f"incomplete: {total - done} of {total} blocks in {missing} ranges "
-            f"not fetched{': ' + s.fatal if s.fatal else ''} (see summary.json); "
-            "run again to resume"
+            f"not fetched{': ' + s.fatal if s.fatal else ''}{_wrong_answers(s)} (see "
+            "summary.json); run again to resume"
         )
     elif s.fatal:
         code, message = EXIT_INCOMPLETE, f"every block was fetched, but {s.fatal}"

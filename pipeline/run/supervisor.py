@@ -24,10 +24,12 @@ from pipeline.fetch.headers import start_tip_hashes
 from pipeline.fetch.worker import EXIT_RETIRED, WorkerSpec, worker_main
 from pipeline.messages import (
     Attempt,
+    Checked,
     ConcurrencyChanged,
     EndpointState,
     Event,
     EventQueue,
+    Held,
     Notice,
     ProcessStarted,
     Progress,
@@ -52,6 +54,7 @@ from pipeline.store.manifest import load_manifest, save_manifest
 from pipeline.store.resume import Resume, discard_incoming, tip_blocks
 from pipeline.store.target import LocalStore
 from pipeline.store.writer import WriterSpec, commit_window, writer_main
+from pipeline.verify.verifier import Verifier
 
 # Every change the run makes comes as an event and wakes the loop at once; this only bounds how
 # late a silent one is seen: a child that died, a signal, a stall.
@@ -130,6 +133,8 @@ class Supervisor:
         self.writer: BaseProcess | None = None
         self.writer_started = 0.0
         self.workers: list[_Worker] = []
+        self.verify = not config.no_verify
+        self.verifier: Verifier | None = None  # checks the batches the writer holds
 
         # The bookkeeping, fed by the events: counters per endpoint, blocks stored, the chart.
         self.stats = {e.name: EndpointStats(e) for e in config.endpoints}
@@ -165,6 +170,9 @@ class Supervisor:
             self.board = self.manager.TaskBoard(plan, list(names))
             self.results = self.manager.Queue(RESULT_QUEUE_PER_WORKER * len(names))
             self.events = self.manager.Queue()
+            if self.verify:
+                spec = self._worker_spec(0, 0)
+                self.verifier = Verifier(self.config, spec, self.board, self.results, self.events)
             self.writer = self._start_writer()
             self.workers = [self._start_worker(i, 0) for i in range(len(names))]
             warm_up()
@@ -175,6 +183,8 @@ class Supervisor:
             self._abandon("the task queue process died")
         finally:
             self.seconds = time.monotonic() - self.started
+            if self.verifier is not None:
+                self.verifier.close()
             self.manager.shutdown()
 
     def _abandon(self, reason: str) -> None:
@@ -198,6 +208,8 @@ class Supervisor:
             self.config.file_blocks,
             self.resume.events,
             self.store,
+            verify=self.verify,
+            max_attempts=self.config.max_attempts,
         )
 
     def _start_writer(self) -> BaseProcess:
@@ -226,6 +238,7 @@ class Supervisor:
             output=self.staging,
             to_block=self.plan.to_block,
             head=self.plan.heads.get(endpoint.name),
+            verify=self.verify,
         )
 
     def _start_worker(self, index: int, restarts: int) -> _Worker:
@@ -299,6 +312,10 @@ class Supervisor:
                 self.stats[event.endpoint].record_state(event)
             case ConcurrencyChanged():
                 self.stats[event.endpoint].concurrency.record(event)
+            case Held():
+                self.verifier.submit(event.batch)
+            case Checked():
+                self.stats[event.endpoint].record_check(event)
             case WriterFailed():
                 self.fatal = event.message
         self.report(event)

@@ -22,7 +22,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.messages import EventQueue, FetchedBatch, ResultQueue, TaskWritten, WriterFailed
+from pipeline.messages import (
+    Distrust,
+    EventQueue,
+    FetchedBatch,
+    Held,
+    ResultQueue,
+    TaskWritten,
+    Verdict,
+    WriterFailed,
+)
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.store.events import EventOutput, WindowEvents
 from pipeline.store.files import (
@@ -55,6 +64,10 @@ class WriterSpec:
     file_blocks: int  # final files never cross a multiple of this: stable names across runs
     events: tuple[EventOutput, ...] = ()  # decoded beside every final file
     store: Store | None = None  # where final files and the manifest go (None: `output`)
+    # Hold each batch until the verifier's Verdict (pipeline.verify); a rejected task counts as
+    # an attempt, and fails after max_attempts.
+    verify: bool = False
+    max_attempts: int = 10
 
 
 def writer_main(
@@ -99,10 +112,19 @@ def _store_until_done(
     with writer_lock(spec.output), contextlib.suppress(*QUEUE_GONE):
         try:
             staging.compact_ready()
-            while (batch := results.get()) is not None:
-                written = store_batch(batch, staging, board)
-                if written is not None:
-                    events.put(written)
+            held = Holding(spec, staging, board, events)
+            while (item := results.get()) is not None:
+                match item:
+                    case FetchedBatch() if spec.verify:
+                        held.hold(item)
+                    case FetchedBatch():
+                        written = store_batch(item, staging, board)
+                        if written is not None:
+                            events.put(written)
+                    case Verdict():
+                        held.settle(item)
+                    case Distrust():
+                        held.distrust(item)
             staging.compact_all()
         except OSError as exc:
             events.put(WriterFailed(f"cannot write to {shown}: {scrub(str(exc.strerror or exc))}"))
@@ -118,6 +140,44 @@ def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> Task
     staging.add(result, task.start, task.end, batch.rows)
     board.complete(task.task_id, batch.rows)
     return TaskWritten(task, batch.endpoint, batch.rows)
+
+
+class Holding:
+    """Accepted batches waiting for the verifier's verdict; the verdicts and distrusts."""
+
+    def __init__(
+        self, spec: WriterSpec, staging: Staging, board: TaskBoard, events: EventQueue
+    ) -> None:
+        self.spec, self.staging, self.board, self.events = spec, staging, board, events
+        self.batches: dict[int, FetchedBatch] = {}
+
+    def hold(self, batch: FetchedBatch) -> None:
+        """Take the batch off the board (nobody else fetches it) and ask for its checks."""
+        if not self.board.accept(batch.task.task_id):
+            Path(batch.path).unlink(missing_ok=True)
+            return
+        self.batches[batch.task.task_id] = batch
+        self.events.put(Held(batch))
+
+    def settle(self, verdict: Verdict) -> None:
+        """Stage a batch that passed its checks; drop one that failed and hand its task back."""
+        batch = self.batches.pop(verdict.task_id, None)
+        if batch is None:
+            return
+        task = batch.task
+        if verdict.ok:
+            self.staging.add(Path(batch.path), task.start, task.end, batch.rows, batch.endpoint)
+            self.board.complete(task.task_id, batch.rows)
+            self.events.put(TaskWritten(task, batch.endpoint, batch.rows))
+            return
+        Path(batch.path).unlink(missing_ok=True)
+        self.board.reject(task.task_id, verdict.liar, verdict.reason, self.spec.max_attempts)
+
+    def distrust(self, order: Distrust) -> None:
+        """Drop what the endpoint fetched that is staged but not in a final file yet, and put
+        those ranges back on the board for the others."""
+        for start, end in self.staging.drop_from(order.endpoint):
+            self.board.reopen(start, end, order.endpoint, order.reason)
 
 
 class Staging:
@@ -140,6 +200,7 @@ class Staging:
         self.events = events
         self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
         self.missing: dict[int, int] = defaultdict(int)
+        self.sources: dict[tuple[int, int], str] = {}  # fragment -> the endpoint that fetched it
         for start, end in todo:
             for window, lo, hi in _windows(start, end, file_blocks):
                 self.missing[window] += hi - lo + 1
@@ -149,9 +210,9 @@ class Staging:
             rows = fragment_rows(fragment_path(out, start, end))
             self.fragments[start // file_blocks].append((start, end, rows))
 
-    def add(self, result: Path, start: int, end: int, rows: int) -> None:
-        """Stage a worker's result of blocks start..end (`rows` logs) durably; compact full
-        windows."""
+    def add(self, result: Path, start: int, end: int, rows: int, endpoint: str = "") -> None:
+        """Stage a worker's result of blocks start..end (`rows` logs, fetched from `endpoint`)
+        durably; compact full windows."""
         windows = list(_windows(start, end, self.file_blocks))
         if len(windows) == 1:
             stage_result(result, self.out, start, end)
@@ -165,9 +226,23 @@ class Staging:
             result.unlink()
         for (window, lo, hi), count in zip(windows, counts, strict=True):
             self.fragments[window].append((lo, hi, count))
+            self.sources[lo, hi] = endpoint
             self.missing[window] -= hi - lo + 1
             if self.missing[window] <= 0:
                 self._compact(window)
+
+    def drop_from(self, endpoint: str) -> list[tuple[int, int]]:
+        """Delete the staged fragments `endpoint` fetched; their block ranges."""
+        dropped = []
+        for window, fragments in self.fragments.items():
+            keep = [f for f in fragments if self.sources.get(f[:2]) != endpoint]
+            for lo, hi, _ in (f for f in fragments if f not in keep):
+                fragment_path(self.out, lo, hi).unlink(missing_ok=True)
+                del self.sources[lo, hi]
+                self.missing[window] += hi - lo + 1
+                dropped.append((lo, hi))
+            fragments[:] = keep
+        return sorted(dropped)
 
     def compact_ready(self) -> None:
         """Compact windows an earlier run staged completely (nothing left to fetch there)."""
@@ -192,6 +267,8 @@ class Staging:
                 save_manifest(self.store, self.manifest)
             for fragment in paths:  # the record first, then the cleanup
                 fragment.unlink()
+            for lo, hi, _ in group:
+                self.sources.pop((lo, hi), None)
 
 
 def commit_window(

@@ -1,0 +1,108 @@
+"""Row-for-row comparison of two answers for the same blocks, and the one-endpoint audit method:
+the logs of a few blocks read from eth_getBlockReceipts and filtered here."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from http import HTTPStatus
+
+import orjson
+import pyarrow as pa
+
+from pipeline.config.settings import LogFilter
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.classify import decode_response
+from pipeline.fetch.convert import logs_to_table
+from pipeline.fetch.rpc import RpcClient
+from pipeline.fetch.validate import check_not_removed
+
+# What an answer says of the chain: block_timestamp and chain_id are ours, not the provider's.
+KEY_COLUMNS = (
+    "block_number",
+    "block_hash",
+    "transaction_index",
+    "transaction_hash",
+    "log_index",
+    "address",
+    "topic0",
+    "topic1",
+    "topic2",
+    "topic3",
+    "data",
+)
+RECEIPT_BLOCKS = 20  # blocks one receipts audit of a trusted endpoint reads
+
+
+def comparable(table: pa.Table, blocks: set[int] | None = None) -> pa.Table:
+    """The key columns in block and log order, only of `blocks` when given."""
+    keyed = table.select(list(KEY_COLUMNS))
+    if blocks is not None:
+        mask = pa.compute.is_in(keyed["block_number"], pa.array(sorted(blocks), pa.uint64()))
+        keyed = keyed.filter(mask)
+    return keyed.sort_by([("block_number", "ascending"), ("log_index", "ascending")])
+
+
+def differing_blocks(a: pa.Table, b: pa.Table, blocks: set[int] | None = None) -> list[int]:
+    """The blocks whose logs differ between two answers (only `blocks`, when given)."""
+    left, right = comparable(a, blocks), comparable(b, blocks)
+    if left.num_rows == right.num_rows and left.equals(right):
+        return []  # the usual case: no Python object per log
+    return sorted(
+        n
+        for n in set(_by_block(left)) | set(_by_block(right))
+        if _by_block(left).get(n) != _by_block(right).get(n)
+    )
+
+
+def _by_block(table: pa.Table) -> dict[int, list[tuple]]:
+    rows: dict[int, list[tuple]] = defaultdict(list)
+    columns = [table[name].to_pylist() for name in KEY_COLUMNS]
+    for row in zip(*columns, strict=True):
+        rows[row[0]].append(row)
+    return rows
+
+
+def receipts_table(
+    client: RpcClient,
+    blocks: list[int],
+    log_filter: LogFilter,
+    chain_id: int,
+    hex_output: bool,
+) -> pa.Table:
+    """The logs of `blocks` matching the filter, from one batch of eth_getBlockReceipts."""
+    calls = [
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockReceipts", "params": [hex(b)]}
+        for i, b in enumerate(blocks)
+    ]
+    with client.reading("the batch of block receipts"):
+        response = client._post(orjson.dumps(calls))
+        answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
+        if not isinstance(answers, list):
+            decode_response(response.status, response.headers, response.body)  # raises its error
+            raise RpcError(ErrorKind.MALFORMED, "a batch of receipts was answered with one result")
+        logs = []
+        for at, block in enumerate(blocks):
+            logs += _logs_of(_result(answers, at), block)
+        logs = [log for log in logs if log_filter.matches(log)]
+        check_not_removed(logs)
+        return logs_to_table(logs, chain_id, hex_output)
+
+
+def _result(answers: list, at: int) -> object:
+    for answer in answers:
+        if isinstance(answer, dict) and answer.get("id") == at:
+            if answer.get("error") is not None:
+                raise RpcError(ErrorKind.MALFORMED, f"receipts refused: {answer['error']!r:.200}")
+            return answer.get("result")
+    raise RpcError(ErrorKind.MALFORMED, "a call of the receipts batch was not answered")
+
+
+def _logs_of(receipts: object, block: int) -> list[dict]:
+    if receipts is None:
+        raise RpcError(ErrorKind.BEYOND_HEAD, f"the endpoint has no receipts of block {block}")
+    if not isinstance(receipts, list) or not all(isinstance(r, dict) for r in receipts):
+        raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts did not return receipts")
+    logs = [log for receipt in receipts for log in receipt.get("logs") or ()]
+    if not all(isinstance(log, dict) for log in logs):
+        raise RpcError(ErrorKind.MALFORMED, "eth_getBlockReceipts returned malformed logs")
+    return logs

@@ -1,0 +1,43 @@
+"""The logs bloom of a block header (Ethereum yellow paper, section 4.3.1): 2048 bits, and each
+log's address and topics set three of them. A bloom never leaves out what its block holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pipeline.hashing import keccak256
+
+BLOOM_BYTES = 256
+
+
+def bloom_bits(item: bytes) -> tuple[int, int, int]:
+    """The three bit positions `item` (an address or a topic, raw bytes) sets: the low 11 bits
+    of the first three byte pairs of its keccak-256."""
+    digest = keccak256(item)
+    return tuple((((digest[i] << 8) | digest[i + 1]) & 2047) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def may_contain(bloom: bytes, item: bytes) -> bool:
+    """False only when the block certainly holds no log with this address or topic."""
+    # Bit 0 is the lowest bit of the bloom's last byte: the bloom is one big-endian number.
+    return all(bloom[BLOOM_BYTES - 1 - bit // 8] >> (bit % 8) & 1 for bit in bloom_bits(item))
+
+
+def may_match(bloom: bytes, addresses: Iterable[bytes], topics: Iterable[Iterable[bytes]]) -> bool:
+    """Whether a block with this bloom may hold a log matching the filter: one of `addresses`
+    (any when empty) and, per topic position, one of its values (any when empty)."""
+    if len(bloom) != BLOOM_BYTES:
+        return True  # no bloom to go by
+    addresses = list(addresses)
+    if addresses and not any(may_contain(bloom, a) for a in addresses):
+        return False
+    return all(not values or any(may_contain(bloom, v) for v in values) for values in topics)
+
+
+def bloom_of(items: Iterable[bytes]) -> bytes:
+    """The bloom of these addresses and topics (for tests and the simulator)."""
+    value = bytearray(BLOOM_BYTES)
+    for item in items:
+        for bit in bloom_bits(item):
+            value[BLOOM_BYTES - 1 - bit // 8] |= 1 << (bit % 8)
+    return bytes(value)

@@ -1,0 +1,147 @@
+"""Canonical block headers for the verifier: the blocks of many answers gathered into one batch
+request, each asked of an endpoint other than the one whose answer it checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.rpc import BlockHeader
+from pipeline.verify.sources import Source, Sources
+
+FLUSH_S = 1.0  # how long a wanted header may wait for others to share its batch request
+MAX_TRIES = 8  # requests a wanted header may miss before its answer's check gives up
+CACHE_HEADERS = 50_000
+
+
+@dataclass
+class _Want:
+    """Headers one check waits for, not from `avoid`."""
+
+    blocks: set[int]
+    avoid: str
+    future: Future = field(default_factory=Future)
+    since: float = field(default_factory=time.monotonic)
+    found: dict[int, BlockHeader] = field(default_factory=dict)
+    tries: int = 0
+    error: RpcError | None = None
+
+
+class Canon:
+    """Headers by block number, shared by the verifier's threads; one thread asks for them."""
+
+    def __init__(self, sources: Sources, trusted: Callable[[str], bool]) -> None:
+        self.sources, self.trusted = sources, trusted
+        self._cache: OrderedDict[int, BlockHeader] = OrderedDict()
+        self._wants: list[_Want] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="canon", daemon=True)
+        self._thread.start()
+
+    def get(self, blocks: set[int], avoid: str) -> dict[int, BlockHeader]:
+        """The headers of `blocks`, asked of an endpoint other than `avoid` where there is one;
+        raises the last RpcError when they could not be had."""
+        with self._cond:
+            found = {b: self._cache[b] for b in blocks if b in self._cache}
+            rest = blocks - found.keys()
+            if not rest:
+                return found
+            want = _Want(rest, avoid)
+            self._wants.append(want)
+            self._cond.notify_all()
+        return found | want.future.result()
+
+    def forget(self, block: int) -> None:
+        """Drop a cached header (a dispute asks every endpoint afresh)."""
+        with self._cond:
+            self._cache.pop(block, None)
+
+    def close(self) -> None:
+        """Stop the thread; waiting checks get an error."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._ready(), timeout=FLUSH_S / 4)
+                if self._closed:
+                    for want in self._wants:
+                        want.future.set_exception(RpcError(ErrorKind.CONNECTION, "run ended"))
+                    return
+                if not self._ready():
+                    continue
+                wants, self._wants = self._wants, []
+            self._serve(wants)
+            with self._cond:
+                self._wants = [w for w in wants if not w.future.done()] + self._wants
+
+    def _ready(self) -> bool:
+        if not self._wants:
+            return False
+        waiting = sum(len(w.blocks) - len(w.found) for w in self._wants)
+        oldest = min(w.since for w in self._wants)
+        return waiting >= 100 or time.monotonic() - oldest >= FLUSH_S
+
+    def _serve(self, wants: list[_Want]) -> None:
+        """One round: each source asked once for what the wants it may serve lack."""
+        left = list(wants)
+        while left:
+            source = self._source(left[0].avoid)
+            served = [w for w in left if w.avoid != source.name or len(self.sources.all) == 1]
+            if not served:  # every other endpoint is out: the answer's own endpoint it is
+                served = [w for w in left if w.avoid == source.name]
+            left = [w for w in left if w not in served]
+            self._ask(source, served)
+
+    def _source(self, avoid: str) -> Source:
+        source = self.sources.pick({avoid}, self.trusted) or self.sources.all[avoid]
+        self.sources.wait(source)
+        return source
+
+    def _ask(self, source: Source, wants: list[_Want]) -> None:
+        blocks = sorted({b for w in wants for b in w.blocks if b not in w.found})
+        got: dict[int, BlockHeader] = {}
+        error: RpcError | None = None
+        for at in range(0, len(blocks), source.batches.size):
+            chunk = blocks[at : at + source.batches.size]
+            try:
+                found, refusal = source.ask(len(chunk), lambda c, b=chunk: c.block_headers(b))
+            except RpcError as err:
+                if len(chunk) > 1 and "batch" in err.message.lower():
+                    source.batches.refused(len(chunk))
+                error = err
+                break
+            got |= found
+            if refusal is None:
+                source.batches.answered(len(chunk))
+            else:
+                error = refusal
+                if found and refusal.kind is not ErrorKind.BEYOND_HEAD:
+                    source.batches.partial(len(found))
+                else:
+                    source.rest()  # it lacks these blocks, or refuses: another one asks next
+        self._remember(got)
+        for want in wants:
+            want.found |= {b: got[b] for b in want.blocks if b in got}
+            want.tries += 1
+            want.error = error or want.error
+            if len(want.found) == len(want.blocks):
+                want.future.set_result(want.found)
+            elif want.tries >= MAX_TRIES:
+                want.future.set_exception(
+                    want.error or RpcError(ErrorKind.MALFORMED, "headers not answered")
+                )
+
+    def _remember(self, headers: dict[int, BlockHeader]) -> None:
+        with self._cond:
+            self._cache.update(headers)
+            while len(self._cache) > CACHE_HEADERS:
+                self._cache.popitem(last=False)

@@ -1,0 +1,281 @@
+"""The verifier: runs in the supervisor process and checks every batch the writer holds before
+it is staged. Its block hashes against headers from another endpoint, its logs against their
+blocks' blooms, and (by the endpoint's standing in trust.Ledger) its rows against another
+endpoint's answer or the block receipts; a third source settles a disagreement. A wrong answer
+is dropped and fetched again, and its endpoint becomes suspect (everything it staged is fetched
+again from the others), then out."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.config.settings import BackfillConfig
+from pipeline.errors import RpcError
+from pipeline.fetch.answers import fetch_range
+from pipeline.fetch.convert import TOPIC_COLUMNS
+from pipeline.fetch.rpc import BlockHeader
+from pipeline.fetch.spec import WorkerSpec
+from pipeline.messages import (
+    Check,
+    Checked,
+    Distrust,
+    EndpointState,
+    EndpointStatus,
+    EventQueue,
+    FetchedBatch,
+    Notice,
+    ResultQueue,
+    Verdict,
+)
+from pipeline.plan.board import QUEUE_GONE, TaskBoard
+from pipeline.store.files import read_fragment
+from pipeline.verify.audit import RECEIPT_BLOCKS, differing_blocks, receipts_table
+from pipeline.verify.bloom import may_contain
+from pipeline.verify.canon import Canon
+from pipeline.verify.headproof import block_hashes, filter_may_match
+from pipeline.verify.sources import Source, Sources
+from pipeline.verify.trust import Ledger, Standing
+
+THREADS = 4
+# Blocks at an answer's end whose headers are read even without logs: a truncated answer
+# leaves its last blocks empty. Few, since full blooms (mainnet's) often "may match".
+TAIL_BLOCKS = 2
+BLOOM_SAMPLE = 64  # logs of an answer held against their block's bloom
+VERDICT_WAIT_S = 60.0  # the writer takes verdicts at once; it is gone when this runs out
+DISPUTE_VOTES = 2  # other endpoints asked for a header whose hash is in dispute
+
+
+class Verifier:
+    """Checks held batches on a few threads; each check ends with a Verdict to the writer."""
+
+    def __init__(
+        self,
+        config: BackfillConfig,
+        spec: WorkerSpec,
+        board: TaskBoard,
+        results: ResultQueue,
+        events: EventQueue,
+    ) -> None:
+        self.spec, self.board, self.results, self.events = spec, board, results, events
+        names = [e.name for e in config.endpoints]
+        self.ledger = Ledger(names, config.audit_rate)
+        self.sources = Sources(config.endpoints, config.timeout, self._count_request)
+        self.canon = Canon(self.sources, self.ledger.trusted)
+        self._rng = random.Random(1)
+        self._busy = 0
+        self._lock = threading.Lock()
+        # Daemon threads: one stuck in a request must not hold the process at its exit.
+        self._todo: queue.SimpleQueue[FetchedBatch | None] = queue.SimpleQueue()
+        for i in range(THREADS):
+            threading.Thread(target=self._serve, name=f"verify-{i}", daemon=True).start()
+
+    def submit(self, batch: FetchedBatch) -> None:
+        """Check a held batch in the background."""
+        with self._lock:
+            self._busy += 1
+        self._todo.put(batch)
+
+    def busy(self) -> int:
+        """Batches being checked."""
+        with self._lock:
+            return self._busy
+
+    def close(self) -> None:
+        """Stop: checks under way end without a verdict (the writer is gone by then)."""
+        self.canon.close()
+        for _ in range(THREADS):
+            self._todo.put(None)
+
+    def _serve(self) -> None:
+        while (batch := self._todo.get()) is not None:
+            self._run(batch)
+
+    def _count_request(self, name: str) -> None:
+        self.events.put(Checked(name, Check.REQUEST))
+
+    def _run(self, batch: FetchedBatch) -> None:
+        try:
+            verdict = self._check(batch)
+        except (RpcError, OSError, pa.ArrowException) as exc:
+            # Not the answer's fault: it is fetched again, which costs it one attempt.
+            verdict = Verdict(batch.task.task_id, False, f"could not be verified: {exc}")
+        except Exception as exc:  # a bug here must not hold the task forever
+            self.events.put(Notice(f"verifying task {batch.task.task_id} failed: {exc!r}"))
+            verdict = Verdict(batch.task.task_id, False, f"could not be verified: {exc!r}")
+        finally:
+            with self._lock:
+                self._busy -= 1
+        with contextlib.suppress(queue.Full, *QUEUE_GONE):
+            self.results.put(verdict, timeout=VERDICT_WAIT_S)
+
+    def _check(self, batch: FetchedBatch) -> Verdict:
+        task, name, spec = batch.task, batch.endpoint, self.spec
+        table = read_fragment(Path(batch.path))
+        hashes = block_hashes(table)
+        last = max(hashes, default=task.start - 1)
+        tail = set(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
+        headers = self.canon.get(set(hashes) | tail, avoid=name)
+        wrong = [b for b, h in hashes.items() if headers[b].hash != h]
+        self.events.put(Checked(name, Check.HASH, bool(wrong)))
+        if wrong:
+            return self._dispute(batch, wrong[0], hashes[wrong[0]])
+        excluded = bloom_excluded(table, headers, self._rng)
+        self.events.put(Checked(name, Check.BLOOM, excluded is not None))
+        if excluded is not None:
+            return self._wrong(batch, Check.BLOOM, f"block {excluded}: a log its bloom excludes")
+        doubtful = [b for b in sorted(tail) if filter_may_match(headers[b].bloom, spec.log_filter)]
+        if doubtful:  # no logs where the bloom says there may be: the receipts settle it
+            source = self.sources.pick({name}, self.ledger.trusted) or self.sources.all[name]
+            verdict = self._against_receipts(batch, table, doubtful, source, Check.BLOOM)
+            if not verdict.ok:
+                return verdict
+        if self.ledger.audit_due(name):
+            return self._audit(batch, table)
+        return Verdict(task.task_id, True)
+
+    def _dispute(self, batch: FetchedBatch, block: int, claimed: str) -> Verdict:
+        """A block hash the header does not confirm: the other endpoints vote on the header."""
+        self.canon.forget(block)
+        votes: Counter[str] = Counter()
+        others = [s for s in self.sources.all.values() if s.name != batch.endpoint]
+        for source in others[:DISPUTE_VOTES] or [self.sources.all[batch.endpoint]]:
+            try:
+                found, _ = source.ask(1, lambda c: c.block_headers([block]))
+            except RpcError:
+                continue
+            if block in found:
+                votes[found[block].hash] += 1
+        if not votes or votes.most_common(1)[0][0] == claimed:
+            # The header first read was the odd one (a reorg, or its source): fetch again.
+            return Verdict(batch.task.task_id, False, f"block {block}: hashes disagree (a reorg?)")
+        detail = f"block {block}: blockHash {claimed[:12]}… is not the block's"
+        return self._wrong(batch, Check.HASH, detail)
+
+    def _audit(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
+        """Fetch the task again from another endpoint and compare; a third source settles."""
+        task, name = batch.task, batch.endpoint
+        auditor = self.sources.pick({name}, self.ledger.trusted)
+        if auditor is None:
+            return self._audit_receipts(batch, table)
+        other = self._logs_from(auditor, batch)
+        differ = differing_blocks(table, other)
+        self.events.put(Checked(name, Check.AUDIT, bool(differ)))
+        if not differ:
+            return Verdict(task.task_id, True)
+        judge = self.sources.pick({name, auditor.name}, self.ledger.trusted)
+        blocks = set(differ[:RECEIPT_BLOCKS])
+        if judge is not None:
+            third, how = self._logs_from(judge, batch), judge.name
+        else:
+            third, how = self._receipts_from(auditor, sorted(blocks)), "the block receipts"
+        answer_right = not differing_blocks(table, third, blocks)
+        auditor_right = not differing_blocks(other, third, blocks)
+        shown = ", ".join(map(str, differ[:3]))
+        if auditor_right and not answer_right:
+            detail = f"blocks {shown}: rows differ from {auditor.name} and {how}"
+            return self._wrong(batch, Check.AUDIT, detail)
+        if answer_right and not auditor_right:
+            self._strike(auditor.name, Check.AUDIT, f"blocks {shown}: rows differ from {name}")
+            return Verdict(task.task_id, True)
+        return Verdict(task.task_id, False, f"blocks {shown}: the endpoints disagree")
+
+    def _audit_receipts(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
+        """With no other endpoint: compare some blocks (all of a suspect's) with its receipts."""
+        task, name = batch.task, batch.endpoint
+        if self.ledger.standing(name) in (Standing.SUSPECT, Standing.OUT):
+            blocks = list(range(task.start, task.end + 1))
+        else:
+            with_logs = sorted(block_hashes(table))
+            blocks = sorted(self._rng.sample(with_logs, min(RECEIPT_BLOCKS, len(with_logs))))
+        return self._against_receipts(batch, table, blocks, self.sources.all[name], Check.AUDIT)
+
+    def _against_receipts(
+        self, batch: FetchedBatch, table: pa.Table, blocks: list[int], source: Source, check: Check
+    ) -> Verdict:
+        """Compare the answer's logs of `blocks` with the receipts `source` gives of them."""
+        chunks = [blocks[at : at + RECEIPT_BLOCKS] for at in range(0, len(blocks), RECEIPT_BLOCKS)]
+        differ = [
+            block
+            for chunk in chunks
+            for block in differing_blocks(table, self._receipts_from(source, chunk), set(chunk))
+        ]
+        self.events.put(Checked(batch.endpoint, check, bool(differ)))
+        if differ:
+            detail = f"blocks {', '.join(map(str, differ[:3]))}: rows differ from the receipts"
+            return self._wrong(batch, check, detail)
+        return Verdict(batch.task.task_id, True)
+
+    def _logs_from(self, source: Source, batch: FetchedBatch) -> pa.Table:
+        self.sources.wait(source)
+        return source.ask(1, lambda c: fetch_range(c, batch.task, self.spec).table)
+
+    def _receipts_from(self, source: Source, blocks: list[int]) -> pa.Table:
+        self.sources.wait(source)
+        spec = self.spec
+        return source.ask(
+            len(blocks),
+            lambda c: receipts_table(c, blocks, spec.log_filter, spec.chain_id, spec.hex_output),
+        )
+
+    def _wrong(self, batch: FetchedBatch, check: Check, detail: str) -> Verdict:
+        """The batch's answer was wrong: a strike for its endpoint; the task is fetched again."""
+        self._strike(batch.endpoint, check, detail)
+        reason = f"{batch.endpoint} answered wrongly: {detail}"
+        return Verdict(batch.task.task_id, False, reason, liar=batch.endpoint)
+
+    def _strike(self, name: str, check: Check, detail: str) -> None:
+        was = self.ledger.standing(name)
+        standing = self.ledger.strike(name)
+        self.events.put(Checked(name, check, True, detail))
+        if standing is Standing.SUSPECT and was is not Standing.SUSPECT:
+            self.events.put(EndpointState(name, EndpointStatus.SUSPECT, detail))
+            # Everything it staged so far is fetched again from the others.
+            self.results.put(Distrust(name, f"{name} answered wrongly ({detail})"))
+        elif standing is Standing.OUT and was is not Standing.OUT:
+            self.sources.out.add(name)
+            self.board.retire(name)
+            reason = f"answered wrongly again ({detail})"
+            self.events.put(EndpointState(name, EndpointStatus.OUT, reason, retired=True))
+
+
+def bloom_excluded(
+    table: pa.Table, headers: dict[int, BlockHeader], rng: random.Random
+) -> int | None:
+    """A block with a log whose address or topics its bloom excludes: every log's address and
+    topic0 (few distinct values a block), the other topics of a sample of logs."""
+    if not table.num_rows:
+        return None
+    rows = sorted(rng.sample(range(table.num_rows), min(BLOOM_SAMPLE, table.num_rows)))
+    sample = table.take(pa.array(rows))
+    pairs = [
+        (number, value)
+        for part, columns in ((table, ("address", "topic0")), (sample, TOPIC_COLUMNS[1:]))
+        for column in columns
+        for number, value in _distinct(part, column)
+    ]
+    bits: dict[bytes, bool] = {}
+    for number, value in pairs:
+        bloom = headers[number].bloom
+        raw = bytes.fromhex(value[2:]) if isinstance(value, str) else value
+        if bloom and not bits.setdefault(raw + bloom, may_contain(bloom, raw)):
+            return number
+    return None
+
+
+def _distinct(table: pa.Table, column: str) -> list[tuple[int, bytes | str]]:
+    """The distinct (block, value) pairs of a column, nulls left out."""
+    pairs = table.select(["block_number", column]).group_by(["block_number", column]).aggregate([])
+    return [
+        (number, value)
+        for number, value in zip(
+            pairs["block_number"].to_pylist(), pairs[column].to_pylist(), strict=True
+        )
+        if value is not None
+    ]
