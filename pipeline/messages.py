@@ -142,6 +142,17 @@ class Distrust:
     reason: str
 
 
+@dataclass(frozen=True)
+class Unstaged:
+    """Writer -> supervisor: a staged answer of `endpoint` was dropped (it is suspect); its
+    blocks are fetched again, so its logs no longer count as fetched."""
+
+    endpoint: str
+    start: int
+    end: int
+    logs: int
+
+
 class Check(enum.StrEnum):
     """What the verifier checked of an answer (summary.json counts each per endpoint)."""
 
@@ -233,6 +244,7 @@ Event: TypeAlias = (
     | ConcurrencyChanged
     | TaskWritten
     | Held
+    | Unstaged
     | Checked
     | WriterFailed
     | Notice

@@ -156,7 +156,7 @@ class TaskBoard:
             self._retired.add(endpoint)
             stranded = [t for t in self._pending if self._live_endpoints <= t.excluded]
             if not self._live_endpoints:  # nobody is left to fetch what is not cut yet either
-                stranded += self._plan.rest()
+                stranded += [replace(t, task_id=self._new_id()) for t in self._plan.rest()]
                 self._plan.drop()
             for task in stranded:
                 if task in self._pending:
@@ -206,7 +206,10 @@ class TaskBoard:
         with self._cond:
             task = Task(self._new_id(), start, end, last_error=reason)
             task = replace(task, excluded=self._keep_from(frozenset(), liar))
-            self._pending.appendleft(task)
+            if self._live_endpoints:
+                self._pending.appendleft(task)
+            else:  # the last endpoint was taken out meanwhile
+                self._failed[task.task_id] = task
             self._cond.notify_all()
 
     def _keep_from(self, excluded: frozenset[str], liar: str) -> frozenset[str]:
@@ -262,7 +265,7 @@ class TaskBoard:
         """Close and record every pending task as failed with `reason`."""
         with self._cond:
             self._closed = True
-            rest = self._plan.rest()
+            rest = [replace(t, task_id=self._new_id()) for t in self._plan.rest()]
             self._plan.drop()
             for task in [*self._pending, *rest]:
                 self._failed[task.task_id] = replace(task, last_error=task.last_error or reason)

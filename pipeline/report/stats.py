@@ -22,6 +22,7 @@ from pipeline.messages import (
     Reaction,
     Split,
     TaskWritten,
+    Unstaged,
 )
 
 MAX_CHANGES_SHOWN = 200  # summary.json keeps the latest changes of the concurrency limit
@@ -139,6 +140,11 @@ class EndpointStats:
         """Credit a stored task to the endpoint that fetched it."""
         self.tasks += 1
         self.logs += written.logs
+
+    def record_unstaged(self, unstaged: Unstaged) -> None:
+        """A stored answer of this endpoint was dropped to be fetched again: uncount it."""
+        self.tasks -= 1
+        self.logs -= unstaged.logs
 
     def to_json(self) -> dict:
         """The endpoint's entry in summary.json; the URL is the redacted one. `state` stays an

@@ -39,6 +39,7 @@ from pipeline.messages import (
     Split,
     Task,
     TaskWritten,
+    Unstaged,
     WorkerStarted,
     WriterFailed,
 )
@@ -316,6 +317,8 @@ class Supervisor:
                 self.verifier.submit(event.batch)
             case Checked():
                 self.stats[event.endpoint].record_check(event)
+            case Unstaged():
+                self.stats[event.endpoint].record_unstaged(event)
             case WriterFailed():
                 self.fatal = event.message
         self.report(event)

@@ -29,6 +29,7 @@ from pipeline.messages import (
     Held,
     ResultQueue,
     TaskWritten,
+    Unstaged,
     Verdict,
     WriterFailed,
 )
@@ -176,8 +177,9 @@ class Holding:
     def distrust(self, order: Distrust) -> None:
         """Drop what the endpoint fetched that is staged but not in a final file yet, and put
         those ranges back on the board for the others."""
-        for start, end in self.staging.drop_from(order.endpoint):
+        for start, end, rows in self.staging.drop_from(order.endpoint):
             self.board.reopen(start, end, order.endpoint, order.reason)
+            self.events.put(Unstaged(order.endpoint, start, end, rows))
 
 
 class Staging:
@@ -231,16 +233,16 @@ class Staging:
             if self.missing[window] <= 0:
                 self._compact(window)
 
-    def drop_from(self, endpoint: str) -> list[tuple[int, int]]:
-        """Delete the staged fragments `endpoint` fetched; their block ranges."""
+    def drop_from(self, endpoint: str) -> list[tuple[int, int, int]]:
+        """Delete the staged fragments `endpoint` fetched; their (start, end, rows)."""
         dropped = []
         for window, fragments in self.fragments.items():
             keep = [f for f in fragments if self.sources.get(f[:2]) != endpoint]
-            for lo, hi, _ in (f for f in fragments if f not in keep):
+            for lo, hi, rows in (f for f in fragments if f not in keep):
                 fragment_path(self.out, lo, hi).unlink(missing_ok=True)
                 del self.sources[lo, hi]
                 self.missing[window] += hi - lo + 1
-                dropped.append((lo, hi))
+                dropped.append((lo, hi, rows))
             fragments[:] = keep
         return sorted(dropped)
 

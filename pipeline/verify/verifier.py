@@ -187,9 +187,10 @@ class Verifier:
         return Verdict(task.task_id, False, f"blocks {shown}: the endpoints disagree")
 
     def _audit_receipts(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
-        """With no other endpoint: compare some blocks (all of a suspect's) with its receipts."""
+        """With no other endpoint: compare the answer with the endpoint's receipts, every
+        block while it is new or suspect, some blocks with logs once it is trusted."""
         task, name = batch.task, batch.endpoint
-        if self.ledger.standing(name) in (Standing.SUSPECT, Standing.OUT):
+        if self.ledger.standing(name) is not Standing.TRUSTED:
             blocks = list(range(task.start, task.end + 1))
         else:
             with_logs = sorted(block_hashes(table))

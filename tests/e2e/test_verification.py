@@ -1,0 +1,160 @@
+"""Providers that answer wrongly with HTTP 200 and no error, end to end against the node: next
+to an honest endpoint the output equals the node; alone, it equals the node or the run exits 1
+naming the unsettled ranges; honest endpoints pay little for the checks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from conftest import backfill, node_rows, stored_rows
+from helpers import assert_equals_node
+
+from pipeline.dev.simulator import PROFILES
+from pipeline.messages import EndpointState, EndpointStatus
+
+SAMPLED_LIARS = ("liar-drops", "liar-orphans", "liar-truncates", "liar-fabricates")
+CHUNK = 60  # ~50 tasks over the seeded chain: enough answers for a liar to lie in
+
+
+def liar(name: str, rate: float = 0.5):
+    return replace(PROFILES[name], liar_rate=rate)
+
+
+def entry(result, name: str) -> dict:
+    return next(e for e in result.summary["endpoints"] if e["name"] == name)
+
+
+def lies(proxy) -> int:
+    return sum(proxy.stats()["lies"].values())
+
+
+def caught(result, name: str) -> int:
+    e = entry(result, name)
+    return e["audit_mismatches"] + e["hash_mismatches"] + e["bloom_mismatches"]
+
+
+@pytest.mark.parametrize("kind", SAMPLED_LIARS)
+def test_next_to_an_honest_endpoint_a_liar_is_caught_and_the_output_equals_the_node(
+    seeded, node, proxy, tmp_path, kind
+):
+    honest, lying = proxy(PROFILES["healthy"]), proxy(liar(kind))
+    events = []
+    result = backfill(
+        tmp_path,
+        [f"honest={honest.url}", f"liar={lying.url}"],
+        report=events.append,
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+    )
+    assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    assert lies(lying) > 0  # it did lie, and none of it was stored
+    assert caught(result, "liar") > 0
+    assert entry(result, "liar")["state"] in ("suspect", "out")
+    said = [e for e in events if isinstance(e, EndpointState) and e.endpoint == "liar"]
+    assert EndpointStatus.SUSPECT in [e.state for e in said]
+    assert entry(result, "honest")["state"] not in ("suspect", "out")
+
+
+@pytest.mark.parametrize("kind", SAMPLED_LIARS)
+def test_alone_a_liar_gives_the_node_s_logs_or_exit_1_naming_the_unsettled_ranges(
+    seeded, node, proxy, tmp_path, kind
+):
+    lying = proxy(liar(kind, rate=1.0))  # it lies in every answer it can
+    result = backfill(
+        tmp_path,
+        [f"liar={lying.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+        max_attempts=3,
+    )
+    assert lies(lying) > 0
+    if result.exit_code == 0:
+        assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    else:
+        assert result.exit_code == 1
+        assert "answered wrongly: liar" in result.message and "unsettled: blocks" in result.message
+        stored = set(stored_rows(tmp_path))
+        assert stored <= set(node_rows(node, seeded.first_block, seeded.last_block))
+
+
+def test_a_balancer_behind_its_head_next_to_an_honest_endpoint_loses_no_log(
+    seeded, node, proxy, tmp_path
+):
+    # eth_blockNumber from an up-to-date backend, eth_getLogs from one 40 blocks behind; its
+    # headers come from the up-to-date one (a batch split across backends).
+    honest, behind = proxy(PROFILES["healthy"]), proxy(PROFILES["liar-behind-split"])
+    result = backfill(
+        tmp_path,
+        [f"behind={behind.url}", f"honest={honest.url}"],
+        from_block=seeded.first_block,
+        to_block="latest",
+        chunk_size=20,
+    )
+    end = result.summary["to_block"]
+    assert end >= seeded.last_block
+    assert_equals_node(result, tmp_path, node, seeded.first_block, end)
+
+
+def test_a_balancer_behind_its_head_alone_never_ends_complete_with_missing_logs(
+    seeded, node, proxy, tmp_path
+):
+    behind = proxy(PROFILES["liar-behind"])
+    result = backfill(
+        tmp_path,
+        [f"behind={behind.url}"],
+        from_block=seeded.first_block,
+        to_block="latest",
+        chunk_size=20,
+        max_attempts=2,
+    )
+    end = result.summary["to_block"]
+    assert behind.stats()["lies"]["behind"] > 0
+    if result.exit_code == 0:
+        assert_equals_node(result, tmp_path, node, seeded.first_block, end)
+    else:
+        assert result.exit_code == 1 and result.summary["failed_ranges"], result.message
+        assert set(stored_rows(tmp_path)) <= set(node_rows(node, seeded.first_block, end))
+
+
+def test_honest_endpoints_pay_at_most_a_tenth_more_requests_over_1000_tasks(
+    seeded, node, proxy, tmp_path
+):
+    def requests(verify: bool) -> int:
+        proxies = [proxy(PROFILES["healthy"]) for _ in range(3)]
+        out = tmp_path / ("on" if verify else "off")
+        result = backfill(
+            out,
+            [f"e{i}={p.url}" for i, p in enumerate(proxies)],
+            from_block=seeded.first_block,
+            to_block=seeded.first_block + 2999,
+            chunk_size=3,
+            no_verify=not verify,
+        )
+        assert result.exit_code == 0, result.message
+        assert sum(e["tasks"] for e in result.summary["endpoints"]) >= 1000
+        if verify:
+            assert sum(e["audits"] for e in result.summary["endpoints"]) > 0
+            assert all(caught(result, e["name"]) == 0 for e in result.summary["endpoints"])
+        return sum(p.stats()["requests"] for p in proxies)
+
+    off, on = requests(False), requests(True)
+    assert on <= off * 1.10, (on, off)
+
+
+def test_audit_rate_zero_audits_nothing_but_block_hashes_are_still_confirmed(
+    seeded, node, proxy, tmp_path
+):
+    endpoints = [proxy(PROFILES["healthy"]) for _ in range(2)]
+    result = backfill(
+        tmp_path,
+        [f"e{i}={p.url}" for i, p in enumerate(endpoints)],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        audit_rate=0,
+    )
+    assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    assert all(e["audits"] == 0 for e in result.summary["endpoints"])
+    assert sum(e["verify_requests"] for e in result.summary["endpoints"]) > 0

@@ -1,0 +1,535 @@
+"""Unit tests of the verification checks (pipeline.verify) and what they drive on the board and
+in the writer's staging: blooms, near-head proofs, trust, row comparison, bloom exclusion,
+reject/reopen/retire, and dropping a distrusted endpoint's staged fragments."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from pipeline.config.settings import LogFilter
+from pipeline.errors import ErrorKind, RpcError
+from pipeline.fetch.convert import logs_to_table
+from pipeline.fetch.rpc import BlockHeader
+from pipeline.hashing import keccak256
+from pipeline.messages import Distrust, FetchedBatch, Task, Verdict
+from pipeline.plan.board import TaskBoard
+from pipeline.plan.chunks import ChunkPlan
+from pipeline.store.files import write_result
+from pipeline.store.layout import fragment_path
+from pipeline.store.manifest import Manifest
+from pipeline.store.writer import Holding, Staging, WriterSpec
+from pipeline.verify.audit import KEY_COLUMNS, comparable, differing_blocks
+from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
+from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
+from pipeline.verify.trust import NEW_AUDITS, STRIKES_OUT, Ledger, Standing
+from pipeline.verify.verifier import bloom_excluded
+
+ADDR = "0x" + "ab" * 20
+OTHER_ADDR = "0x" + "cd" * 20
+TOPIC = "0x" + "11" * 32  # topic0 of the logs the filter wants
+OTHER_TOPIC = "0x" + "22" * 32
+FILTER = LogFilter(addresses=(ADDR,), topics=((TOPIC,), (), (), ()))
+
+
+def raw(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+def block_hash(block: int) -> str:
+    return f"0x{block + 0xB10C:064x}"
+
+
+def log(block, index, topics=(TOPIC,), address=ADDR, data="0x", hash_=None) -> dict:
+    """One log as eth_getLogs returns it."""
+    return {
+        "address": address,
+        "topics": list(topics),
+        "data": data,
+        "blockNumber": hex(block),
+        "blockHash": hash_ or block_hash(block),
+        "transactionHash": f"0x{block:032x}{index:032x}",
+        "transactionIndex": "0x0",
+        "logIndex": hex(index),
+        "removed": False,
+        "blockTimestamp": hex(1_600_000_000 + 12 * block),
+    }
+
+
+def table(logs: list[dict], hex_output: bool = False):
+    return logs_to_table(logs, 1, hex_output)
+
+
+def header(block: int, bloom: bytes = b"", hash_: str | None = None) -> BlockHeader:
+    return BlockHeader(hash_ or block_hash(block), 1_600_000_000 + 12 * block, bloom)
+
+
+def bloom_of_logs(logs: list[dict]) -> bytes:
+    """The bloom of a block holding these logs."""
+    return bloom_of(
+        item for lg in logs for item in (raw(lg["address"]), *(raw(t) for t in lg["topics"]))
+    )
+
+
+# --- bloom -----------------------------------------------------------------------------------
+
+
+def test_a_bloom_contains_every_item_it_was_built_of_and_excludes_another():
+    items = [raw(ADDR), raw(TOPIC), raw(OTHER_TOPIC)]
+    bloom = bloom_of(items)
+    assert len(bloom) == BLOOM_BYTES
+    assert all(may_contain(bloom, item) for item in items)
+    assert sum(bin(byte).count("1") for byte in bloom) <= 9  # three bits an item at most
+    assert not may_contain(bloom, random.Random(3).randbytes(32))
+
+
+def test_an_items_bits_are_the_low_11_bits_of_the_first_three_byte_pairs_of_its_keccak():
+    # keccak256(b"") = c5d2 4601 86f7 ...: the published empty-input vector.
+    assert keccak256(b"").hex().startswith("c5d2460186f7")
+    assert bloom_bits(b"") == (0x5D2, 0x601, 0x6F7)
+    item = raw(ADDR)
+    digest = keccak256(item)
+    expected = tuple(int.from_bytes(digest[i : i + 2], "big") % 2048 for i in (0, 2, 4))
+    assert bloom_bits(item) == expected
+    # Bit 0 is the lowest bit of the last byte (the bloom is one big-endian 2048-bit number).
+    as_number = int.from_bytes(bloom_of([item]), "big")
+    assert as_number == sum(1 << bit for bit in set(expected))
+
+
+def test_may_match_with_an_empty_filter_is_true():
+    assert may_match(bloom_of([raw(ADDR)]), [], [[], [], [], []])
+    assert may_match(bytes(BLOOM_BYTES), [], [])
+
+
+def test_may_match_is_false_for_an_address_or_topic_the_bloom_excludes():
+    bloom = bloom_of([raw(ADDR), raw(TOPIC)])
+    assert may_match(bloom, [raw(ADDR)], [[raw(TOPIC)]])
+    assert may_match(bloom, [raw(OTHER_ADDR), raw(ADDR)], [])  # addresses are ORed
+    assert not may_match(bloom, [raw(OTHER_ADDR)], [])
+    assert not may_match(bloom, [raw(ADDR)], [[raw(OTHER_TOPIC)]])
+
+
+def test_an_empty_or_short_bloom_always_may_match():
+    assert may_match(b"", [raw(OTHER_ADDR)], [[raw(OTHER_TOPIC)]])
+    assert may_match(b"\xff" * 10, [raw(OTHER_ADDR)], [])
+
+
+# --- near-head proofs ----------------------------------------------------------------------
+
+
+class Node:
+    """An endpoint's headers and receipts, recording what is asked."""
+
+    def __init__(
+        self, headers: dict[int, BlockHeader], receipts: dict[int, list[dict]] | None = None
+    ):
+        self.known, self.logs = headers, receipts or {}
+        self.asked: list[list[int]] = []
+        self.receipts_of: list[int] = []
+
+    def headers(self, blocks: list[int]) -> dict[int, BlockHeader]:
+        self.asked.append(list(blocks))
+        return {b: self.known[b] for b in blocks if b in self.known}
+
+    def receipts(self, block: int) -> list[dict]:
+        self.receipts_of.append(block)
+        return self.logs.get(block, [])
+
+
+BLOCKS = range(100, 110)
+
+
+def test_an_answer_with_logs_in_every_block_and_matching_hashes_passes():
+    logs = [log(b, 0) for b in BLOCKS]
+    node = Node({b: header(b, bloom_of_logs([log(b, 0)])) for b in BLOCKS})
+    prove(table(logs), BLOCKS, FILTER, node.headers, node.receipts)
+    assert node.asked == [[BLOCKS[-1]]]  # only toBlock: every other block has its logs' hash
+    assert node.receipts_of == []
+
+
+def test_a_missing_header_means_the_endpoint_is_behind():
+    logs = [log(b, 0) for b in BLOCKS[:-3]]  # the last three blocks came back empty
+    node = Node({b: header(b) for b in BLOCKS[:-1]})  # and it has no header of toBlock
+    with pytest.raises(RpcError) as caught:
+        prove(table(logs), BLOCKS, FILTER, node.headers, node.receipts)
+    assert caught.value.kind is ErrorKind.BEYOND_HEAD
+    assert node.asked == [[107, 108, 109]]
+
+
+def test_a_log_whose_block_hash_is_not_the_headers_is_incorrect():
+    logs = [log(b, 0) for b in BLOCKS]
+    node = Node({b: header(b) for b in BLOCKS})
+    node.known[109] = header(109, hash_="0x" + "ee" * 32)  # another fork's block 109
+    with pytest.raises(RpcError) as caught:
+        prove(table(logs), BLOCKS, FILTER, node.headers, node.receipts)
+    assert caught.value.kind is ErrorKind.INCORRECT
+
+
+def test_an_empty_block_whose_bloom_and_receipts_hold_a_matching_log_means_behind():
+    logs = [log(b, 0) for b in BLOCKS if b != 105]  # block 105 left out
+    node = Node(
+        {b: header(b, bloom_of_logs([log(b, 0)])) for b in BLOCKS},
+        receipts={105: [log(105, 0)]},
+    )
+    with pytest.raises(RpcError) as caught:
+        prove(table(logs), BLOCKS, FILTER, node.headers, node.receipts)
+    assert caught.value.kind is ErrorKind.BEYOND_HEAD
+    assert node.receipts_of == [105]
+
+
+def test_an_empty_block_whose_bloom_matches_falsely_passes_on_its_receipts():
+    logs = [log(b, 0) for b in BLOCKS if b != 105]
+    node = Node(
+        {b: header(b, bloom_of_logs([log(b, 0)])) for b in BLOCKS},
+        receipts={105: [log(105, 0, address=OTHER_ADDR), log(105, 1, topics=[OTHER_TOPIC])]},
+    )
+    prove(table(logs), BLOCKS, FILTER, node.headers, node.receipts)
+    assert node.receipts_of == [105]
+
+
+def test_an_empty_block_whose_bloom_excludes_the_filter_needs_no_receipts():
+    logs = [log(b, 0) for b in BLOCKS if b != 105]
+    node = Node({b: header(b, bloom_of([raw(OTHER_ADDR)])) for b in BLOCKS})
+    prove(table(logs), BLOCKS, FILTER, node.headers, node.receipts)
+    assert node.asked == [[105, 109]] and node.receipts_of == []
+
+
+def test_proof_blocks_are_only_those_within_the_margin_of_the_head():
+    head = 10_000
+    assert not proof_blocks(0, head - HEAD_MARGIN, head)  # all below the margin
+    assert not proof_blocks(head - 10, head, None)  # head unknown
+    top = proof_blocks(head - 2 * HEAD_MARGIN, head, head)
+    assert top == range(head - HEAD_MARGIN + 1, head + 1)
+
+
+def test_block_hashes_are_per_block_and_0x_whatever_the_output_form():
+    logs = [log(5, 0), log(5, 1), log(6, 0), log(9, 0)]
+    for hex_output in (False, True):
+        assert block_hashes(table(logs, hex_output), range(5, 7)) == {
+            5: block_hash(5),
+            6: block_hash(6),
+        }
+
+
+# --- trust -------------------------------------------------------------------------------------
+
+
+def test_with_audit_rate_0_no_answer_of_a_good_endpoint_is_audited():
+    ledger = Ledger(["a"], 0.0)
+    assert not any(ledger.audit_due("a") for _ in range(200))
+    assert ledger.standing("a") is Standing.TRUSTED
+
+
+def test_a_new_endpoints_first_answers_are_audited_then_about_the_rate():
+    rate = 0.05
+    ledger = Ledger(["a"], rate, seed=11)
+    assert ledger.standing("a") is Standing.NEW
+    assert all(ledger.audit_due("a") for _ in range(NEW_AUDITS))
+    assert ledger.standing("a") is Standing.TRUSTED and ledger.trusted("a")
+    audited = sum(ledger.audit_due("a") for _ in range(2000))
+    assert 0 < audited <= 3 * rate * 2000
+
+
+def test_one_strike_makes_an_endpoint_suspect_and_every_answer_audited():
+    ledger = Ledger(["a", "b"], 0.01)
+    for _ in range(NEW_AUDITS):
+        ledger.audit_due("a")
+    assert ledger.strike("a") is Standing.SUSPECT
+    assert not ledger.trusted("a") and ledger.trusted("b")
+    assert all(ledger.audit_due("a") for _ in range(100))
+
+
+def test_strikes_out_strikes_take_an_endpoint_out():
+    ledger = Ledger(["a"], 0.1)
+    standings = [ledger.strike("a") for _ in range(STRIKES_OUT)]
+    assert standings[:-1] == [Standing.SUSPECT] * (STRIKES_OUT - 1)
+    assert standings[-1] is Standing.OUT and ledger.standing("a") is Standing.OUT
+    assert not ledger.trusted("a")
+
+
+# --- audit: row comparison -----------------------------------------------------------------
+
+
+def answer() -> list[dict]:
+    return [log(b, i, data=f"0x{b:04x}{i:02x}") for b in range(200, 210) for i in range(3)]
+
+
+def test_equal_answers_differ_in_no_block():
+    assert differing_blocks(table(answer()), table(answer())) == []
+    assert comparable(table(answer())).column_names == list(KEY_COLUMNS)
+
+
+def test_a_dropped_log_shows_its_block():
+    fewer = [lg for lg in answer() if (lg["blockNumber"], lg["logIndex"]) != (hex(204), "0x1")]
+    assert differing_blocks(table(answer()), table(fewer)) == [204]
+    assert differing_blocks(table(fewer), table(answer())) == [204]
+
+
+def test_a_changed_data_field_shows_its_block():
+    changed = answer()
+    changed[20] = {**changed[20], "data": "0xdeadbeef"}
+    assert differing_blocks(table(answer()), table(changed)) == [206]
+
+
+def test_differences_outside_the_given_blocks_are_ignored():
+    changed = answer()
+    changed[20] = {**changed[20], "data": "0xdeadbeef"}  # block 206
+    changed = [lg for lg in changed if lg["blockNumber"] != hex(201)]
+    assert differing_blocks(table(answer()), table(changed)) == [201, 206]
+    assert differing_blocks(table(answer()), table(changed), {200, 202, 203}) == []
+    assert differing_blocks(table(answer()), table(changed), {206, 207}) == [206]
+
+
+def test_row_order_does_not_matter():
+    shuffled = answer()
+    random.Random(5).shuffle(shuffled)
+    assert differing_blocks(table(answer()), table(shuffled)) == []
+
+
+# --- the verifier's bloom check ------------------------------------------------------------
+
+
+def good_logs(count: int) -> list[dict]:
+    return [log(300 + i // 5, i % 5, topics=[TOPIC, f"0x{i:064x}"]) for i in range(count)]
+
+
+def headers_for(logs: list[dict]) -> dict[int, BlockHeader]:
+    by_block: dict[int, list[dict]] = {}
+    for lg in logs:
+        by_block.setdefault(int(lg["blockNumber"], 16), []).append(lg)
+    return {b: header(b, bloom_of_logs(lgs)) for b, lgs in by_block.items()}
+
+
+@pytest.mark.parametrize("hex_output", [False, True])
+def test_logs_all_within_their_blooms_pass(hex_output):
+    logs = good_logs(500)
+    assert bloom_excluded(table(logs, hex_output), headers_for(logs), random.Random(0)) is None
+
+
+@pytest.mark.parametrize("hex_output", [False, True])
+def test_every_logs_topic0_is_held_against_its_blooms_not_just_a_samples(hex_output):
+    logs = good_logs(500)
+    headers = headers_for(logs)
+    bad = log(350, 9, topics=[OTHER_TOPIC])  # block 350 has good logs; its bloom lacks this one
+    assert not may_contain(headers[350].bloom, raw(OTHER_TOPIC))
+    logs.insert(251, bad)
+    for seed in range(5):
+        assert bloom_excluded(table(logs, hex_output), headers, random.Random(seed)) == 350
+
+
+def test_a_logs_address_outside_its_blooms_is_caught():
+    logs = good_logs(100)
+    headers = headers_for(logs)
+    logs.append(log(310, 7, address=OTHER_ADDR))
+    assert bloom_excluded(table(logs), headers, random.Random(0)) == 310
+
+
+def test_headers_without_a_bloom_are_skipped():
+    logs = good_logs(50)
+    headers = {b: header(b) for b in headers_for(logs)}  # no bloom readable
+    logs.append(log(303, 9, topics=[OTHER_TOPIC], address=OTHER_ADDR))
+    assert bloom_excluded(table(logs), headers, random.Random(0)) is None
+    assert bloom_excluded(table([]), {}, random.Random(0)) is None
+
+
+# --- the board: reject, reopen, retire -----------------------------------------------------
+
+
+def board(start=0, end=999, chunk=1000, endpoints=("a", "b")) -> TaskBoard:
+    return TaskBoard(ChunkPlan(start, end, chunk), endpoints)
+
+
+def accepted(b: TaskBoard, worker: str = "a#0") -> Task:
+    task = b.claim(worker, 0)
+    assert b.accept(task.task_id)
+    return task
+
+
+def test_a_rejected_task_goes_back_with_one_more_attempt_kept_from_the_liar():
+    b = board()
+    task = accepted(b)
+    b.reject(task.task_id, "a", "a answered wrongly", max_attempts=5)
+    assert b.state().pending == 1 and b.state().leased == 0
+    assert b.claim("a#0", 0) is None  # the liar does not get it back
+    again = b.claim("b#0", 0)
+    assert (again.start, again.end, again.attempts) == (task.start, task.end, 1)
+    assert again.excluded == {"a"} and again.last_error == "a answered wrongly"
+
+
+def test_a_rejected_task_is_not_kept_from_the_only_live_endpoint():
+    b = board(endpoints=("a",))
+    task = accepted(b)
+    b.reject(task.task_id, "a", "wrong", max_attempts=5)
+    again = b.claim("a#0", 0)
+    assert again is not None and again.excluded == frozenset() and again.attempts == 1
+
+    b = board(endpoints=("a", "b"))
+    task = accepted(b)
+    b.retire("b")
+    b.reject(task.task_id, "a", "wrong", max_attempts=5)
+    assert b.claim("a#0", 0).excluded == frozenset()
+
+
+def test_a_rejected_task_fails_once_its_attempts_are_used_up():
+    b = board(endpoints=("a",))  # the liar is never kept from it: it tries again each time
+    for attempt in range(1, 4):
+        task = accepted(b)
+        assert task.attempts == attempt - 1
+        b.reject(task.task_id, "a", f"wrong {attempt}", max_attempts=3)
+    state = b.state()
+    assert (state.pending, state.leased, state.failed, state.settled) == (0, 0, 1, True)
+    failed, never = b.unfinished()
+    assert [(t.start, t.end, t.attempts) for t in failed] == [(0, 999, 3)] and never == []
+
+
+def test_rejecting_a_task_that_is_not_being_stored_does_nothing():
+    b = board()
+    task = b.claim("a#0", 0)  # leased, never accepted
+    b.reject(task.task_id, "a", "wrong", max_attempts=1)
+    assert b.state().leased == 1 and b.state().failed == 0
+
+
+def test_reopen_adds_a_task_for_the_range_kept_from_the_liar():
+    b = board()
+    accepted(b)  # the plan's one task, being stored
+    b.reopen(100, 199, "a", "a was distrusted")
+    assert b.state().pending == 1
+    assert b.claim("a#0", 0) is None
+    task = b.claim("b#0", 0)
+    assert (task.start, task.end, task.excluded) == (100, 199, {"a"})
+    assert task.last_error == "a was distrusted"
+    assert b.accept(task.task_id)
+
+
+def test_retiring_the_last_live_endpoint_fails_the_pending_tasks_and_the_uncut_plan():
+    b = board(0, 9999, 1000, endpoints=("a", "b"))
+    first = b.claim("a#0", 0)
+    b.retry(first)  # back on the queue
+    b.retire("b")
+    assert b.state().pending > 1 and b.state().failed == 0  # "a" is still there
+    b.retire("a")
+    state = b.state()
+    assert (state.pending, state.leased, state.settled) == (0, 0, True)
+    failed, never = b.unfinished()
+    assert [(t.start, t.end) for t in failed] == [(0, 999), (1000, 9999)] and never == []
+    assert b.claim("a#0", 0) is None
+
+
+def test_retiring_the_last_endpoint_fails_every_uncut_range_of_a_plan_with_gaps():
+    plan = ChunkPlan(0, 0, 1000, ranges=[(0, 999), (5000, 5999), (9000, 9999)])
+    b = TaskBoard(plan, ["a"])
+    b.retire("a")
+    failed, _ = b.unfinished()
+    assert [(t.start, t.end) for t in failed] == [(0, 999), (5000, 5999), (9000, 9999)]
+
+
+def test_a_range_reopened_after_the_last_endpoint_is_retired_fails_at_once():
+    b = board(endpoints=("a",))
+    b.retire("a")
+    b.reopen(0, 99, "a", "a was distrusted")
+    assert b.state().settled
+
+
+# --- the writer: dropping a distrusted endpoint's staged fragments -------------------------
+
+
+@pytest.fixture
+def staging(tmp_path) -> Staging:
+    fragment_path(tmp_path, 0, 0).parent.mkdir(parents=True)
+    manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
+    return Staging(tmp_path, manifest, todo=((0, 999),), staged=(), file_blocks=1000)
+
+
+def stage(staging: Staging, start: int, end: int, endpoint: str) -> None:
+    logs = [log(b, 0) for b in range(start, end + 1, 10)]
+    result = staging.out / f"result_{start}.arrow"
+    write_result(table(logs), result)
+    staging.add(result, start, end, len(logs), endpoint)
+
+
+def test_drop_from_deletes_the_endpoints_fragments_and_returns_their_ranges_and_rows(staging):
+    stage(staging, 0, 99, "x")
+    stage(staging, 100, 199, "y")
+    stage(staging, 200, 299, "x")
+    assert staging.missing[0] == 700
+    assert staging.drop_from("x") == [(0, 99, 10), (200, 299, 10)]  # (start, end, rows)
+    assert staging.missing[0] == 900
+    assert not fragment_path(staging.out, 0, 99).exists()
+    assert not fragment_path(staging.out, 200, 299).exists()
+    assert fragment_path(staging.out, 100, 199).exists()
+    assert [f[:2] for f in staging.fragments[0]] == [(100, 199)]
+    assert staging.drop_from("x") == [] and staging.drop_from("z") == []
+    assert staging.manifest.covered == []  # nothing was compacted
+
+
+def test_a_window_compacts_only_once_the_dropped_ranges_are_staged_again(staging):
+    stage(staging, 0, 499, "x")
+    stage(staging, 500, 899, "y")
+    staging.drop_from("x")
+    stage(staging, 900, 999, "y")
+    assert staging.manifest.covered == []  # 0..499 is missing again
+    stage(staging, 0, 499, "y")
+    assert staging.manifest.covered == [(0, 999)]
+
+
+class FakeBoard:
+    """What Holding asks of the board, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def accept(self, task_id: int) -> bool:
+        self.calls.append(("accept", task_id))
+        return True
+
+    def complete(self, task_id: int, rows: int | None = None) -> None:
+        self.calls.append(("complete", task_id, rows))
+
+    def reject(self, task_id, liar, reason, max_attempts) -> None:
+        self.calls.append(("reject", task_id, liar, reason, max_attempts))
+
+    def reopen(self, start, end, liar, reason) -> None:
+        self.calls.append(("reopen", start, end, liar, reason))
+
+
+class Events(list):
+    put = list.append
+
+
+def holding(staging: Staging) -> tuple[Holding, FakeBoard]:
+    spec = WriterSpec(staging.out, staging.manifest, (), (), 1000, verify=True, max_attempts=4)
+    fake = FakeBoard()
+    return Holding(spec, staging, fake, Events()), fake
+
+
+def batch(staging: Staging, task: Task, endpoint: str) -> FetchedBatch:
+    path = staging.out / f"held_{task.task_id}.arrow"
+    write_result(table([log(task.start, 0)]), path)
+    return FetchedBatch(task, endpoint, str(path), 1)
+
+
+def test_holding_stages_a_passed_batch_under_its_endpoint_and_rejects_a_failed_one(staging):
+    held, fake = holding(staging)
+    good, bad = batch(staging, Task(1, 0, 9), "x"), batch(staging, Task(2, 10, 19), "y")
+    held.hold(good)
+    held.hold(bad)
+    held.settle(Verdict(2, False, "y answered wrongly", liar="y"))
+    held.settle(Verdict(1, True))
+    assert not Path(bad.path).exists() and fragment_path(staging.out, 0, 9).exists()
+    assert staging.sources == {(0, 9): "x"}
+    assert ("reject", 2, "y", "y answered wrongly", 4) in fake.calls
+    assert ("complete", 1, 1) in fake.calls
+
+
+def test_distrust_reopens_every_range_the_endpoint_staged(staging):
+    held, fake = holding(staging)
+    stage(staging, 0, 99, "x")
+    stage(staging, 100, 199, "y")
+    stage(staging, 200, 299, "x")
+    held.distrust(Distrust("x", "x answered wrongly"))
+    assert [c for c in fake.calls if c[0] == "reopen"] == [
+        ("reopen", 0, 99, "x", "x answered wrongly"),
+        ("reopen", 200, 299, "x", "x answered wrongly"),
+    ]
