@@ -28,6 +28,8 @@ def may_match(bloom: bytes, addresses: Iterable[bytes], topics: Iterable[Iterabl
     (any when empty) and, per topic position, one of its values (any when empty)."""
     if len(bloom) != BLOOM_BYTES:
         return True  # no bloom to go by
+    if not any(bloom):
+        return False  # a block without a single log
     addresses = list(addresses)
     if addresses and not any(may_contain(bloom, a) for a in addresses):
         return False

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.rpc import BlockHeader
-from pipeline.verify.sources import Source, Sources
+from pipeline.verify.sources import HEADER_BATCH, Source, Sources
 
 FLUSH_S = 1.0  # how long a wanted header may wait for others to share its batch request
 MAX_TRIES = 8  # requests a wanted header may miss before its answer's check gives up
@@ -35,8 +35,9 @@ class _Want:
 class Canon:
     """Headers by block number, shared by the verifier's threads; one thread asks for them."""
 
-    def __init__(self, sources: Sources, trusted: Callable[[str], bool]) -> None:
+    def __init__(self, sources: Sources, trusted: Callable[[str], bool], crowd: int = 16) -> None:
         self.sources, self.trusted = sources, trusted
+        self.crowd = crowd  # this many checks waiting fill a batch well enough: ask at once
         self._cache: OrderedDict[int, BlockHeader] = OrderedDict()
         self._wants: list[_Want] = []
         self._cond = threading.Condition()
@@ -88,7 +89,8 @@ class Canon:
             return False
         waiting = sum(len(w.blocks) - len(w.found) for w in self._wants)
         oldest = min(w.since for w in self._wants)
-        return waiting >= 100 or time.monotonic() - oldest >= FLUSH_S
+        crowded = waiting >= HEADER_BATCH or len(self._wants) >= self.crowd
+        return crowded or time.monotonic() - oldest >= FLUSH_S
 
     def _serve(self, wants: list[_Want]) -> None:
         """One round: each source asked once for what the wants it may serve lack."""

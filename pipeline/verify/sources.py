@@ -18,7 +18,7 @@ from pipeline.fetch.timestamps import HeaderBatches
 # What share of an endpoint's --rps the verifier may use (calls, a batch counting each call).
 VERIFY_SHARE = 0.1
 REST_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
-HEADER_BATCH = 100  # header calls in one batch until the endpoint says otherwise
+HEADER_BATCH = 200  # header calls in one batch until the endpoint says otherwise
 
 _Result = TypeVar("_Result")
 

@@ -8,7 +8,7 @@ import random
 import threading
 from collections.abc import Iterable
 
-NEW_AUDITS = 5  # an endpoint's first answers are all audited (while audits are on)
+NEW_AUDITS = 3  # an endpoint's first answers are all audited (while audits are on)
 STRIKES_OUT = 3  # wrong answers before an endpoint is taken out of the run
 
 

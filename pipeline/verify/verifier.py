@@ -43,7 +43,10 @@ from pipeline.verify.headproof import block_hashes, filter_may_match
 from pipeline.verify.sources import Source, Sources
 from pipeline.verify.trust import Ledger, Standing
 
-THREADS = 4
+# Most of a check is waiting for headers that many answers share in one batch: enough threads
+# that a batch fills up; the refetches of audits are fewer at once (AUDITS_AT_ONCE).
+THREADS = 64
+AUDITS_AT_ONCE = 4
 # Blocks at an answer's end whose headers are read even without logs: a truncated answer
 # leaves its last blocks empty. Few, since full blooms (mainnet's) often "may match".
 TAIL_BLOCKS = 2
@@ -67,10 +70,11 @@ class Verifier:
         names = [e.name for e in config.endpoints]
         self.ledger = Ledger(names, config.audit_rate)
         self.sources = Sources(config.endpoints, config.timeout, self._count_request)
-        self.canon = Canon(self.sources, self.ledger.trusted)
+        self.canon = Canon(self.sources, self.ledger.trusted, crowd=THREADS - AUDITS_AT_ONCE)
         self._rng = random.Random(1)
         self._busy = 0
         self._lock = threading.Lock()
+        self._audits = threading.Semaphore(AUDITS_AT_ONCE)
         # Daemon threads: one stuck in a request must not hold the process at its exit.
         self._todo: queue.SimpleQueue[FetchedBatch | None] = queue.SimpleQueue()
         for i in range(THREADS):
@@ -137,7 +141,8 @@ class Verifier:
             if not verdict.ok:
                 return verdict
         if self.ledger.audit_due(name):
-            return self._audit(batch, table)
+            with self._audits:
+                return self._audit(batch, table)
         return Verdict(task.task_id, True)
 
     def _dispute(self, batch: FetchedBatch, block: int, claimed: str) -> Verdict:
