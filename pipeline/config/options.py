@@ -290,9 +290,9 @@ OPTIONS: tuple[Option, ...] = (
         at_most=1,
     ),
     Option(
-        "no_verify",
-        "Trust every answer: no head proofs, block-hash and bloom checks or audits (fewer "
-        "requests, blind to providers that answer wrongly).",
+        "verify",
+        "Check every answer before it is stored: head proofs, block hashes against other "
+        "endpoints' headers, blooms, audits (see --audit-rate).",
         type=bool,
         default=False,
     ),

