@@ -149,13 +149,15 @@ class TaskBoard:
             self._cond.notify_all()
             return True
 
-    def retire(self, endpoint: str) -> None:
-        """Take an endpoint out for the rest of the run; tasks only it could serve fail."""
+    def retire(self, endpoint: str, fail_rest: bool = False) -> None:
+        """Take an endpoint out for the rest of the run; tasks only it could serve fail, and
+        with `fail_rest` the uncut plan too once no endpoint is left (the verifier's call: the
+        endpoint's worker does not leave by itself)."""
         with self._cond:
             self._live_endpoints.discard(endpoint)
             self._retired.add(endpoint)
             stranded = [t for t in self._pending if self._live_endpoints <= t.excluded]
-            if not self._live_endpoints:  # nobody is left to fetch what is not cut yet either
+            if fail_rest and not self._live_endpoints:  # nobody is left for the uncut plan
                 stranded += [replace(t, task_id=self._new_id()) for t in self._plan.rest()]
                 self._plan.drop()
             for task in stranded:

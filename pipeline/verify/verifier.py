@@ -246,7 +246,7 @@ class Verifier:
             self.results.put(Distrust(name, f"{name} answered wrongly ({detail})"))
         elif standing is Standing.OUT and was is not Standing.OUT:
             self.sources.out.add(name)
-            self.board.retire(name)
+            self.board.retire(name, fail_rest=True)
             reason = f"answered wrongly again ({detail})"
             self.events.put(EndpointState(name, EndpointStatus.OUT, reason, retired=True))
 

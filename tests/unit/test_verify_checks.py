@@ -98,9 +98,9 @@ def test_an_items_bits_are_the_low_11_bits_of_the_first_three_byte_pairs_of_its_
     assert as_number == sum(1 << bit for bit in set(expected))
 
 
-def test_may_match_with_an_empty_filter_is_true():
+def test_may_match_with_an_empty_filter_is_true_unless_the_block_has_no_log():
     assert may_match(bloom_of([raw(ADDR)]), [], [[], [], [], []])
-    assert may_match(bytes(BLOOM_BYTES), [], [])
+    assert not may_match(bytes(BLOOM_BYTES), [], [])  # an all-zero bloom: no log at all
 
 
 def test_may_match_is_false_for_an_address_or_topic_the_bloom_excludes():
@@ -409,7 +409,7 @@ def test_retiring_the_last_live_endpoint_fails_the_pending_tasks_and_the_uncut_p
     b.retry(first)  # back on the queue
     b.retire("b")
     assert b.state().pending > 1 and b.state().failed == 0  # "a" is still there
-    b.retire("a")
+    b.retire("a", fail_rest=True)
     state = b.state()
     assert (state.pending, state.leased, state.settled) == (0, 0, True)
     failed, never = b.unfinished()
@@ -420,14 +420,14 @@ def test_retiring_the_last_live_endpoint_fails_the_pending_tasks_and_the_uncut_p
 def test_retiring_the_last_endpoint_fails_every_uncut_range_of_a_plan_with_gaps():
     plan = ChunkPlan(0, 0, 1000, ranges=[(0, 999), (5000, 5999), (9000, 9999)])
     b = TaskBoard(plan, ["a"])
-    b.retire("a")
+    b.retire("a", fail_rest=True)
     failed, _ = b.unfinished()
     assert [(t.start, t.end) for t in failed] == [(0, 999), (5000, 5999), (9000, 9999)]
 
 
 def test_a_range_reopened_after_the_last_endpoint_is_retired_fails_at_once():
     b = board(endpoints=("a",))
-    b.retire("a")
+    b.retire("a", fail_rest=True)
     b.reopen(0, 99, "a", "a was distrusted")
     assert b.state().settled
 
