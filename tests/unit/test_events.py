@@ -39,7 +39,9 @@ from pipeline.store.resume import Resume
 
 CHAIN = 31337
 TASK = Task(7, 100, 109)
-DOCUMENTED_STATES = {"active", "throttled", "backing off", "circuit open", "behind", "out"}
+DOCUMENTED_STATES = {
+    "active", "throttled", "backing off", "circuit open", "behind", "suspect", "out"
+}  # fmt: skip
 SUMMARY_FIELDS = {
     "chain_id", "from_block", "to_block", "end_reason", "blocks", "already_stored_blocks", "logs",
     "files", "stored_logs", "seconds", "logs_per_second", "endpoints", "failed_ranges",
@@ -48,7 +50,8 @@ SUMMARY_FIELDS = {
 ENDPOINT_FIELDS = {
     "name", "url", "requests", "failures", "tasks", "logs", "avg_latency_ms", "p50_latency_ms",
     "p95_latency_ms", "errors", "last_error", "splits", "throttled", "window", "state",
-    "out_reason", "parser_fallbacks", "concurrency",
+    "out_reason", "parser_fallbacks", "concurrency", "audits", "audit_mismatches",
+    "hash_mismatches", "bloom_mismatches", "verify_requests",
 }  # fmt: skip
 
 
