@@ -10,14 +10,19 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from pipeline.config.endpoints import Endpoint
-from pipeline.errors import RpcError
+from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.ratecontrol import Throttle
 from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.timestamps import HeaderBatches
 
 # What share of an endpoint's --rps the verifier may use (calls, a batch counting each call).
 VERIFY_SHARE = 0.1
-REST_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+REST_S = (1.0, 2.0, 4.0, 8.0)
+# Failures that say the endpoint is unwell (not that a request was too big or a block unknown).
+ENDPOINT_FAULTS = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED, ErrorKind.TIMEOUT,
+     ErrorKind.CONNECTION, ErrorKind.SERVER, ErrorKind.MALFORMED}
+)  # fmt: skip
 HEADER_BATCH = 200  # header calls in one batch until the endpoint says otherwise
 
 _Result = TypeVar("_Result")
@@ -54,8 +59,9 @@ class Source:
         self.on_request(self.name)
         try:
             result = request(client)
-        except RpcError:
-            self.rest()
+        except RpcError as err:
+            if err.kind in ENDPOINT_FAULTS and "batch" not in err.message.lower():
+                self.rest()
             raise
         with self._lock:
             self.failures = 0

@@ -51,6 +51,7 @@ AUDITS_AT_ONCE = 4
 # leaves its last blocks empty. Few, since full blooms (mainnet's) often "may match".
 TAIL_BLOCKS = 2
 BLOOM_SAMPLE = 64  # logs of an answer held against their block's bloom
+CHECK_TRIES = 3  # a check whose requests fail this often costs its task an attempt
 VERDICT_WAIT_S = 60.0  # the writer takes verdicts at once; it is gone when this runs out
 DISPUTE_VOTES = 2  # other endpoints asked for a header whose hash is in dispute
 
@@ -106,7 +107,7 @@ class Verifier:
 
     def _run(self, batch: FetchedBatch) -> None:
         try:
-            verdict = self._check(batch)
+            verdict = self._check_patiently(batch)
         except (RpcError, OSError, pa.ArrowException) as exc:
             # Not the answer's fault: it is fetched again, which costs it one attempt.
             verdict = Verdict(batch.task.task_id, False, f"could not be verified: {exc}")
@@ -118,6 +119,16 @@ class Verifier:
                 self._busy -= 1
         with contextlib.suppress(queue.Full, *QUEUE_GONE):
             self.results.put(verdict, timeout=VERDICT_WAIT_S)
+
+    def _check_patiently(self, batch: FetchedBatch) -> Verdict:
+        """The checks, tried again (the failing source rests; another one is asked) when a
+        request they make fails; the last failure is raised."""
+        for _ in range(CHECK_TRIES - 1):
+            try:
+                return self._check(batch)
+            except RpcError:
+                continue
+        return self._check(batch)
 
     def _check(self, batch: FetchedBatch) -> Verdict:
         task, name, spec = batch.task, batch.endpoint, self.spec
