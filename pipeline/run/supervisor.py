@@ -317,6 +317,7 @@ class Supervisor:
                 self.verifier.submit(event.batch)
             case Checked():
                 self.stats[event.endpoint].record_check(event)
+                self.last_progress = time.monotonic()  # checking held answers is progress too
             case Unstaged():
                 self.stats[event.endpoint].record_unstaged(event)
             case WriterFailed():

@@ -112,15 +112,17 @@ class Canon:
         blocks = sorted({b for w in wants for b in w.blocks if b not in w.found})
         got: dict[int, BlockHeader] = {}
         error: RpcError | None = None
-        for at in range(0, len(blocks), source.batches.size):
-            chunk = blocks[at : at + source.batches.size]
+        while blocks:
+            chunk, size = blocks[: source.batches.size], source.batches.size
             try:
                 found, refusal = source.ask(len(chunk), lambda c, b=chunk: c.block_headers(b))
             except RpcError as err:
                 if len(chunk) > 1 and "batch" in err.message.lower():
-                    source.batches.refused(len(chunk))
+                    source.batches.refused(len(chunk))  # smaller at once, same endpoint
+                    continue
                 error = err
                 break
+            blocks = blocks[size:]
             got |= found
             if refusal is None:
                 source.batches.answered(len(chunk))
