@@ -111,8 +111,12 @@ class RpcClient:
             for i, b in enumerate(blocks)
         ]
         with self.reading("the batch of block headers"):
-            response = self._post(orjson.dumps(calls))
-            return _batch_headers(response, blocks)
+            return _batch_headers(self.post_batch(calls), blocks)
+
+    def post_batch(self, calls: list[dict]) -> RawResponse:
+        """One JSON-RPC batch request's raw answer (callers read the array themselves)."""
+        with self.reading("the answer to a batch"):
+            return self._post(orjson.dumps(calls))
 
     def decode(self, response: RawResponse) -> Any:
         """The result of a raw answer, or the RpcError it amounts to."""

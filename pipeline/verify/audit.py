@@ -47,11 +47,8 @@ def differing_blocks(a: pa.Table, b: pa.Table, blocks: set[int] | None = None) -
     left, right = comparable(a, blocks), comparable(b, blocks)
     if left.num_rows == right.num_rows and left.equals(right):
         return []  # the usual case: no Python object per log
-    return sorted(
-        n
-        for n in set(_by_block(left)) | set(_by_block(right))
-        if _by_block(left).get(n) != _by_block(right).get(n)
-    )
+    ours, theirs = _by_block(left), _by_block(right)  # only here: answers that differ
+    return sorted(n for n in ours.keys() | theirs.keys() if ours.get(n) != theirs.get(n))
 
 
 def _by_block(table: pa.Table) -> dict[int, list[tuple]]:
@@ -75,7 +72,7 @@ def receipts_table(
         for i, b in enumerate(blocks)
     ]
     with client.reading("the batch of block receipts"):
-        response = client._post(orjson.dumps(calls))
+        response = client.post_batch(calls)
         answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
         if not isinstance(answers, list):
             decode_response(response.status, response.headers, response.body)  # raises its error
