@@ -58,6 +58,12 @@ class RpcError(Exception):
         self.hint = hint
         self.max_blocks = max_blocks
 
+    @property
+    def about_batch(self) -> bool:
+        """The refusal names the JSON-RPC batch (a limit on calls a request): a smaller batch,
+        not a pause, is the answer; whatever kind its wording made it."""
+        return "batch" in self.message.lower()
+
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.message}"
 

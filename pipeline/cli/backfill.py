@@ -31,7 +31,13 @@ def registry_options(function: F) -> F:
 
 def _declarations(option: Option) -> list[str]:
     short = [option.short] if option.short else []
-    return [option.flag, *short, option.dest]
+    # A switch that is on by default is turned off with --no-NAME (click's on/off pair).
+    flag = (
+        f"{option.flag}/--no-{option.flag[2:]}"
+        if option.is_flag and option.default
+        else option.flag
+    )
+    return [flag, *short, option.dest]
 
 
 def _settings(option: Option) -> dict[str, Any]:

@@ -292,9 +292,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "verify",
         "Check every answer before it is stored: head proofs, block hashes against other "
-        "endpoints' headers, blooms, audits (see --audit-rate).",
+        "endpoints' headers, blooms, audits (see --audit-rate). On by default; --no-verify "
+        "trusts every answer.",
         type=bool,
-        default=False,
+        default=True,
     ),
     Option(
         "engine",

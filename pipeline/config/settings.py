@@ -97,7 +97,7 @@ class BackfillConfig:
     ray_address: str | None = None  # with the ray engine: None starts a local instance
     staging: Path | None = None  # object storage only: the local staging folder
     audit_rate: float = DEFAULT_AUDIT_RATE  # see pipeline.verify.trust
-    verify: bool = False  # check every answer before it is stored (pipeline.verify)
+    verify: bool = True  # check every answer before it is stored (pipeline.verify)
 
 
 def build_config(

@@ -86,6 +86,17 @@ class Throttle:
             self._recent.append(start)
             return start - now
 
+    def limit(self, rate: float) -> None:
+        """Pace at most `rate` from now on (success raises it again, up to the ceiling)."""
+        with self._lock:
+            self.rate = min(self.rate or rate, rate)
+
+    def backlog(self) -> float:
+        """Seconds from now to the next free slot: how far ahead requests are booked (or
+        paused)."""
+        with self._lock:
+            return max(0.0, self._next_slot - self._clock(), self._paused_until - self._clock())
+
     def paused_for(self) -> float:
         """Seconds left of the current backoff pause (0 when none)."""
         with self._lock:

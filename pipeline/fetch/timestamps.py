@@ -51,8 +51,8 @@ class HeaderBatches:
     doubled back after BATCH_GROW_AFTER whole batches, up to the largest size not refused. A
     size of 1 sends plain requests (some endpoints take no batch at all)."""
 
-    def __init__(self, start: int = BATCH_START) -> None:
-        self.size = self.ceiling = start
+    def __init__(self, start: int = BATCH_START, most: int | None = None) -> None:
+        self.size, self.ceiling = start, max(start, most or start)  # `most`: what it may grow to
         self._streak = 0
         self._lock = threading.Lock()
 
@@ -231,7 +231,7 @@ class BlockTimestamps:
         try:
             found, refusal = client.block_headers(chunk)
         except RpcError as err:
-            about_batch = "batch" in err.message.lower()
+            about_batch = err.about_batch
             if len(chunk) == 1 or (err.kind in _ENDPOINT_FAULTS and not about_batch):
                 raise  # the worker records it and reacts
             self.record(False, client, task, err, Reaction.SPLIT)
@@ -244,7 +244,7 @@ class BlockTimestamps:
             self.record(True, client, task)
             self.batches.answered(len(chunk))
             return found
-        about_batch = "batch" in refusal.message.lower()
+        about_batch = refusal.about_batch
         if refusal.kind is ErrorKind.BEYOND_HEAD or (
             refusal.kind in _ENDPOINT_REFUSALS and not about_batch
         ):

@@ -16,16 +16,17 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayActorError, RayError
 
 from pipeline.fetch.spec import WorkerSpec
 from pipeline.fetch.worker import worker_main
-from pipeline.messages import Event, FetchedBatch, Task
+from pipeline.messages import Distrust, Event, FetchedBatch, Task, Verdict
 from pipeline.plan.board import TaskBoard
 from pipeline.store.files import write_result
 from pipeline.store.layout import incoming_path
 from pipeline.store.writer import WriterSpec, writer_main
 
+WriterMessage = FetchedBatch | Verdict | Distrust  # what the writer's run() takes in
 ACTOR_LOST = 1  # the exit code the supervisor is told for an actor that died (no code is known)
 EVENT_POLL_S = 0.05
 
@@ -115,7 +116,7 @@ class WriterActor:
 
     def __init__(self, output: Path, capacity: int) -> None:
         self._output = output
-        self._results: queue.Queue[FetchedBatch | None] = queue.Queue(capacity)
+        self._results: queue.Queue[WriterMessage | None] = queue.Queue(capacity)
         # Names of the incoming files: a task can be delivered twice at once (by a worker that
         # died and by the one that took its lease over), so its id alone would not do.
         self._names = itertools.count()
@@ -146,10 +147,11 @@ class WriterActor:
         self._results.put(FetchedBatch(task, endpoint, str(path), table.num_rows))
         return None
 
-    def finish(self, timeout: float) -> bool:
-        """Tell run() to compact and stop; False if the queue stayed full for `timeout` s."""
+    def put(self, message: WriterMessage | None, timeout: float) -> bool:
+        """Queue a verifier's message for run(), or None: compact and stop; False if the queue
+        stayed full for `timeout` s."""
         try:
-            self._results.put(None, timeout=timeout)
+            self._results.put(message, timeout=timeout)
         except queue.Full:
             return False
         return True
@@ -234,8 +236,12 @@ class WriterInbox:
     def __init__(self, writer: Any) -> None:
         self._writer = writer
 
-    def put(self, item: None, timeout: float | None = None) -> None:
-        """Ask the writer to finish; raises queue.Full if its queue stayed full for `timeout` s."""
-        assert item is None, "batches reach the writer actor through store()"
-        if not ray.get(self._writer.finish.remote(timeout)):
-            raise queue.Full
+    def put(self, item: WriterMessage | None, timeout: float | None = None) -> None:
+        """A verifier's Verdict or Distrust, or None: ask the writer to finish (batches come
+        through store()); raises queue.Full if its queue stayed full for `timeout` s, and
+        ConnectionError once the writer actor is gone."""
+        try:
+            if not ray.get(self._writer.put.remote(item, timeout)):
+                raise queue.Full
+        except RayActorError as exc:
+            raise ConnectionError("the writer actor is gone") from exc

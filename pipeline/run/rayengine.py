@@ -161,6 +161,7 @@ class RaySupervisor(Supervisor):
                 _absolute(self.staging), capacity
             )
             self.results = WriterInbox(self.writer_actor)
+            self._start_verifier()
             self.writer = self._start_writer()
             self.endpoint_actors = self._endpoint_actors(len(names))
             self.workers = [self._start_worker(i, 0) for i in range(len(names))]
@@ -172,6 +173,8 @@ class RaySupervisor(Supervisor):
             self._abandon(str(exc))
         finally:
             self.seconds = time.monotonic() - self.started
+            if self.verifier is not None:
+                self.verifier.close()
             self._release()
 
     def _release(self) -> None:

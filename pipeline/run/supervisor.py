@@ -171,9 +171,7 @@ class Supervisor:
             self.board = self.manager.TaskBoard(plan, list(names))
             self.results = self.manager.Queue(RESULT_QUEUE_PER_WORKER * len(names))
             self.events = self.manager.Queue()
-            if self.verify:
-                spec = self._worker_spec(0, 0)
-                self.verifier = Verifier(self.config, spec, self.board, self.results, self.events)
+            self._start_verifier()
             self.writer = self._start_writer()
             self.workers = [self._start_worker(i, 0) for i in range(len(names))]
             warm_up()
@@ -187,6 +185,14 @@ class Supervisor:
             if self.verifier is not None:
                 self.verifier.close()
             self.manager.shutdown()
+
+    def _start_verifier(self) -> None:
+        """The verifier's threads, once the board and the queues are there (if checks are on)."""
+        if self.verify:
+            spec = self._worker_spec(0, 0)
+            self.verifier = Verifier(
+                self.config, spec, self.board, self.results, self.events, self.plan.heads
+            )
 
     def _abandon(self, reason: str) -> None:
         """The task board is gone: stop every process at once; what the writer did not store
@@ -311,6 +317,8 @@ class Supervisor:
                 self.stats[event.endpoint].record_split(event)
             case EndpointState():
                 self.stats[event.endpoint].record_state(event)
+                if self.verifier is not None:
+                    self.verifier.endpoint_changed(event)
             case ConcurrencyChanged():
                 self.stats[event.endpoint].concurrency.record(event)
             case Held():

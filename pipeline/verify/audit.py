@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from pipeline.config.settings import LogFilter
 from pipeline.errors import ErrorKind, RpcError
-from pipeline.fetch.classify import decode_response
+from pipeline.fetch.classify import classify_rpc_error, decode_response
 from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.validate import check_not_removed
@@ -66,32 +66,36 @@ def receipts_table(
     chain_id: int,
     hex_output: bool,
 ) -> pa.Table:
-    """The logs of `blocks` matching the filter, from one batch of eth_getBlockReceipts."""
-    calls = [
-        {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockReceipts", "params": [hex(b)]}
-        for i, b in enumerate(blocks)
-    ]
-    with client.reading("the batch of block receipts"):
-        response = client.post_batch(calls)
-        answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
-        if not isinstance(answers, list):
-            decode_response(response.status, response.headers, response.body)  # raises its error
-            raise RpcError(ErrorKind.MALFORMED, "a batch of receipts was answered with one result")
-        logs = []
-        for at, block in enumerate(blocks):
-            logs += _logs_of(_result(answers, at), block)
+    """The logs of `blocks` matching the filter, from eth_getBlockReceipts: one batch, or a
+    plain call for one block (some endpoints take no batch)."""
+    logs = client.block_logs(blocks[0]) if len(blocks) == 1 else _batch_logs(client, blocks)
+    with client.reading("the block receipts"):
         logs = [log for log in logs if log_filter.matches(log)]
         check_not_removed(logs)
         return logs_to_table(logs, chain_id, hex_output)
 
 
-def _result(answers: list, at: int) -> object:
-    for answer in answers:
-        if isinstance(answer, dict) and answer.get("id") == at:
+def _batch_logs(client: RpcClient, blocks: list[int]) -> list[dict]:
+    calls = [
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockReceipts", "params": [hex(b)]}
+        for i, b in enumerate(blocks)
+    ]
+    response = client.post_batch(calls)
+    with client.reading("the batch of block receipts"):
+        answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
+        if not isinstance(answers, list):
+            decode_response(response.status, response.headers, response.body)  # raises its error
+            raise RpcError(ErrorKind.MALFORMED, "a batch of receipts was answered with one result")
+        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        logs = []
+        for at, block in enumerate(blocks):
+            answer = by_id.get(at)
+            if answer is None:
+                raise RpcError(ErrorKind.MALFORMED, "a call of the receipts batch was not answered")
             if answer.get("error") is not None:
-                raise RpcError(ErrorKind.MALFORMED, f"receipts refused: {answer['error']!r:.200}")
-            return answer.get("result")
-    raise RpcError(ErrorKind.MALFORMED, "a call of the receipts batch was not answered")
+                raise classify_rpc_error(answer["error"], response.status, response.headers)
+            logs += _logs_of(answer.get("result"), block)
+        return logs
 
 
 def _logs_of(receipts: object, block: int) -> list[dict]:

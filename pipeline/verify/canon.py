@@ -80,7 +80,12 @@ class Canon:
                 if not self._ready():
                     continue
                 wants, self._wants = self._wants, []
-            self._serve(wants)
+            try:
+                self._serve(wants)
+            except Exception as exc:  # a bug here must fail the checks waiting, not hang them
+                for want in wants:
+                    if not want.future.done():
+                        want.future.set_exception(RpcError(ErrorKind.MALFORMED, repr(exc)))
             with self._cond:
                 self._wants = [w for w in wants if not w.future.done()] + self._wants
 
@@ -96,15 +101,23 @@ class Canon:
         """One round: each source asked once for what the wants it may serve lack."""
         left = list(wants)
         while left:
-            source = self._source(left[0].avoid)
-            served = [w for w in left if w.avoid != source.name or len(self.sources.all) == 1]
-            if not served:  # every other endpoint is out: the answer's own endpoint it is
-                served = [w for w in left if w.avoid == source.name]
+            source = self._source(left[0].avoid, max(left[0].blocks))
+            served = [w for w in left if self._serves(source, w)] or [left[0]]
             left = [w for w in left if w not in served]
             self._ask(source, served)
 
-    def _source(self, avoid: str) -> Source:
-        source = self.sources.pick({avoid}, self.trusted) or self.sources.all[avoid]
+    def _serves(self, source: Source, want: _Want) -> bool:
+        alone = len(self.sources.all) == 1
+        return (want.avoid != source.name or alone) and source.knows(max(want.blocks))
+
+    def _source(self, avoid: str, upto: int) -> Source:
+        """Another endpoint than `avoid` that may have block `upto`; `avoid` itself (which
+        answered for those blocks) when there is none, or when every other one rests longer
+        than a flush: a throttled neighbour must not stall the checks."""
+        own = self.sources.all[avoid]
+        source = self.sources.pick({avoid}, self.trusted, upto=upto) or own
+        if source.resting() > FLUSH_S and not own.resting() and self.trusted(avoid):
+            source = own
         self.sources.wait(source)
         return source
 
@@ -113,25 +126,42 @@ class Canon:
         got: dict[int, BlockHeader] = {}
         error: RpcError | None = None
         while blocks:
+            if not source.affords(len(blocks)):  # the checks waiting re-plan with its room
+                error = RpcError(ErrorKind.RATE_LIMITED, f"{source.name}: its share is booked")
+                for want in wants:
+                    want.tries = MAX_TRIES
+                break
             chunk, size = blocks[: source.batches.size], source.batches.size
             try:
                 found, refusal = source.ask(len(chunk), lambda c, b=chunk: c.block_headers(b))
             except RpcError as err:
-                if len(chunk) > 1 and "batch" in err.message.lower():
+                if len(chunk) > 1 and err.about_batch:
                     source.batches.refused(len(chunk))  # smaller at once, same endpoint
                     continue
+                if err.kind is ErrorKind.BEYOND_HEAD:
+                    source.lacks(chunk[0])
                 error = err
                 break
             blocks = blocks[size:]
             got |= found
+            if found:
+                source.has(max(found))
             if refusal is None:
                 source.batches.answered(len(chunk))
+                continue
+            if refusal.about_batch and len(chunk) > 1:  # calls refused for the batch's size
+                source.batches.refused(len(chunk))
+                blocks = [b for b in chunk if b not in found] + blocks
+                continue
+            error = refusal
+            if refusal.kind is ErrorKind.BEYOND_HEAD:
+                source.lacks(min(set(chunk) - found.keys()))  # another one asks next
+            elif refusal.kind is ErrorKind.RATE_LIMITED:
+                source.throttled(refusal, len(chunk))
+            elif found:
+                source.batches.partial(len(found))
             else:
-                error = refusal
-                if found and refusal.kind is not ErrorKind.BEYOND_HEAD:
-                    source.batches.partial(len(found))
-                else:
-                    source.rest()  # it lacks these blocks, or refuses: another one asks next
+                source.rest()  # it refuses: another one asks next
         self._remember(got)
         for want in wants:
             want.found |= {b: got[b] for b in want.blocks if b in got}

@@ -1,11 +1,13 @@
 """The endpoints the verifier asks for headers, audits and receipts: one client per thread and
-endpoint, paced within a share of the endpoint's --rps, resting after a failure (1 s, 2 s, 4 s
-... 30 s) so that a failing endpoint is asked again only later."""
+endpoint, paced within a share of the endpoint's --rps, resting after a failure (1 s, 2 s, 4 s,
+8 s) so that a failing endpoint is asked again only later, and sending batches as large as the
+endpoint takes."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -15,17 +17,31 @@ from pipeline.fetch.ratecontrol import Throttle
 from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.timestamps import HeaderBatches
 
-# What share of an endpoint's --rps the verifier may use (calls, a batch counting each call).
+# What share of an endpoint's --rps the verifier may use, in calls (providers meter each call
+# of a batch); the worker keeps the rest. Checks are sampled to fit (Source.room).
 VERIFY_SHARE = 0.1
+MAX_BACKLOG_S = 2.0  # calls booked this far ahead of now fill an --rps endpoint's share
+# Calls a second the checks keep to on an endpoint that throttled (them or its worker), rising
+# again with success: a burst of header calls must not cost the worker its requests.
+THROTTLED_RATE = 1.0
 REST_S = (1.0, 2.0, 4.0, 8.0)
 # Failures that say the endpoint is unwell (not that a request was too big or a block unknown).
 ENDPOINT_FAULTS = frozenset(
     {ErrorKind.RATE_LIMITED, ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED, ErrorKind.TIMEOUT,
      ErrorKind.CONNECTION, ErrorKind.SERVER, ErrorKind.MALFORMED}
 )  # fmt: skip
-HEADER_BATCH = 200  # header calls in one batch until the endpoint says otherwise
+# Header calls in one batch: the worker's polite start, doubling after whole batches up to
+# HEADER_BATCH (providers that meter each call see a burst of them at once).
+HEADER_BATCH = 200
 
 _Result = TypeVar("_Result")
+_Chunk = TypeVar("_Chunk")
+
+
+def worker_rps(rps: float | None, verify: bool) -> float | None:
+    """What of --rps an endpoint's worker may use: all of it, less the verifier's share when
+    the checks are on (together they stay within --rps)."""
+    return rps * (1 - VERIFY_SHARE) if rps and verify else rps
 
 
 class Source:
@@ -36,10 +52,13 @@ class Source:
         self.name = endpoint.name
         self.timeout = timeout
         self.throttle = Throttle(endpoint.rps * VERIFY_SHARE if endpoint.rps else None)
-        self.batches = HeaderBatches(HEADER_BATCH)
+        self.batches = HeaderBatches(most=HEADER_BATCH)
         self.on_request = on_request
         self.failures = 0
         self.resting_until = 0.0
+        self.has_receipts = True  # until it says eth_getBlockReceipts is not there
+        self.head: int | None = None  # the newest block it is known to have (None: unknown)
+        self._booked: deque[float] = deque()  # call slots room() booked, for ask() to spend
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -48,11 +67,66 @@ class Source:
         with self._lock:
             return max(0.0, self.resting_until - time.monotonic())
 
+    def knows(self, block: int | None) -> bool:
+        """Whether it may have `block` (not known to be behind it)."""
+        with self._lock:
+            return block is None or self.head is None or block <= self.head
+
+    def lacks(self, block: int) -> None:
+        """It answered that it does not have `block` yet: its head is before it."""
+        with self._lock:
+            self.head = block - 1 if self.head is None else min(self.head, block - 1)
+
+    def has(self, block: int) -> None:
+        """It answered for `block`: its head is at least there."""
+        with self._lock:
+            if self.head is not None and block > self.head:
+                self.head = block
+
+    def room(self, calls: int) -> int:
+        """How many of `calls` calls a check may make: all of them without --rps; with it, as
+        many as keep the verifier's share booked at most MAX_BACKLOG_S ahead. Those are booked
+        at once (checks running side by side see each other's), for ask() to spend."""
+        rate = self.throttle.rate
+        if not rate:
+            return calls
+        with self._lock:
+            grant = max(0, min(calls, int((MAX_BACKLOG_S - self.throttle.backlog()) * rate)))
+            now = time.monotonic()
+            self._booked.extend(now + self.throttle.reserve() for _ in range(grant))
+        return grant
+
+    def _slots(self, calls: int) -> float:
+        """Seconds until `calls` calls may be sent: slots room() booked first (unless long
+        gone: a burst of them would exceed the rate), new ones for the rest."""
+        now = time.monotonic()
+        with self._lock:
+            while self._booked and self._booked[0] < now - 1.0:
+                self._booked.popleft()
+            taken = [self._booked.popleft() for _ in range(min(calls, len(self._booked)))]
+        taken += [now + self.throttle.reserve() for _ in range(calls - len(taken))]
+        return max([now, *taken]) - now
+
+    def affords(self, calls: int) -> bool:
+        """Whether `calls` more calls fit its share of --rps (or the rate it allows) within
+        MAX_BACKLOG_S, counting the slots room() booked for them; checks that do not fit
+        sample instead of queueing."""
+        rate = self.throttle.rate
+        if not rate:
+            return True
+        with self._lock:
+            unbooked = max(0, calls - len(self._booked))
+        return unbooked / rate + self.throttle.backlog() <= MAX_BACKLOG_S
+
+    def pause(self, seconds: float) -> None:
+        """Leave it alone for `seconds`: its worker backs off, or it throttles."""
+        with self._lock:
+            self.resting_until = max(self.resting_until, time.monotonic() + seconds)
+
     def ask(self, calls: int, request: Callable[[RpcClient], _Result]) -> _Result:
-        """Run one request of `calls` JSON-RPC calls within the pacing; a failure makes the
-        endpoint rest and is raised."""
-        for _ in range(calls):
-            time.sleep(self.throttle.reserve())
+        """Run one request of `calls` calls within the pacing; a failure makes the endpoint
+        rest (unless it is about the batch's size) and is raised."""
+        time.sleep(self._slots(calls))
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = RpcClient(self.endpoint, self.timeout)
@@ -60,12 +134,45 @@ class Source:
         try:
             result = request(client)
         except RpcError as err:
-            if err.kind in ENDPOINT_FAULTS and "batch" not in err.message.lower():
+            if err.kind is ErrorKind.RATE_LIMITED and not err.about_batch:
+                self.throttled(err, calls)
+            elif err.kind in ENDPOINT_FAULTS and not err.about_batch:
                 self.rest()
             raise
+        self.throttle.on_success()
         with self._lock:
             self.failures = 0
         return result
+
+    def throttled(self, err: RpcError, calls: int) -> None:
+        """It said "too many requests" to `calls` calls: from now on paced (as the worker's
+        throttle learns a rate, which makes the checks sample to fit), in smaller batches
+        (providers meter each call), after a rest."""
+        self.throttle.on_throttled(err.retry_after)
+        self.throttle.limit(THROTTLED_RATE)
+        if calls > 1:
+            self.batches.refused(calls, certain=False)
+        self.rest()
+
+    def in_batches(
+        self, items: list[int], request: Callable[[RpcClient, list[int]], _Chunk]
+    ) -> list[_Chunk]:
+        """`request` over `items` in batches as large as the endpoint takes: a batch it refuses
+        for its size is sent again at once, smaller."""
+        answers: list[_Chunk] = []
+        while items:
+            chunk = items[: self.batches.size]
+            try:
+                answer = self.ask(len(chunk), lambda client, chunk=chunk: request(client, chunk))
+            except RpcError as err:
+                if len(chunk) > 1 and err.about_batch:
+                    self.batches.refused(len(chunk))
+                    continue
+                raise
+            answers.append(answer)
+            self.batches.answered(len(chunk))
+            items = items[len(chunk) :]
+        return answers
 
     def rest(self) -> None:
         """Leave this endpoint alone for a while (longer after each failure in a row)."""
@@ -84,11 +191,25 @@ class Sources:
         self.all = {e.name: Source(e, timeout, on_request) for e in endpoints}
         self.out: set[str] = set()
 
-    def pick(self, avoid: Iterable[str], trusted: Callable[[str], bool]) -> Source | None:
-        """The best endpoint not in `avoid`: trusted before suspect, awake before resting, then
-        the one that rests least; None when every other endpoint is out."""
+    def pick(
+        self,
+        avoid: Iterable[str],
+        trusted: Callable[[str], bool],
+        receipts: bool = False,
+        upto: int | None = None,
+    ) -> Source | None:
+        """The best endpoint not in `avoid` that may have block `upto` (and has
+        eth_getBlockReceipts, if `receipts`): trusted before suspect, awake before resting,
+        then the one that rests least; None when there is no other."""
         avoid = set(avoid)
-        usable = [s for s in self.all.values() if s.name not in avoid and s.name not in self.out]
+        usable = [
+            s
+            for s in self.all.values()
+            if s.name not in avoid
+            and s.name not in self.out
+            and (s.has_receipts or not receipts)
+            and s.knows(upto)
+        ]
         if not usable:
             return None
         return min(usable, key=lambda s: (not trusted(s.name), s.resting() > 0, s.resting()))

@@ -12,15 +12,16 @@ import queue
 import random
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
 
 from pipeline.config.settings import BackfillConfig
-from pipeline.errors import RpcError
+from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.answers import fetch_range
 from pipeline.fetch.convert import TOPIC_COLUMNS
-from pipeline.fetch.rpc import BlockHeader
+from pipeline.fetch.rpc import BlockHeader, RpcClient
 from pipeline.fetch.spec import WorkerSpec
 from pipeline.messages import (
     Check,
@@ -40,7 +41,7 @@ from pipeline.verify.audit import RECEIPT_BLOCKS, differing_blocks, receipts_tab
 from pipeline.verify.bloom import may_contain
 from pipeline.verify.canon import Canon
 from pipeline.verify.headproof import block_hashes, filter_may_match
-from pipeline.verify.sources import Source, Sources
+from pipeline.verify.sources import THROTTLED_RATE, Source, Sources
 from pipeline.verify.trust import Ledger, Standing
 
 # Most of a check is waiting for headers that many answers share in one batch: enough threads
@@ -66,11 +67,15 @@ class Verifier:
         board: TaskBoard,
         results: ResultQueue,
         events: EventQueue,
+        heads: Mapping[str, int] | None = None,
     ) -> None:
         self.spec, self.board, self.results, self.events = spec, board, results, events
         names = [e.name for e in config.endpoints]
         self.ledger = Ledger(names, config.audit_rate)
         self.sources = Sources(config.endpoints, config.timeout, self._count_request)
+        for name, head in (heads or {}).items():
+            if name in self.sources.all:
+                self.sources.all[name].head = head
         self.canon = Canon(self.sources, self.ledger.trusted, crowd=THREADS - AUDITS_AT_ONCE)
         self._rng = random.Random(1)
         self._busy = 0
@@ -91,6 +96,20 @@ class Verifier:
         """Batches being checked."""
         with self._lock:
             return self._busy
+
+    def endpoint_changed(self, event: EndpointState) -> None:
+        """What its worker learned of an endpoint: out for the run, throttling (the checks
+        then keep to a learned rate, sampling to fit), or pausing for a while."""
+        source = self.sources.all.get(event.endpoint)
+        if source is None:
+            return
+        if event.retired:
+            self.sources.out.add(event.endpoint)
+            return
+        if event.state is EndpointStatus.THROTTLED:
+            source.throttle.limit(THROTTLED_RATE)  # the checks yield to the worker
+        if event.pause_s:
+            source.pause(event.pause_s)
 
     def close(self) -> None:
         """Stop: checks under way end without a verdict (the writer is gone by then)."""
@@ -135,9 +154,9 @@ class Verifier:
         table = read_fragment(Path(batch.path))
         hashes = block_hashes(table)
         last = max(hashes, default=task.start - 1)
-        tail = set(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
-        headers = self.canon.get(set(hashes) | tail, avoid=name)
-        wrong = [b for b, h in hashes.items() if headers[b].hash != h]
+        tail = list(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
+        headers = self.canon.get(self._affordable(name, tail, sorted(hashes)), avoid=name)
+        wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
         self.events.put(Checked(name, Check.HASH, bool(wrong)))
         if wrong:
             return self._dispute(batch, wrong[0], hashes[wrong[0]])
@@ -145,9 +164,13 @@ class Verifier:
         self.events.put(Checked(name, Check.BLOOM, excluded is not None))
         if excluded is not None:
             return self._wrong(batch, Check.BLOOM, f"block {excluded}: a log its bloom excludes")
-        doubtful = [b for b in sorted(tail) if filter_may_match(headers[b].bloom, spec.log_filter)]
-        if doubtful:  # no logs where the bloom says there may be: the receipts settle it
-            source = self.sources.pick({name}, self.ledger.trusted) or self.sources.all[name]
+        doubtful = [
+            b for b in tail if b in headers and filter_may_match(headers[b].bloom, spec.log_filter)
+        ]
+        source = self._receipts_source(name, task.end)
+        if source is not None:
+            doubtful = doubtful[: source.room(len(doubtful))]
+        if doubtful and source:  # no logs where the bloom says there may be: receipts settle it
             verdict = self._against_receipts(batch, table, doubtful, source, Check.BLOOM)
             if not verdict.ok:
                 return verdict
@@ -177,20 +200,24 @@ class Verifier:
     def _audit(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
         """Fetch the task again from another endpoint and compare; a third source settles."""
         task, name = batch.task, batch.endpoint
-        auditor = self.sources.pick({name}, self.ledger.trusted)
+        auditor = self.sources.pick({name}, self.ledger.trusted, upto=task.end)
         if auditor is None:
             return self._audit_receipts(batch, table)
+        if not auditor.room(1):
+            return Verdict(task.task_id, True)  # its share of --rps is booked: no audit now
         other = self._logs_from(auditor, batch)
         differ = differing_blocks(table, other)
         self.events.put(Checked(name, Check.AUDIT, bool(differ)))
         if not differ:
             return Verdict(task.task_id, True)
-        judge = self.sources.pick({name, auditor.name}, self.ledger.trusted)
+        judge = self.sources.pick({name, auditor.name}, self.ledger.trusted, upto=task.end)
         blocks = set(differ[:RECEIPT_BLOCKS])
         if judge is not None:
             third, how = self._logs_from(judge, batch), judge.name
-        else:
+        elif auditor.has_receipts:
             third, how = self._receipts_from(auditor, sorted(blocks)), "the block receipts"
+        else:
+            return Verdict(task.task_id, False, f"blocks {differ[0]}…: the endpoints disagree")
         answer_right = not differing_blocks(table, third, blocks)
         auditor_right = not differing_blocks(other, third, blocks)
         shown = ", ".join(map(str, differ[:3]))
@@ -206,23 +233,25 @@ class Verifier:
         """With no other endpoint: compare the answer with the endpoint's receipts, every
         block while it is new or suspect, some blocks with logs once it is trusted."""
         task, name = batch.task, batch.endpoint
-        if self.ledger.standing(name) is not Standing.TRUSTED:
-            blocks = list(range(task.start, task.end + 1))
+        source = self.sources.all[name]
+        if not source.has_receipts:
+            return Verdict(task.task_id, True)  # nothing to audit it against (noticed once)
+        if self.ledger.standing(name) is Standing.TRUSTED:
+            blocks, most = sorted(block_hashes(table)), RECEIPT_BLOCKS
         else:
-            with_logs = sorted(block_hashes(table))
-            blocks = sorted(self._rng.sample(with_logs, min(RECEIPT_BLOCKS, len(with_logs))))
-        return self._against_receipts(batch, table, blocks, self.sources.all[name], Check.AUDIT)
+            blocks = list(range(task.start, task.end + 1))
+            most = len(blocks)
+        count = min(most, source.room(len(blocks)))
+        blocks = sorted(self._rng.sample(blocks, min(count, len(blocks))))
+        return self._against_receipts(batch, table, blocks, source, Check.AUDIT)
 
     def _against_receipts(
         self, batch: FetchedBatch, table: pa.Table, blocks: list[int], source: Source, check: Check
     ) -> Verdict:
         """Compare the answer's logs of `blocks` with the receipts `source` gives of them."""
-        chunks = [blocks[at : at + RECEIPT_BLOCKS] for at in range(0, len(blocks), RECEIPT_BLOCKS)]
-        differ = [
-            block
-            for chunk in chunks
-            for block in differing_blocks(table, self._receipts_from(source, chunk), set(chunk))
-        ]
+        if not blocks:
+            return Verdict(batch.task.task_id, True)
+        differ = differing_blocks(table, self._receipts_from(source, blocks), set(blocks))
         self.events.put(Checked(batch.endpoint, check, bool(differ)))
         if differ:
             detail = f"blocks {', '.join(map(str, differ[:3]))}: rows differ from the receipts"
@@ -233,13 +262,40 @@ class Verifier:
         self.sources.wait(source)
         return source.ask(1, lambda c: fetch_range(c, batch.task, self.spec).table)
 
+    def _affordable(self, name: str, first: list[int], then: list[int]) -> set[int]:
+        """The blocks whose headers a check of `name`'s answer reads: `first` and `then`, or
+        as many as its header source's share of --rps has room for, `first` first and a
+        sample of `then` (a check never queues behind a rate limit)."""
+        upto = max(first + then, default=None)
+        source = self.sources.pick({name}, self.ledger.trusted, upto=upto) or self.sources.all[name]
+        room = source.room(len(first) + len(then))
+        if room >= len(first) + len(then):
+            return set(first) | set(then)
+        return set(first[:room]) | set(self._rng.sample(then, max(0, room - len(first))))
+
+    def _receipts_source(self, name: str, upto: int) -> Source | None:
+        """Who reads receipts for a check of `name`'s answer: another endpoint with them, else
+        `name` itself; None when no endpoint has eth_getBlockReceipts."""
+        own = self.sources.all[name]
+        return self.sources.pick({name}, self.ledger.trusted, receipts=True, upto=upto) or (
+            own if own.has_receipts else None
+        )
+
     def _receipts_from(self, source: Source, blocks: list[int]) -> pa.Table:
+        """The matching logs of `blocks` from `source`'s receipts, in batches it takes."""
         self.sources.wait(source)
         spec = self.spec
-        return source.ask(
-            len(blocks),
-            lambda c: receipts_table(c, blocks, spec.log_filter, spec.chain_id, spec.hex_output),
-        )
+
+        def read(client: RpcClient, chunk: list[int]) -> pa.Table:
+            return receipts_table(client, chunk, spec.log_filter, spec.chain_id, spec.hex_output)
+
+        try:
+            return pa.concat_tables(source.in_batches(blocks, read))
+        except RpcError as err:
+            if err.kind is ErrorKind.PERMANENT and source.has_receipts:
+                source.has_receipts = False  # the checks that need receipts ask another
+                self.events.put(Notice(f"{source.name} has no eth_getBlockReceipts: {err}"))
+            raise
 
     def _wrong(self, batch: FetchedBatch, check: Check, detail: str) -> Verdict:
         """The batch's answer was wrong: a strike for its endpoint; the task is fetched again."""
@@ -266,7 +322,8 @@ def bloom_excluded(
     table: pa.Table, headers: dict[int, BlockHeader], rng: random.Random
 ) -> int | None:
     """A block with a log whose address or topics its bloom excludes: every log's address and
-    topic0 (few distinct values a block), the other topics of a sample of logs."""
+    topic0 (few distinct values a block), the other topics of a sample of logs; blocks without
+    a header in `headers` are not checked."""
     if not table.num_rows:
         return None
     rows = sorted(rng.sample(range(table.num_rows), min(BLOOM_SAMPLE, table.num_rows)))
@@ -279,6 +336,8 @@ def bloom_excluded(
     ]
     bits: dict[bytes, bool] = {}
     for number, value in pairs:
+        if number not in headers:
+            continue  # a block whose header this check did not read (see Verifier._affordable)
         bloom = headers[number].bloom
         raw = bytes.fromhex(value[2:]) if isinstance(value, str) else value
         if bloom and not bits.setdefault(raw + bloom, may_contain(bloom, raw)):

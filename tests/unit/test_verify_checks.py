@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import LogFilter
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.convert import logs_to_table
@@ -24,6 +25,7 @@ from pipeline.store.writer import Holding, Staging, WriterSpec
 from pipeline.verify.audit import KEY_COLUMNS, comparable, differing_blocks
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
 from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
+from pipeline.verify.sources import Source, Sources
 from pipeline.verify.trust import NEW_AUDITS, STRIKES_OUT, Ledger, Standing
 from pipeline.verify.verifier import bloom_excluded
 
@@ -533,3 +535,60 @@ def test_distrust_reopens_every_range_the_endpoint_staged(staging):
         ("reopen", 0, 99, "x", "x answered wrongly"),
         ("reopen", 200, 299, "x", "x answered wrongly"),
     ]
+
+
+# --- the verifier's sources ------------------------------------------------------------------
+
+
+def source(rps: float | None = None) -> Source:
+    endpoint = Endpoint("a", "http://127.0.0.1:1", "http://127.0.0.1:1", rps=rps)
+    return Source(endpoint, timeout=1.0, on_request=lambda name: None)
+
+
+def test_a_batch_refused_for_its_size_is_sent_again_smaller_and_everything_is_answered():
+    limited, sent = source(), []
+
+    def request(client, chunk):
+        if len(chunk) > 2:
+            raise RpcError(ErrorKind.QUOTA, "Batch of more than 2 requests are not allowed")
+        sent.append(chunk)
+        return chunk
+
+    answers = limited.in_batches(list(range(10)), request)
+    assert [b for chunk in answers for b in chunk] == list(range(10))
+    assert all(len(chunk) <= 2 for chunk in sent)
+    assert not limited.resting()  # a batch limit is not a fault of the endpoint
+
+
+def test_a_fault_that_is_not_about_the_batch_is_raised_and_the_endpoint_rests():
+    failing = source()
+
+    def request(client, chunk):
+        raise RpcError(ErrorKind.RATE_LIMITED, "too many requests")
+
+    with pytest.raises(RpcError):
+        failing.in_batches([1, 2, 3], request)
+    assert failing.resting() > 0
+
+
+def test_on_an_endpoint_with_rps_the_checks_book_only_their_share_two_seconds_ahead(mocker):
+    paced = source(rps=100)  # a tenth of it for the verifier: 10 calls a second
+    mocker.patch("pipeline.verify.sources.time.sleep")
+    assert paced.room(50) == 20  # 2 s worth: a check asks for a sample of that size
+    paced.ask(20, lambda client: None)  # a batch of 20 calls books 20 slots
+    assert paced.room(50) <= 1
+    assert source(rps=None).room(5000) == 5000  # without --rps nothing is sampled
+
+
+def test_an_endpoint_that_lacks_a_block_is_not_picked_for_it_until_it_answers_one():
+    sources = Sources(
+        [Endpoint(n, f"http://127.0.0.1:{i}", "x") for i, n in enumerate("ab")],
+        timeout=1.0,
+        on_request=lambda name: None,
+    )
+    trusted = lambda name: True  # noqa: E731
+    sources.all["b"].lacks(120)
+    assert sources.pick({"a"}, trusted, upto=119) is sources.all["b"]
+    assert sources.pick({"a"}, trusted, upto=120) is None
+    sources.all["b"].has(130)
+    assert sources.pick({"a"}, trusted, upto=130) is sources.all["b"]

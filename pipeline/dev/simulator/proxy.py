@@ -61,6 +61,7 @@ class FaultProxy:
         self._throttled = 0
         self._get_logs: deque[tuple[int | None, int | None, str]] = deque(maxlen=HISTORY_LIMIT)
         self._times: deque[float] = deque(maxlen=HISTORY_LIMIT)
+        self._kinds: deque[str] = deque(maxlen=HISTORY_LIMIT)  # each request's first method
         rate = profile.rps_cap
         self._bucket = TokenBucket(rate, max(1.0, rate)) if rate else None  # burst: 1 s worth
         # Its own seeded draws: the fault and latency sequence stays what it was without it.
@@ -126,6 +127,7 @@ class FaultProxy:
                 "get_logs": list(self._get_logs),  # (from, to, outcome) in arrival order
                 "throttled": self._throttled,  # requests answered with a throttle
                 "request_times": list(self._times),  # time.monotonic() of each request
+                "request_methods": list(self._kinds),  # the first method each one calls
                 "lies": self._liars.counts(),
             }
             if self.profile.hostile_rate:
@@ -152,6 +154,7 @@ class FaultProxy:
             self._requests += 1
             number = self._requests
             self._times.append(time.monotonic())
+            self._kinds.append(next(iter(request.methods), ""))
             self._methods.update(request.methods)
             if self._counts_headers:
                 self._header_blocks.update(_header_blocks(request))
