@@ -164,12 +164,14 @@ class Check(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Checked:
-    """Verifier -> supervisor: one check of `endpoint` and whether its answer failed it."""
+    """Verifier -> supervisor: one check of `endpoint` and whether its answer failed it; for a
+    request the checks made of it, how it failed (None: answered)."""
 
     endpoint: str
     check: Check
     mismatch: bool = False
     detail: str = ""
+    error: ErrorKind | None = None
 
 
 @dataclass(frozen=True)

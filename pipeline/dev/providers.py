@@ -187,6 +187,11 @@ QUOTAS: dict[str, Refusal] = {
     "text": Refusal(403, body=_QUOTA_TEXT.encode()),
     "rpc": _error(-32600, _QUOTA_TEXT, status=403),
 }
+# A method the node does not have (geth's and anvil's wording): eth_getBlockReceipts on older
+# nodes and on other implementations.
+METHOD_NOT_FOUND = Refusal(
+    200, {"code": -32601, "message": "the method does not exist/is not available"}
+)
 UNAUTHORIZED = _error(-32000, "invalid project id", status=401)
 PRUNED = _error(4444, "pruned history unavailable")
 
@@ -239,6 +244,7 @@ class Profile:
     strip_block_timestamp: bool = False  # eth_getLogs answers without blockTimestamp (older nodes)
     fake_block_timestamp: bool = False  # every blockTimestamp an hour late, one log in ten zero
     batch_limit: int | None = None  # most calls a JSON-RPC batch may hold; 0: no batches at all
+    missing_methods: tuple[str, ...] = ()  # answered "method not found" (-32601), per call
     liar: str = ""  # wrong eth_getLogs answers, HTTP 200 and no error: a LIARS kind; "" = honest
     liar_rate: float = 0.1  # drops/orphans/truncates/fabricates: share of the answers spoiled
     liar_lag: int = 40  # behind: the eth_getLogs backend trails the true head by this many blocks
@@ -453,6 +459,11 @@ PROFILES: dict[str, Profile] = {
             strip_block_timestamp=True,
             batch_limit=0,
             description="no blockTimestamp, and JSON-RPC batches refused: headers one by one",
+        ),
+        Profile(
+            "no-receipts",
+            missing_methods=("eth_getBlockReceipts",),
+            description="no eth_getBlockReceipts: -32601 method not found (older nodes)",
         ),
         Profile(
             "batches-of-2",

@@ -48,11 +48,14 @@ class Recorder(Protocol):
 class HeaderBatches:
     """How many header calls one request to an endpoint may carry, as learned from it: halved
     when a batch is refused (never again as many), cut to what a partial answer answered, and
-    doubled back after BATCH_GROW_AFTER whole batches, up to the largest size not refused. A
+    doubled back after `grow_after` whole batches, up to the largest size not refused. A
     size of 1 sends plain requests (some endpoints take no batch at all)."""
 
-    def __init__(self, start: int = BATCH_START, most: int | None = None) -> None:
+    def __init__(
+        self, start: int = BATCH_START, most: int | None = None, grow_after: int = BATCH_GROW_AFTER
+    ) -> None:
         self.size, self.ceiling = start, max(start, most or start)  # `most`: what it may grow to
+        self.grow_after = grow_after
         self._streak = 0
         self._lock = threading.Lock()
 
@@ -78,7 +81,7 @@ class HeaderBatches:
             if sent < self.size:
                 return  # a short remainder says nothing about the size
             self._streak += 1
-            if self._streak >= BATCH_GROW_AFTER and self.size < self.ceiling:
+            if self._streak >= self.grow_after and self.size < self.ceiling:
                 self.size, self._streak = min(self.ceiling, 2 * self.size), 0
 
 

@@ -50,7 +50,6 @@ from pipeline.plan.chunks import split_point
 from pipeline.store.files import write_result
 from pipeline.store.layout import incoming_path, worker_crash_log
 from pipeline.verify.headproof import proof_blocks, prove
-from pipeline.verify.sources import worker_rps
 
 # Hands a fetched task's table to the writer; raises OSError when the writer cannot take it.
 Deliver = Callable[[Task, pa.Table], None]
@@ -104,7 +103,7 @@ class EndpointWorker:
         # How a fetched table reaches the writer: by default a result file whose name is queued;
         # another engine brings its own (the Ray engine's goes through Ray's object store).
         self.deliver: Deliver = deliver or self._deliver_file
-        self.throttle = Throttle(worker_rps(spec.endpoint.rps, spec.verify))
+        self.throttle = Throttle(spec.endpoint.rps)
         self.breaker = CircuitBreaker()
         self.concurrency = ConcurrencyLimit(
             spec.endpoint.concurrency,
@@ -181,6 +180,9 @@ class EndpointWorker:
             self._refresh_head(client)
             return False
         task = self.board.claim(self.spec.worker_id, CLAIM_WAIT_S, self.window.limit, self.head)
+        if self.spec.verify and self.spec.endpoint.rps:
+            for _ in range(self.board.debt(self.name)):  # the verifier's calls count to --rps
+                self.throttle.reserve()
         if task is None:
             self.breaker.release()
             return self.board.closed()

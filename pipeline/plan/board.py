@@ -52,6 +52,8 @@ class TaskBoard:
         self._live_endpoints = set(endpoints)
         self._retired: set[str] = set()
         self._closed = False
+        # Calls the verifier made of an endpoint's --rps, for its worker to book (lend/debt).
+        self._debts: dict[str, int] = {}
 
     def claim(
         self,
@@ -172,15 +174,18 @@ class TaskBoard:
             if self._leases.pop(task.task_id, None) is not None:
                 self._failed[task.task_id] = task
 
-    def accept(self, task_id: int) -> bool:
+    def accept(self, task_id: int, rows: int | None = None) -> bool:
         """The writer asks to store a batch: True (and nobody else may fetch it any more) unless
-        the task was already stored, given up, or replaced by pieces."""
+        the task was already stored, given up, or replaced by pieces. `rows`: the plan sizes
+        the next tasks from it now (the writer holds the batch through its checks)."""
         with self._cond:
             lease = self._leases.pop(task_id, None)
             task = lease[1] if lease else self._take_pending(task_id)
             if task is None:
                 return False
             self._storing[task_id] = task
+            if rows is not None:
+                self._plan.learn(task.blocks, rows)
             return True
 
     def reject(self, task_id: int, liar: str, reason: str, max_attempts: int) -> None:
@@ -246,6 +251,16 @@ class TaskBoard:
                 self._pending.appendleft(task)
             self._cond.notify_all()
             return len(lost)
+
+    def lend(self, endpoint: str, calls: int) -> None:
+        """The verifier made `calls` calls of `endpoint`: its worker books them within --rps."""
+        with self._cond:
+            self._debts[endpoint] = self._debts.get(endpoint, 0) + calls
+
+    def debt(self, endpoint: str) -> int:
+        """Calls the verifier made of `endpoint` since the last time its worker asked."""
+        with self._cond:
+            return self._debts.pop(endpoint, 0)
 
     def closed(self) -> bool:
         """True once close() or abort() was called: workers should leave."""

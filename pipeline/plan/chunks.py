@@ -231,6 +231,17 @@ class Coverage:
         self._by_start[lo] = hi
         self._by_end[hi] = lo
 
+    def remove(self, lo: int, hi: int) -> None:
+        """Forget lo..hi (inclusive), which must have been covered: a dropped answer's blocks
+        are fetched again (rare: a scan of the ranges is fine)."""
+        start = next(a for a, b in self._by_start.items() if a <= lo and hi <= b)
+        end = self._by_start.pop(start)
+        del self._by_end[end]
+        for part_lo, part_hi in ((start, lo - 1), (hi + 1, end)):
+            if part_lo <= part_hi:
+                self._by_start[part_lo] = part_hi
+                self._by_end[part_hi] = part_lo
+
     def ranges(self) -> list[tuple[int, int]]:
         """The covered ranges in block order."""
         return sorted(self._by_start.items())

@@ -133,6 +133,8 @@ class EndpointStats:
     def record_check(self, checked: Checked) -> None:
         """Count a check of this endpoint's answers by the verifier (or a request it made)."""
         self.checks[checked.check] += 1
+        if checked.error is not None:
+            self.errors[checked.error] += 1  # the endpoint failed the checks' request
         if checked.mismatch:
             self.mismatches[checked.check] += 1
 

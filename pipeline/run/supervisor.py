@@ -328,6 +328,7 @@ class Supervisor:
                 self.last_progress = time.monotonic()  # checking held answers is progress too
             case Unstaged():
                 self.stats[event.endpoint].record_unstaged(event)
+                self.written.remove(event.start, event.end)  # fetched again, written again
             case WriterFailed():
                 self.fatal = event.message
         self.report(event)

@@ -154,7 +154,7 @@ class Holding:
 
     def hold(self, batch: FetchedBatch) -> None:
         """Take the batch off the board (nobody else fetches it) and ask for its checks."""
-        if not self.board.accept(batch.task.task_id):
+        if not self.board.accept(batch.task.task_id, batch.rows):
             Path(batch.path).unlink(missing_ok=True)
             return
         self.batches[batch.task.task_id] = batch
@@ -168,7 +168,7 @@ class Holding:
         task = batch.task
         if verdict.ok:
             self.staging.add(Path(batch.path), task.start, task.end, batch.rows, batch.endpoint)
-            self.board.complete(task.task_id, batch.rows)
+            self.board.complete(task.task_id)  # its rows were learned when it was held
             self.events.put(TaskWritten(task, batch.endpoint, batch.rows))
             return
         Path(batch.path).unlink(missing_ok=True)

@@ -112,11 +112,13 @@ class Canon:
 
     def _source(self, avoid: str, upto: int) -> Source:
         """Another endpoint than `avoid` that may have block `upto`; `avoid` itself (which
-        answered for those blocks) when there is none, or when every other one rests longer
-        than a flush: a throttled neighbour must not stall the checks."""
+        answered for those blocks) when there is none, or when the other one is failing or
+        rests longer than a flush and `avoid` is in better health: a throttled or dead
+        neighbour must not stall the checks."""
         own = self.sources.all[avoid]
         source = self.sources.pick({avoid}, self.trusted, upto=upto) or own
-        if source.resting() > FLUSH_S and not own.resting() and self.trusted(avoid):
+        unwell = source.failing() or source.resting() > FLUSH_S
+        if unwell and own.health() < source.health() and self.trusted(avoid):
             source = own
         self.sources.wait(source)
         return source

@@ -1,7 +1,7 @@
 """The endpoints the verifier asks for headers, audits and receipts: one client per thread and
-endpoint, paced within a share of the endpoint's --rps, resting after a failure (1 s, 2 s, 4 s,
-8 s) so that a failing endpoint is asked again only later, and sending batches as large as the
-endpoint takes."""
+endpoint, paced within a share of the endpoint's --rps, resting after a failure (0.5 s, 1 s,
+2 s ... 8 s) so that a failing endpoint is asked again only later, and sending batches as
+large as the endpoint takes."""
 
 from __future__ import annotations
 
@@ -18,41 +18,40 @@ from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.timestamps import HeaderBatches
 
 # What share of an endpoint's --rps the verifier may use, in calls (providers meter each call
-# of a batch); the worker keeps the rest. Checks are sampled to fit (Source.room).
+# of a batch); its worker books them too (TaskBoard.lend), so that together they keep to
+# --rps. Checks are sampled to fit (Source.room).
 VERIFY_SHARE = 0.1
 MAX_BACKLOG_S = 2.0  # calls booked this far ahead of now fill an --rps endpoint's share
 # Calls a second the checks keep to on an endpoint that throttled (them or its worker), rising
 # again with success: a burst of header calls must not cost the worker its requests.
 THROTTLED_RATE = 1.0
-REST_S = (1.0, 2.0, 4.0, 8.0)
+REST_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+CHUNK_TRIES = 3  # a batch of a check that fails (not for its size) is sent again, after a rest
 # Failures that say the endpoint is unwell (not that a request was too big or a block unknown).
 ENDPOINT_FAULTS = frozenset(
     {ErrorKind.RATE_LIMITED, ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED, ErrorKind.TIMEOUT,
      ErrorKind.CONNECTION, ErrorKind.SERVER, ErrorKind.MALFORMED}
 )  # fmt: skip
-# Header calls in one batch: the worker's polite start, doubling after whole batches up to
-# HEADER_BATCH (providers that meter each call see a burst of them at once).
+# Header calls in one batch: the worker's polite start, doubling after every 2 whole batches
+# up to HEADER_BATCH (providers that meter each call see a burst of them at once).
 HEADER_BATCH = 200
+GROW_AFTER = 2
 
 _Result = TypeVar("_Result")
+# Told of every request the checks made: the endpoint, its calls, how it failed (None: answered).
+OnRequest = Callable[[str, int, ErrorKind | None], None]
 _Chunk = TypeVar("_Chunk")
-
-
-def worker_rps(rps: float | None, verify: bool) -> float | None:
-    """What of --rps an endpoint's worker may use: all of it, less the verifier's share when
-    the checks are on (together they stay within --rps)."""
-    return rps * (1 - VERIFY_SHARE) if rps and verify else rps
 
 
 class Source:
     """One endpoint as the verifier uses it."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float, on_request: Callable[[str], None]):
+    def __init__(self, endpoint: Endpoint, timeout: float, on_request: OnRequest):
         self.endpoint = endpoint
         self.name = endpoint.name
         self.timeout = timeout
         self.throttle = Throttle(endpoint.rps * VERIFY_SHARE if endpoint.rps else None)
-        self.batches = HeaderBatches(most=HEADER_BATCH)
+        self.batches = HeaderBatches(most=HEADER_BATCH, grow_after=GROW_AFTER)
         self.on_request = on_request
         self.failures = 0
         self.resting_until = 0.0
@@ -61,6 +60,15 @@ class Source:
         self._booked: deque[float] = deque()  # call slots room() booked, for ask() to spend
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    def failing(self) -> bool:
+        """Whether its last request failed (not for the batch's size)."""
+        with self._lock:
+            return self.failures > 0
+
+    def health(self) -> tuple[bool, int]:
+        """Lower is better: resting or not, then failures in a row."""
+        return self.resting() > 0, self.failures
 
     def resting(self) -> float:
         """Seconds until this endpoint may be asked again (0: now)."""
@@ -119,9 +127,11 @@ class Source:
         return unbooked / rate + self.throttle.backlog() <= MAX_BACKLOG_S
 
     def pause(self, seconds: float) -> None:
-        """Leave it alone for `seconds`: its worker backs off, or it throttles."""
+        """Leave it alone for `seconds` (at most the longest rest: a check must not sit out a
+        long cool-down while the run waits for it): it throttles, or its worker cools down."""
         with self._lock:
-            self.resting_until = max(self.resting_until, time.monotonic() + seconds)
+            until = time.monotonic() + min(seconds, REST_S[-1])
+            self.resting_until = max(self.resting_until, until)
 
     def ask(self, calls: int, request: Callable[[RpcClient], _Result]) -> _Result:
         """Run one request of `calls` calls within the pacing; a failure makes the endpoint
@@ -130,29 +140,30 @@ class Source:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = RpcClient(self.endpoint, self.timeout)
-        self.on_request(self.name)
         try:
             result = request(client)
         except RpcError as err:
+            self.on_request(self.name, calls, err.kind)
             if err.kind is ErrorKind.RATE_LIMITED and not err.about_batch:
                 self.throttled(err, calls)
             elif err.kind in ENDPOINT_FAULTS and not err.about_batch:
                 self.rest()
             raise
+        self.on_request(self.name, calls, None)
         self.throttle.on_success()
         with self._lock:
             self.failures = 0
         return result
 
     def throttled(self, err: RpcError, calls: int) -> None:
-        """It said "too many requests" to `calls` calls: from now on paced (as the worker's
-        throttle learns a rate, which makes the checks sample to fit), in smaller batches
-        (providers meter each call), after a rest."""
-        self.throttle.on_throttled(err.retry_after)
+        """It said "too many requests" to `calls` calls: from now on paced at THROTTLED_RATE
+        (rising again with success; the checks sample to fit), in smaller batches (providers
+        meter each call), after a rest or the pause it asked for."""
         self.throttle.limit(THROTTLED_RATE)
         if calls > 1:
             self.batches.refused(calls, certain=False)
         self.rest()
+        self.pause(err.retry_after or 0.0)
 
     def in_batches(
         self, items: list[int], request: Callable[[RpcClient, list[int]], _Chunk]
@@ -160,6 +171,7 @@ class Source:
         """`request` over `items` in batches as large as the endpoint takes: a batch it refuses
         for its size is sent again at once, smaller."""
         answers: list[_Chunk] = []
+        failures = 0
         while items:
             chunk = items[: self.batches.size]
             try:
@@ -168,7 +180,11 @@ class Source:
                 if len(chunk) > 1 and err.about_batch:
                     self.batches.refused(len(chunk))
                     continue
-                raise
+                failures += 1
+                if failures >= CHUNK_TRIES or err.kind not in ENDPOINT_FAULTS:
+                    raise
+                time.sleep(self.resting())
+                continue
             answers.append(answer)
             self.batches.answered(len(chunk))
             items = items[len(chunk) :]
@@ -186,7 +202,7 @@ class Sources:
     """Every endpoint of the run, for the verifier to pick from."""
 
     def __init__(
-        self, endpoints: Iterable[Endpoint], timeout: float, on_request: Callable[[str], None]
+        self, endpoints: Iterable[Endpoint], timeout: float, on_request: OnRequest
     ) -> None:
         self.all = {e.name: Source(e, timeout, on_request) for e in endpoints}
         self.out: set[str] = set()
@@ -200,7 +216,8 @@ class Sources:
     ) -> Source | None:
         """The best endpoint not in `avoid` that may have block `upto` (and has
         eth_getBlockReceipts, if `receipts`): trusted before suspect, awake before resting,
-        then the one that rests least; None when there is no other."""
+        answering before failing, then the one that rests least; None when there is no
+        other."""
         avoid = set(avoid)
         usable = [
             s
@@ -212,7 +229,9 @@ class Sources:
         ]
         if not usable:
             return None
-        return min(usable, key=lambda s: (not trusted(s.name), s.resting() > 0, s.resting()))
+        return min(
+            usable, key=lambda s: (not trusted(s.name), s.resting() > 0, s.failing(), s.resting())
+        )
 
     def wait(self, source: Source) -> None:
         """Sleep out the source's rest."""

@@ -20,8 +20,7 @@ import pyarrow as pa
 from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.answers import fetch_range
-from pipeline.fetch.convert import TOPIC_COLUMNS
-from pipeline.fetch.rpc import BlockHeader, RpcClient
+from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.spec import WorkerSpec
 from pipeline.messages import (
     Check,
@@ -38,7 +37,7 @@ from pipeline.messages import (
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.store.files import read_fragment
 from pipeline.verify.audit import RECEIPT_BLOCKS, differing_blocks, receipts_table
-from pipeline.verify.bloom import may_contain
+from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.canon import Canon
 from pipeline.verify.headproof import block_hashes, filter_may_match
 from pipeline.verify.sources import THROTTLED_RATE, Source, Sources
@@ -51,7 +50,6 @@ AUDITS_AT_ONCE = 4
 # Blocks at an answer's end whose headers are read even without logs: a truncated answer
 # leaves its last blocks empty. Few, since full blooms (mainnet's) often "may match".
 TAIL_BLOCKS = 2
-BLOOM_SAMPLE = 64  # logs of an answer held against their block's bloom
 CHECK_TRIES = 3  # a check whose requests fail this often costs its task an attempt
 VERDICT_WAIT_S = 60.0  # the writer takes verdicts at once; it is gone when this runs out
 DISPUTE_VOTES = 2  # other endpoints asked for a header whose hash is in dispute
@@ -99,7 +97,8 @@ class Verifier:
 
     def endpoint_changed(self, event: EndpointState) -> None:
         """What its worker learned of an endpoint: out for the run, throttling (the checks
-        then keep to a learned rate, sampling to fit), or pausing for a while."""
+        then keep to a learned rate, sampling to fit, and pause as it asked), or cooling down
+        after a run of faults."""
         source = self.sources.all.get(event.endpoint)
         if source is None:
             return
@@ -108,8 +107,8 @@ class Verifier:
             return
         if event.state is EndpointStatus.THROTTLED:
             source.throttle.limit(THROTTLED_RATE)  # the checks yield to the worker
-        if event.pause_s:
-            source.pause(event.pause_s)
+        if event.state in (EndpointStatus.THROTTLED, EndpointStatus.CIRCUIT_OPEN):
+            source.pause(event.pause_s)  # not a backoff after one fault: checks rest on their own
 
     def close(self) -> None:
         """Stop: checks under way end without a verdict (the writer is gone by then)."""
@@ -121,8 +120,10 @@ class Verifier:
         while (batch := self._todo.get()) is not None:
             self._run(batch)
 
-    def _count_request(self, name: str) -> None:
-        self.events.put(Checked(name, Check.REQUEST))
+    def _count_request(self, name: str, calls: int, error: ErrorKind | None) -> None:
+        self.events.put(Checked(name, Check.REQUEST, error=error))
+        if self.sources.all[name].endpoint.rps:
+            self.board.lend(name, calls)
 
     def _run(self, batch: FetchedBatch) -> None:
         try:
@@ -316,42 +317,3 @@ class Verifier:
             self.board.retire(name, fail_rest=True)
             reason = f"answered wrongly again ({detail})"
             self.events.put(EndpointState(name, EndpointStatus.OUT, reason, retired=True))
-
-
-def bloom_excluded(
-    table: pa.Table, headers: dict[int, BlockHeader], rng: random.Random
-) -> int | None:
-    """A block with a log whose address or topics its bloom excludes: every log's address and
-    topic0 (few distinct values a block), the other topics of a sample of logs; blocks without
-    a header in `headers` are not checked."""
-    if not table.num_rows:
-        return None
-    rows = sorted(rng.sample(range(table.num_rows), min(BLOOM_SAMPLE, table.num_rows)))
-    sample = table.take(pa.array(rows))
-    pairs = [
-        (number, value)
-        for part, columns in ((table, ("address", "topic0")), (sample, TOPIC_COLUMNS[1:]))
-        for column in columns
-        for number, value in _distinct(part, column)
-    ]
-    bits: dict[bytes, bool] = {}
-    for number, value in pairs:
-        if number not in headers:
-            continue  # a block whose header this check did not read (see Verifier._affordable)
-        bloom = headers[number].bloom
-        raw = bytes.fromhex(value[2:]) if isinstance(value, str) else value
-        if bloom and not bits.setdefault(raw + bloom, may_contain(bloom, raw)):
-            return number
-    return None
-
-
-def _distinct(table: pa.Table, column: str) -> list[tuple[int, bytes | str]]:
-    """The distinct (block, value) pairs of a column, nulls left out."""
-    pairs = table.select(["block_number", column]).group_by(["block_number", column]).aggregate([])
-    return [
-        (number, value)
-        for number, value in zip(
-            pairs["block_number"].to_pylist(), pairs[column].to_pylist(), strict=True
-        )
-        if value is not None
-    ]

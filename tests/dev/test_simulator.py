@@ -140,6 +140,7 @@ def test_forwards_single_request_and_counts(make_proxy: Callable[..., FaultProxy
     assert resp.json() == {"jsonrpc": "2.0", "id": 7, "result": "0x7a69"}
     stats = proxy.stats()
     assert len(stats.pop("request_times")) == 1
+    assert stats.pop("request_methods") == ["eth_chainId"]
     assert stats == {
         "requests": 1,
         "methods": {"eth_chainId": 1},

@@ -164,6 +164,8 @@ FAULTS: dict[str, Fault | None] = {  # None: no fault to meet
     "wrong-block-timestamp": stamped("faked", "zeroed"),
     "no-batches": BATCH_REFUSED,
     "batches-of-2": BATCH_REFUSED,
+    # Alone, the checks ask its receipts (audits of a new endpoint) and learn it has none.
+    "no-receipts": Fault("receipts calls", lambda s: s["methods"].get("eth_getBlockReceipts", 0)),
     "liar-behind": LIED,
     "liar-behind-split": LIED,
     "liar-drops": LIED,
@@ -177,6 +179,8 @@ FAULTS: dict[str, Fault | None] = {  # None: no fault to meet
 # verifies answers (headers, blooms, audits across endpoints); tests/dev/test_simulator_liars.py.
 LIARS = {name for name, profile in PROFILES.items() if profile.liar}
 MIXED_ELSEWHERE = {"hostile"} | LIARS
+# Next to an endpoint with eth_getBlockReceipts, no-receipts is never asked for receipts.
+NOTHING_TO_MEET_MIXED = {"no-receipts"}
 ALONE_ELSEWHERE = MIXED_ELSEWHERE | {
     "no-block-timestamp", "wrong-block-timestamp", "no-batches", "batches-of-2",
 }  # fmt: skip
@@ -198,7 +202,7 @@ def profiles(names: set[str], quick: set[str]) -> list:
 
 
 ALONE = profiles(set(PROFILES) - CANNOT_FINISH_ALONE - ALONE_ELSEWHERE, QUICK_ALONE)
-MIXED = profiles(set(PROFILES) - MIXED_ELSEWHERE, QUICK_MIXED)
+MIXED = profiles(set(PROFILES) - MIXED_ELSEWHERE - NOTHING_TO_MEET_MIXED, QUICK_MIXED)
 
 
 def fault_run(name: str, node) -> tuple[int, int, dict]:

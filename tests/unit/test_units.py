@@ -69,6 +69,16 @@ def test_coverage_merges_ranges_as_they_arrive():
     assert coverage.ranges() == [(0, 39), (50, 59)] and coverage.blocks == 50
 
 
+def test_coverage_forgets_a_dropped_range_and_takes_it_again():
+    coverage = Coverage()
+    for lo, hi in [(0, 59), (60, 119), (120, 179)]:
+        coverage.add(lo, hi)
+    coverage.remove(60, 119)  # a distrusted endpoint's answer, fetched again
+    assert coverage.ranges() == [(0, 59), (120, 179)]
+    coverage.add(60, 119)
+    assert coverage.ranges() == [(0, 179)] and coverage.blocks == 180
+
+
 def test_merge_ranges_joins_touching_ranges():
     assert merge_ranges([(10, 19), (0, 9), (30, 39), (35, 40)]) == [(0, 19), (30, 40)]
 

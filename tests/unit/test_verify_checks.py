@@ -24,10 +24,10 @@ from pipeline.store.manifest import Manifest
 from pipeline.store.writer import Holding, Staging, WriterSpec
 from pipeline.verify.audit import KEY_COLUMNS, comparable, differing_blocks
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
+from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
 from pipeline.verify.sources import Source, Sources
 from pipeline.verify.trust import NEW_AUDITS, STRIKES_OUT, Ledger, Standing
-from pipeline.verify.verifier import bloom_excluded
 
 ADDR = "0x" + "ab" * 20
 OTHER_ADDR = "0x" + "cd" * 20
@@ -427,6 +427,14 @@ def test_retiring_the_last_endpoint_fails_every_uncut_range_of_a_plan_with_gaps(
     assert [(t.start, t.end) for t in failed] == [(0, 999), (5000, 5999), (9000, 9999)]
 
 
+def test_the_verifiers_calls_are_owed_once_to_the_endpoints_worker():
+    tasks = board()
+    tasks.lend("a", 3)
+    tasks.lend("a", 2)
+    assert tasks.debt("b") == 0
+    assert tasks.debt("a") == 5 and tasks.debt("a") == 0
+
+
 def test_a_range_reopened_after_the_last_endpoint_is_retired_fails_at_once():
     b = board(endpoints=("a",))
     b.retire("a", fail_rest=True)
@@ -542,7 +550,7 @@ def test_distrust_reopens_every_range_the_endpoint_staged(staging):
 
 def source(rps: float | None = None) -> Source:
     endpoint = Endpoint("a", "http://127.0.0.1:1", "http://127.0.0.1:1", rps=rps)
-    return Source(endpoint, timeout=1.0, on_request=lambda name: None)
+    return Source(endpoint, timeout=1.0, on_request=lambda name, calls, error: None)
 
 
 def test_a_batch_refused_for_its_size_is_sent_again_smaller_and_everything_is_answered():
@@ -584,7 +592,7 @@ def test_an_endpoint_that_lacks_a_block_is_not_picked_for_it_until_it_answers_on
     sources = Sources(
         [Endpoint(n, f"http://127.0.0.1:{i}", "x") for i, n in enumerate("ab")],
         timeout=1.0,
-        on_request=lambda name: None,
+        on_request=lambda name, calls, error: None,
     )
     trusted = lambda name: True  # noqa: E731
     sources.all["b"].lacks(120)

@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pipeline.dev.providers import QUOTAS, THROTTLES, UNAUTHORIZED, Profile, Refusal, batch_refusal
+from pipeline.dev.providers import (
+    METHOD_NOT_FOUND,
+    QUOTAS,
+    THROTTLES,
+    UNAUTHORIZED,
+    Profile,
+    Refusal,
+    batch_refusal,
+)
 from pipeline.dev.simulator.calls import HEAD_METHODS, Calls, ProxyHooks, answer_request
 from pipeline.dev.simulator.faults import FAULTS, TokenBucket, check_profile
 from pipeline.dev.simulator.hostile import HostileAnswers
@@ -182,6 +190,8 @@ class FaultProxy:
             with self._lock:
                 self._refused_batches += 1
             return self._refuse_batch(request, p.batch_limit)
+        if not set(request.methods).isdisjoint(p.missing_methods):
+            return self._refuse(request, "missing", METHOD_NOT_FOUND)
         if kind is not None:
             return self._inject(request, kind, forward)
         if any(throttled) or self._per_call(request):
