@@ -490,8 +490,8 @@ class FakeBoard:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def accept(self, task_id: int) -> bool:
-        self.calls.append(("accept", task_id))
+    def accept(self, task_id: int, rows: int | None = None) -> bool:
+        self.calls.append(("accept", task_id, rows))
         return True
 
     def complete(self, task_id: int, rows: int | None = None) -> None:
@@ -530,7 +530,7 @@ def test_holding_stages_a_passed_batch_under_its_endpoint_and_rejects_a_failed_o
     assert not Path(bad.path).exists() and fragment_path(staging.out, 0, 9).exists()
     assert staging.sources == {(0, 9): "x"}
     assert ("reject", 2, "y", "y answered wrongly", 4) in fake.calls
-    assert ("complete", 1, 1) in fake.calls
+    assert ("accept", 1, 1) in fake.calls and ("complete", 1, None) in fake.calls  # rows learned
 
 
 def test_distrust_reopens_every_range_the_endpoint_staged(staging):
