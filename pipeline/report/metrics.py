@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from pipeline.errors import ConfigError
 from pipeline.messages import (
     Attempt,
+    Checked,
     ConcurrencyChanged,
     EndpointState,
     EndpointStatus,
@@ -92,6 +93,8 @@ class Metrics:
                 self.in_flight.set(event.tasks_in_flight)
             case RunStarted():
                 self._start(event)
+            case Checked(error=kind) if kind is not None:  # a request of the checks failed
+                self.failures.labels(event.endpoint, str(kind)).inc()
 
     def _attempt(self, event: Attempt) -> None:
         self.requests.labels(event.endpoint).inc()

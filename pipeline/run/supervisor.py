@@ -369,8 +369,13 @@ class Supervisor:
     def _check_stalled(self) -> None:
         # Progress is a fetched or stored task; without any for this long, waiting is pointless:
         # every endpoint is failing, out, or behind the blocks still missing.
-        limit = self.config.stall_timeout
         stats = self.stats.values()
+        answering = any(not (s.consecutive_failures or s.out_reason) for s in stats)
+        if answering and self.verifier is not None and self.verifier.busy():
+            # Checks under way end by themselves (their tries and rests are bounded): while an
+            # endpoint answers, the run waits for them, even while they wait on a failing one.
+            self.last_progress = time.monotonic()
+        limit = self.config.stall_timeout
         if any(s.last_error_kind is ErrorKind.RATE_LIMITED for s in stats):
             limit *= THROTTLED_STALL_FACTOR
         slowest = max((1 / e.rps for e in self.config.endpoints if e.rps), default=0.0)

@@ -15,6 +15,7 @@ from pipeline.fetch.rpc import BlockHeader
 from pipeline.verify.sources import HEADER_BATCH, Source, Sources
 
 FLUSH_S = 1.0  # how long a wanted header may wait for others to share its batch request
+QUIET_S = 0.2  # ... unless no other check asked for this long: answers have stopped coming
 MAX_TRIES = 8  # requests a wanted header may miss before its answer's check gives up
 CACHE_HEADERS = 50_000
 
@@ -72,7 +73,7 @@ class Canon:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._ready(), timeout=FLUSH_S / 4)
+                self._cond.wait_for(lambda: self._closed or self._ready(), timeout=QUIET_S / 4)
                 if self._closed:
                     for want in self._wants:
                         want.future.set_exception(RpcError(ErrorKind.CONNECTION, "run ended"))
@@ -94,8 +95,10 @@ class Canon:
             return False
         waiting = sum(len(w.blocks) - len(w.found) for w in self._wants)
         oldest = min(w.since for w in self._wants)
+        newest = max(w.since for w in self._wants)
         crowded = waiting >= HEADER_BATCH or len(self._wants) >= self.crowd
-        return crowded or time.monotonic() - oldest >= FLUSH_S
+        now = time.monotonic()
+        return crowded or now - oldest >= FLUSH_S or now - newest >= QUIET_S
 
     def _serve(self, wants: list[_Want]) -> None:
         """One round: each source asked once for what the wants it may serve lack."""

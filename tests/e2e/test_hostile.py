@@ -78,6 +78,9 @@ def test_hostile_answers_next_to_an_honest_endpoint_kill_no_worker_and_lose_no_l
             to_block=last,
             chunk_size=CHUNK,
             stall_timeout=60.0,
+            # The gate holds the checks' requests to the honest endpoint too (their headers and
+            # audits), which only makes this run slow; the hostile one alone is checked below.
+            verify=False,
         )
     kinds = served(hostile)
     print(f"hostile answers served, by kind: {dict(sorted(kinds.items()))}")
