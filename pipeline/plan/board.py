@@ -319,8 +319,9 @@ def endpoint_of(worker: str) -> str:
     return worker.rsplit("#", 1)[0]
 
 
-# What a call through a Manager proxy raises once the Manager process is gone.
-QUEUE_GONE = (EOFError, ConnectionError)
+# What a call through a Manager proxy raises once the Manager process is gone: a thread's
+# first call opens its own connection, and finds the socket file removed.
+QUEUE_GONE = (EOFError, ConnectionError, FileNotFoundError)
 
 
 class QueueManager(SyncManager):

@@ -286,9 +286,9 @@ class Supervisor:
         except queue.Empty:
             pass
 
-    def _report_progress(self, state: BoardState) -> None:
+    def _report_progress(self, state: BoardState, final: bool = False) -> None:
         now = time.monotonic()
-        if now - self.last_report < PROGRESS_S:
+        if now - self.last_report < PROGRESS_S and not final:
             return
         self.last_report = now
         self.report(
@@ -414,6 +414,8 @@ class Supervisor:
             if error:
                 self.report(Notice(f"could not record the end's block hashes ({error})"))
         self._drain(wait=0)
+        # Checked answers are stored in bursts, often after the last periodic Progress.
+        self._report_progress(self.board.state(), final=True)
         self.failed, self.unfetched = self.board.unfinished()
         try:
             self._finish_output()
