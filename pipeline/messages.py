@@ -64,6 +64,10 @@ class FetchedBatch:
     endpoint: str
     path: str
     rows: int
+    # The worker read the header of every block with logs from its endpoint (for timestamps):
+    # each of the logs' blockHash, no log outside its bloom. The checks need not read them again
+    # from that endpoint.
+    headed: bool = False
 
 
 @dataclass(frozen=True)

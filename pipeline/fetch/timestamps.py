@@ -85,6 +85,14 @@ class HeaderBatches:
                 self.size, self._streak = min(self.ceiling, 2 * self.size), 0
 
 
+class Stamped(NamedTuple):
+    """An answer with its block_timestamp filled, and the headers at hand for its blocks (read
+    from the same endpoint, each of the hash its logs gave)."""
+
+    table: pa.Table
+    headers: dict[int, BlockHeader]
+
+
 class _Block(NamedTuple):
     """One block of an answer: its number and hash (0x), and the blockTimestamp its logs gave:
     the least and greatest value, how many logs gave one, out of how many."""
@@ -126,11 +134,11 @@ class BlockTimestamps:
         self._cache: OrderedDict[int, BlockHeader] = OrderedDict()
         self._lock = threading.Lock()
 
-    def fill(self, client: RpcClient, task: Task, table: pa.Table) -> pa.Table:
+    def fill(self, client: RpcClient, task: Task, table: pa.Table) -> Stamped:
         """`table` with no null block_timestamp; raises the RpcError of a header request that
         failed (the worker reacts to it as to any failed request of the task)."""
         if not table.num_rows:
-            return table
+            return Stamped(table, {})
         blocks = _blocks(table)
         stamped = [b for b in blocks if b.given]
         trusted = self.trusted
@@ -153,7 +161,9 @@ class BlockTimestamps:
         numbers = pa.array([b.number for b in blocks], pa.uint64())
         column = pc.take(pa.array(seconds, pa.int64()), pc.index_in(table["block_number"], numbers))
         at = table.schema.get_field_index("block_timestamp")
-        return table.set_column(at, "block_timestamp", column.cast(TIMESTAMP_TYPE))
+        return Stamped(
+            table.set_column(at, "block_timestamp", column.cast(TIMESTAMP_TYPE)), headers
+        )
 
     def headers(self, client: RpcClient, task: Task, blocks: list[int]) -> dict[int, BlockHeader]:
         """Fresh headers of `blocks` (no cache: near the head they may change), in batches as

@@ -9,6 +9,7 @@ the request window (window) and the endpoint's head.
 from __future__ import annotations
 
 import os
+import random
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config.endpoints import scrub
 from pipeline.errors import ErrorKind, RpcError
@@ -26,7 +28,7 @@ from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.health import CircuitBreaker
 from pipeline.fetch.ratecontrol import Throttle
 from pipeline.fetch.reactions import HEADER_REACTIONS, REACTIONS
-from pipeline.fetch.rpc import RpcClient
+from pipeline.fetch.rpc import BlockHeader, RpcClient
 from pipeline.fetch.spec import WorkerSpec
 from pipeline.fetch.timestamps import BlockTimestamps
 from pipeline.fetch.validate import check_batch, check_not_removed
@@ -49,10 +51,11 @@ from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.plan.chunks import split_point
 from pipeline.store.files import write_result
 from pipeline.store.layout import incoming_path, worker_crash_log
+from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.headproof import proof_blocks, prove
 
 # Hands a fetched task's table to the writer; raises OSError when the writer cannot take it.
-Deliver = Callable[[Task, pa.Table], None]
+Deliver = Callable[[Task, pa.Table, bool], None]  # the table, and FetchedBatch.headed
 
 CLAIM_WAIT_S = 0.5
 HEAD_REFRESH_S = 2.0  # how stale the endpoint's head may be before we ask again when we need it
@@ -125,6 +128,7 @@ class EndpointWorker:
             record=self._record,
             notice=lambda text: self.events.put(Notice(text)),
         )
+        self._rng = random.Random()  # which topics of an answer are held against the blooms
 
     def guarded_loop(self) -> None:
         """The fetch loop; a lost queue ends the process quietly, any other crash with its
@@ -265,27 +269,34 @@ class EndpointWorker:
     def _stamp_and_deliver(self, client: RpcClient, task: Task, table: pa.Table) -> None:
         """Fill the block timestamps (from headers where the logs lack them) and deliver."""
         try:
-            table = self.timestamps.fill(client, task, table)
+            table, headers = self.timestamps.fill(client, task, table)
         except RpcError as err:
             self.react(client, task, err, header=True)
             return
-        self._deliver(task, table)
+        self._deliver(task, table, self.spec.verify and self._headed(table, headers))
 
-    def _deliver(self, task: Task, table: pa.Table) -> None:
+    def _headed(self, table: pa.Table, headers: dict[int, BlockHeader]) -> bool:
+        """Whether the headers read for timestamps cover every block with logs, and no log is
+        outside its block's bloom (else the checks read the headers and judge)."""
+        if not table.num_rows or len(headers) < len(pc.unique(table["block_number"])):
+            return False
+        return bloom_excluded(table, headers, self._rng) is None
+
+    def _deliver(self, task: Task, table: pa.Table, headed: bool) -> None:
         self.throttle.on_success()
         self.breaker.record_success()
         self._set_state(EndpointStatus.ACTIVE, "")
         self.window.succeeded(task.blocks)
         # The lease stays ours until the writer has stored the batch: if we die now, it is redone.
         try:
-            self.deliver(task, table)
+            self.deliver(task, table, headed)
         except OSError as exc:
             self.board.retry(task)
             # The disk is the writer's business: say it once, as the writer would, and stop.
             self.events.put(WriterFailed(f"cannot write to {self.spec.output}: {exc.strerror}"))
             self.stopped = True
 
-    def _deliver_file(self, task: Task, table: pa.Table) -> None:
+    def _deliver_file(self, task: Task, table: pa.Table, headed: bool) -> None:
         """The default delivery: the table as a result file in the output folder, its name
         queued for the writer."""
         path = incoming_path(self.spec.output, os.getpid(), task.task_id)
@@ -294,7 +305,7 @@ class EndpointWorker:
         except OSError:
             path.unlink(missing_ok=True)
             raise
-        self.results.put(FetchedBatch(task, self.name, str(path), table.num_rows))
+        self.results.put(FetchedBatch(task, self.name, str(path), table.num_rows, headed))
 
     def react(
         self,

@@ -135,7 +135,9 @@ class WriterActor:
             events.flush()
         return 0
 
-    def store(self, task: Task, endpoint: str, table: pa.Table) -> tuple[int, str] | None:
+    def store(
+        self, task: Task, endpoint: str, table: pa.Table, headed: bool = False
+    ) -> tuple[int, str] | None:
         """Queue one fetched table for run(), waiting while the queue is full; (errno,
         strerror) if it cannot be written."""
         path = incoming_path(self._output, os.getpid(), next(self._names))
@@ -144,7 +146,7 @@ class WriterActor:
         except OSError as exc:
             path.unlink(missing_ok=True)
             return exc.errno or 0, exc.strerror or str(exc)
-        self._results.put(FetchedBatch(task, endpoint, str(path), table.num_rows))
+        self._results.put(FetchedBatch(task, endpoint, str(path), table.num_rows, headed))
         return None
 
     def put(self, message: WriterMessage | None, timeout: float) -> bool:
@@ -166,9 +168,10 @@ class ObjectStoreDelivery:
         self._writer = writer
         self._endpoint = endpoint
 
-    def __call__(self, task: Task, table: pa.Table) -> None:
+    def __call__(self, task: Task, table: pa.Table, headed: bool) -> None:
         """Hand one task's table to the writer; raises OSError when it cannot be written."""
-        failed = ray.get(self._writer.store.remote(task, self._endpoint, ray.put(table)))
+        stored = self._writer.store.remote(task, self._endpoint, ray.put(table), headed)
+        failed = ray.get(stored)
         if failed is not None:
             raise OSError(*failed)
 

@@ -156,7 +156,12 @@ class Verifier:
         hashes = block_hashes(table)
         last = max(hashes, default=task.start - 1)
         tail = list(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
-        headers = self.canon.get(self._affordable(name, tail, sorted(hashes)), avoid=name)
+        source = self._header_source(name, task.end)
+        # Headers its worker read for timestamps are those this source would give: not again.
+        shared = batch.headed and source.name == name
+        headers = self.canon.get(
+            self._affordable(source, tail, [] if shared else sorted(hashes)), avoid=name
+        )
         wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
         self.events.put(Checked(name, Check.HASH, bool(wrong)))
         if wrong:
@@ -263,12 +268,15 @@ class Verifier:
         self.sources.wait(source)
         return source.ask(1, lambda c: fetch_range(c, batch.task, self.spec).table)
 
-    def _affordable(self, name: str, first: list[int], then: list[int]) -> set[int]:
-        """The blocks whose headers a check of `name`'s answer reads: `first` and `then`, or
-        as many as its header source's share of --rps has room for, `first` first and a
-        sample of `then` (a check never queues behind a rate limit)."""
-        upto = max(first + then, default=None)
-        source = self.sources.pick({name}, self.ledger.trusted, upto=upto) or self.sources.all[name]
+    def _header_source(self, name: str, upto: int) -> Source:
+        """Who reads the headers for a check of `name`'s answer: another endpoint that has the
+        blocks up to `upto`, else `name` itself."""
+        return self.sources.pick({name}, self.ledger.trusted, upto=upto) or self.sources.all[name]
+
+    def _affordable(self, source: Source, first: list[int], then: list[int]) -> set[int]:
+        """The blocks whose headers a check reads: `first` and `then`, or as many as the
+        `source`'s share of --rps has room for, `first` first and a sample of `then` (a check
+        never queues behind a rate limit)."""
         room = source.room(len(first) + len(then))
         if room >= len(first) + len(then):
             return set(first) | set(then)

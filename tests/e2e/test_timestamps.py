@@ -21,6 +21,7 @@ from pipeline.fetch.convert import log_schema
 from pipeline.fetch.timestamps import CHECK_EVERY
 from pipeline.messages import Notice
 from pipeline.store.layout import LOGS_DIR
+from pipeline.verify.verifier import TAIL_BLOCKS
 
 FIRST, LAST = 1, 600  # ~12,000 logs of the seeded node
 CHUNK = 100
@@ -93,18 +94,25 @@ def test_every_row_has_its_block_headers_timestamp_whatever_the_endpoint_sends(
         assert stats["refused_batches"] >= 1
 
 
-def test_headers_are_asked_only_for_blocks_with_logs_and_each_once(node, seeded, proxy, tmp_path):
-    # One emitter's logs: blocks without any lie between those with some.
+@pytest.mark.parametrize("verify", [False, True], ids=["trusting", "checking"])
+def test_headers_are_asked_only_for_blocks_with_logs_and_each_once(
+    node, seeded, proxy, tmp_path, verify
+):
+    # One emitter's logs: blocks without any lie between those with some. With the checks on
+    # and no other endpoint, they use the headers the worker read for the timestamps, and read
+    # only the last blocks of each answer (TAIL_BLOCKS, where a truncated answer shows).
     address = seeded.contracts[2]
     served = proxy(PROFILES["no-block-timestamp"])
-    result = run(tmp_path, served, addresses=[address])
+    result = run(tmp_path, served, addresses=[address], verify=verify)
     assert_equals_node(result, tmp_path, node, FIRST, LAST, addresses=[address])
     assert_timestamps_are_the_nodes(node, tmp_path)
     with_logs = {row[0] for row in node_rows(node, FIRST, LAST, addresses=[address])}
     assert 0 < len(with_logs) < LAST - FIRST + 1 - TIP_BLOCKS  # the test means something
     asked = served.stats()["header_blocks"]
     tip = set(range(LAST - TIP_BLOCKS + 1, LAST + 1))
-    assert with_logs <= set(asked) and set(asked) - with_logs <= tip
+    ends = [*range(CHUNK - 1, LAST, CHUNK), LAST]  # tasks are aligned to multiples of CHUNK
+    tails = {end - i for end in ends for i in range(TAIL_BLOCKS)} if verify else set()
+    assert with_logs <= set(asked) and set(asked) - with_logs <= tip | tails
     assert all(asked[b] == 1 for b in with_logs - tip)  # the end's hashes ask the tip again
     # Each call is counted in the proxy's methods too, batched or not.
     assert served.stats()["methods"]["eth_getBlockByNumber"] >= len(with_logs)

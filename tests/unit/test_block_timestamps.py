@@ -125,7 +125,7 @@ def test_without_block_timestamps_each_block_with_logs_gets_its_header_once(hex_
     table = table_of(blocks, timestamps={}, hex_output=hex_output)
     node = Node()
     filler, seen = stamps()
-    filled = filler.fill(node, TASK, table)
+    filled = filler.fill(node, TASK, table).table
     assert seconds(filled) == truth(table) and filled["block_timestamp"].null_count == 0
     assert filled.schema == table.schema
     assert node.requests == [[100, 103, 150, 199]]  # one batch, blocks without logs left out
@@ -138,11 +138,13 @@ def test_an_honest_endpoint_is_checked_at_its_first_answer_then_once_in_fifty():
     node = Node()
     filler, seen = stamps()
     table = table_of([100, 101, 150])
-    assert seconds(filler.fill(node, TASK, table)) == truth(table)
+    assert seconds(filler.fill(node, TASK, table).table) == truth(table)
     assert node.requests == [[150]]  # the last block of the answer
     for i in range(1, 3 * CHECK_EVERY + 1):
         blocks = [200 + 3 * i, 201 + 3 * i]
-        assert seconds(filler.fill(node, TASK, table_of(blocks))) == [stamp(b) for b in blocks]
+        assert seconds(filler.fill(node, TASK, table_of(blocks)).table) == [
+            stamp(b) for b in blocks
+        ]
     assert len(node.requests) == 1 + 3  # the 50th, 100th and 150th answer after the first
     assert seen.notices == [] and filler.trusted
 
@@ -151,7 +153,7 @@ def test_an_answer_without_logs_asks_nothing():
     node = Node()
     filler, _ = stamps()
     empty = table_of([])
-    assert filler.fill(node, TASK, empty).equals(empty) and node.requests == []
+    assert filler.fill(node, TASK, empty).table.equals(empty) and node.requests == []
 
 
 def test_logs_with_zero_or_no_timestamp_take_their_blocks_header_only():
@@ -159,7 +161,7 @@ def test_logs_with_zero_or_no_timestamp_take_their_blocks_header_only():
     filler, _ = stamps()
     filler.checked = True  # no check due in this answer
     table = table_of([100, 101, 101, 102, 103], timestamps={100: stamp(100), 101: "0x0"})
-    filled = filler.fill(node, TASK, table)
+    filled = filler.fill(node, TASK, table).table
     assert seconds(filled) == truth(table)
     assert node.requests == [[101, 102, 103]] and filler.trusted
 
@@ -169,13 +171,13 @@ def test_an_hour_late_everywhere_is_caught_by_the_check_and_never_believed_again
     filler, seen = stamps()
     late = {b: stamp(b) + 3600 for b in range(100, 200)}
     table = table_of([100, 120, 140], timestamps=late)
-    filled = filler.fill(node, TASK, table)
+    filled = filler.fill(node, TASK, table).table
     assert seconds(filled) == truth(table)  # this answer too: replaced from the headers
     assert not filler.trusted and len(seen.notices) == 1
     assert "node: blockTimestamp disagrees" in seen.notices[0]
     assert node.requests == [[140], [100, 120]]
     table = table_of([160, 180], timestamps=late)
-    assert seconds(filler.fill(node, TASK, table)) == truth(table)
+    assert seconds(filler.fill(node, TASK, table).table) == truth(table)
     assert node.asked() == [100, 120, 140, 160, 180] and len(seen.notices) == 1
 
 
@@ -192,7 +194,7 @@ def test_timestamps_that_contradict_each_other_are_caught_without_a_header(rows)
     filler, seen = stamps()
     filler.checked = True  # no check due in this answer
     table = logs_table(rows)
-    assert seconds(filler.fill(node, TASK, table)) == truth(table)
+    assert seconds(filler.fill(node, TASK, table).table) == truth(table)
     assert not filler.trusted and len(seen.notices) == 1
     assert node.requests == [[100, 110, 120]]
 
@@ -203,7 +205,7 @@ def test_a_header_already_known_checks_the_answer_for_free():
     filler.fill(node, TASK, table_of([100, 101], timestamps={}))  # headers of 100 and 101 known
     filler.checked = True
     table = table_of([101, 102], timestamps={101: stamp(101) + 5, 102: stamp(102) + 5})
-    assert seconds(filler.fill(node, TASK, table)) == truth(table)
+    assert seconds(filler.fill(node, TASK, table).table) == truth(table)
     assert not filler.trusted and node.requests == [[100, 101], [102]]
 
 
@@ -237,7 +239,7 @@ def test_refused_batches_shrink_to_single_requests_and_every_request_is_counted(
     node = Node(batch_limit=0)
     filler, seen = stamps()
     blocks = list(range(100, 200))
-    table = filler.fill(node, TASK, table_of(blocks, timestamps={}))
+    table = filler.fill(node, TASK, table_of(blocks, timestamps={})).table
     assert seconds(table) == truth(table)
     sizes = [len(r) for r in node.requests]
     assert sizes[:5] == [50, 25, 12, 6, 3] and set(sizes[5:]) == {1, 2}
@@ -284,7 +286,7 @@ def test_a_throttled_call_fails_the_request_but_keeps_what_it_brought():
         filler.fill(node, TASK, table)
     assert raised.value.kind is ErrorKind.RATE_LIMITED
     node.throttled.clear()
-    assert seconds(filler.fill(node, TASK, table)) == truth(table)
+    assert seconds(filler.fill(node, TASK, table).table) == truth(table)
     assert node.requests == [[100, 150, 199], [150]]
 
 
