@@ -175,9 +175,9 @@ class TaskBoard:
                 self._failed[task.task_id] = task
 
     def accept(self, task_id: int, rows: int | None = None) -> bool:
-        """The writer asks to store a batch: True (and nobody else may fetch it any more) unless
-        the task was already stored, given up, or replaced by pieces. `rows`: the plan sizes
-        the next tasks from it now (the writer holds the batch through its checks)."""
+        """The writer asks to store a batch of `rows` logs: True (and nobody else may fetch it
+        any more) unless the task was already stored, given up, or replaced by pieces. The plan
+        sizes the next tasks from `rows` at once, not when the checks are done."""
         with self._cond:
             lease = self._leases.pop(task_id, None)
             task = lease[1] if lease else self._take_pending(task_id)
@@ -231,15 +231,11 @@ class TaskBoard:
                 return task
         return None
 
-    def complete(self, task_id: int, rows: int | None = None) -> None:
-        """The writer stored an accepted task holding `rows` logs; the plan sizes the tasks it
-        cuts next from that."""
+    def complete(self, task_id: int) -> None:
+        """The writer stored an accepted task."""
         with self._cond:
-            task = self._storing.pop(task_id, None)
-            if task is not None:
+            if self._storing.pop(task_id, None) is not None:
                 self._done += 1
-                if rows is not None:
-                    self._plan.learn(task.blocks, rows)
                 self._cond.notify_all()
 
     def release(self, worker: str) -> int:

@@ -135,11 +135,11 @@ def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> Task
     """Stage one batch unless its task was stored already or replaced by pieces (a dead
     worker's task fetched twice, or cut after the worker died holding it)."""
     task, result = batch.task, Path(batch.path)
-    if not board.accept(task.task_id):
+    if not board.accept(task.task_id, batch.rows):
         result.unlink(missing_ok=True)
         return None
     staging.add(result, task.start, task.end, batch.rows)
-    board.complete(task.task_id, batch.rows)
+    board.complete(task.task_id)
     return TaskWritten(task, batch.endpoint, batch.rows)
 
 
@@ -168,7 +168,7 @@ class Holding:
         task = batch.task
         if verdict.ok:
             self.staging.add(Path(batch.path), task.start, task.end, batch.rows, batch.endpoint)
-            self.board.complete(task.task_id)  # its rows were learned when it was held
+            self.board.complete(task.task_id)
             self.events.put(TaskWritten(task, batch.endpoint, batch.rows))
             return
         Path(batch.path).unlink(missing_ok=True)

@@ -120,7 +120,7 @@ class Canon:
         neighbour must not stall the checks."""
         own = self.sources.all[avoid]
         source = self.sources.pick({avoid}, self.trusted, upto=upto) or own
-        unwell = source.failing() or source.resting() > FLUSH_S
+        unwell = source.failures > 0 or source.resting() > FLUSH_S
         if unwell and own.health() < source.health() and self.trusted(avoid):
             source = own
         self.sources.wait(source)

@@ -61,13 +61,8 @@ class Source:
         self._local = threading.local()
         self._lock = threading.Lock()
 
-    def failing(self) -> bool:
-        """Whether its last request failed (not for the batch's size)."""
-        with self._lock:
-            return self.failures > 0
-
     def health(self) -> tuple[bool, int]:
-        """Lower is better: resting or not, then failures in a row."""
+        """Lower is better: resting or not, then failures in a row (not for a batch's size)."""
         return self.resting() > 0, self.failures
 
     def resting(self) -> float:
@@ -216,7 +211,7 @@ class Sources:
     ) -> Source | None:
         """The best endpoint not in `avoid` that may have block `upto` (and has
         eth_getBlockReceipts, if `receipts`): trusted before suspect, awake before resting,
-        answering before failing, then the one that rests least; None when there is no
+        then by failures in a row, then the one that rests least; None when there is no
         other."""
         avoid = set(avoid)
         usable = [
@@ -229,9 +224,7 @@ class Sources:
         ]
         if not usable:
             return None
-        return min(
-            usable, key=lambda s: (not trusted(s.name), s.resting() > 0, s.failing(), s.resting())
-        )
+        return min(usable, key=lambda s: (not trusted(s.name), *s.health(), s.resting()))
 
     def wait(self, source: Source) -> None:
         """Sleep out the source's rest."""

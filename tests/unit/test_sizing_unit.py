@@ -64,8 +64,8 @@ def drive(
         if in_flight and (len(in_flight) >= lag or task is None):
             done = in_flight.popleft()
             rows = logs_in(density, done)
-            assert board.accept(done.task_id)
-            board.complete(done.task_id, rows)
+            assert board.accept(done.task_id, rows)
+            board.complete(done.task_id)
             stored.append((done, rows))
         if task is None and not in_flight and board.state().pending == 0:
             return stored
