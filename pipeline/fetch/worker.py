@@ -129,6 +129,7 @@ class EndpointWorker:
             notice=lambda text: self.events.put(Notice(text)),
         )
         self._rng = random.Random()  # which topics of an answer are held against the blooms
+        self.has_receipts = True  # until it says eth_getBlockReceipts is not there
 
     def guarded_loop(self) -> None:
         """The fetch loop; a lost queue ends the process quietly, any other crash with its
@@ -253,13 +254,16 @@ class EndpointWorker:
             return
 
         def receipts(block: int) -> list[dict]:
+            if not self.has_receipts:
+                return []  # no eth_getBlockReceipts here: the bloom cannot be settled
             self._sleep(self.throttle.reserve())
             try:
                 logs = client.block_logs(block)
             except RpcError as err:
                 if err.kind is not ErrorKind.PERMANENT:
                     raise
-                return []  # no eth_getBlockReceipts here: the bloom cannot be settled
+                self.has_receipts = False  # hardhat, ganache, older nodes: never ask again
+                return []
             self._record(True, client, task)
             return logs
 

@@ -379,11 +379,12 @@ def test_a_header_that_is_not_the_blocks_is_refused(result, kind):
 # --- the worker: filled before delivery, and a failed header request is the task's -------------
 
 
-def worker_and_client(mocker, tmp_path, logs: pa.Table):
+def worker_and_client(mocker, tmp_path, logs: pa.Table, verify: bool = False):
     """An EndpointWorker on mocked queues, and a client whose eth_getLogs answer is `logs`."""
     config = build_config(rpc=["a=http://127.0.0.1:9"], output=tmp_path, env={})
     spec = WorkerSpec("a#0", config.endpoints[0], config.log_filter, 1, False, 1.0, 3,
-                      output=tmp_path, to_block=TASK.end, head=TASK.end)  # fmt: skip
+                      output=tmp_path, to_block=TASK.end, head=TASK.end,
+                      verify=verify)  # fmt: skip
     (tmp_path / INCOMING_DIR).mkdir(parents=True)
     board, results, events = mocker.Mock(), mocker.Mock(), mocker.Mock()
     worker = EndpointWorker(spec, board, results, events)
@@ -417,6 +418,21 @@ def test_the_worker_delivers_logs_with_their_headers_timestamps(mocker, tmp_path
     (batch,) = [c.args[0] for c in worker.results.put.call_args_list]
     assert seconds(read_fragment(Path(batch.path))) == truth(logs)
     assert attempts_of(worker.events) == [(True, None), (True, None)]  # eth_getLogs, headers
+
+
+def test_near_the_head_a_node_without_block_receipts_is_asked_for_them_once(mocker, tmp_path):
+    # hardhat and ganache have no eth_getBlockReceipts: every empty block near the head whose
+    # bloom may match would ask again, and be refused again.
+    worker, client = worker_and_client(mocker, tmp_path, table_of([100]), verify=True)
+    full = b"\xff" * 256  # a bloom that may match any filter
+    headers = lambda blocks: ({b: BlockHeader(block_hash(b), stamp(b), full) for b in blocks}, None)  # noqa: E731
+    mocker.patch.object(client, "block_headers", side_effect=headers)
+    missing = RpcError(ErrorKind.PERMANENT, "code -32601: method eth_getBlockReceipts not found")
+    asked = mocker.patch.object(client, "block_logs", side_effect=missing)
+    worker.fetch(client, TASK)
+    worker.fetch(client, TASK)
+    assert asked.call_count == 1
+    assert len(worker.results.put.call_args_list) == 2  # both answers are believed
 
 
 def test_a_failed_header_request_retries_the_task_and_never_splits_it(mocker, tmp_path):
