@@ -3,6 +3,7 @@ the logs of a few blocks read from eth_getBlockReceipts and filtered here."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from http import HTTPStatus
 
@@ -15,6 +16,7 @@ from pipeline.fetch.classify import classify_rpc_error, decode_response
 from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.validate import check_not_removed
+from pipeline.plan.chunks import TARGET_LOGS
 
 # What an answer says of the chain: block_timestamp and chain_id are ours, not the provider's.
 KEY_COLUMNS = (
@@ -31,6 +33,9 @@ KEY_COLUMNS = (
     "data",
 )
 RECEIPT_BLOCKS = 20  # blocks one receipts audit of a trusted endpoint reads
+# Logs of an answer whose blocks' receipts one audit of a new or suspect endpoint reads: a whole
+# answer of the planned size (plan.chunks.TARGET_LOGS), a sample of the blocks of a larger one.
+AUDIT_LOGS = TARGET_LOGS
 
 
 def comparable(table: pa.Table, blocks: set[int] | None = None) -> pa.Table:
@@ -57,6 +62,25 @@ def _by_block(table: pa.Table) -> dict[int, list[tuple]]:
     for row in zip(*columns, strict=True):
         rows[row[0]].append(row)
     return rows
+
+
+def blocks_within(table: pa.Table, blocks: range, most_logs: int, rng: random.Random) -> list[int]:
+    """`blocks` in random order, as many as hold at most `most_logs` of the answer's logs (at
+    least one): receipts are read and parsed log by log."""
+    counts = table.group_by("block_number").aggregate([("block_number", "count")])
+    logs = dict(
+        zip(
+            counts["block_number"].to_pylist(),
+            counts["block_number_count"].to_pylist(),
+            strict=True,
+        )
+    )
+    chosen, total = [], 0
+    for block in rng.sample(blocks, len(blocks)):
+        if total + logs.get(block, 0) <= most_logs or not chosen:
+            chosen.append(block)
+            total += logs.get(block, 0)
+    return chosen
 
 
 def receipts_table(

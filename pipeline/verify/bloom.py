@@ -4,12 +4,14 @@ log's address and topics set three of them. A bloom never leaves out what its bl
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from pipeline.hashing import keccak256
 
 BLOOM_BYTES = 256
 
 
+@lru_cache(maxsize=1 << 16)  # addresses and topic0s recur in every answer: hashed once
 def bloom_bits(item: bytes) -> tuple[int, int, int]:
     """The three bit positions `item` (an address or a topic, raw bytes) sets: the low 11 bits
     of the first three byte pairs of its keccak-256."""

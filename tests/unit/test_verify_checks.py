@@ -22,7 +22,7 @@ from pipeline.store.files import write_result
 from pipeline.store.layout import fragment_path
 from pipeline.store.manifest import Manifest
 from pipeline.store.writer import Holding, Staging, WriterSpec
-from pipeline.verify.audit import KEY_COLUMNS, comparable, differing_blocks
+from pipeline.verify.audit import KEY_COLUMNS, blocks_within, comparable, differing_blocks
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
@@ -334,6 +334,30 @@ def test_headers_without_a_bloom_are_skipped():
     logs.append(log(303, 9, topics=[OTHER_TOPIC], address=OTHER_ADDR))
     assert bloom_excluded(table(logs), headers, random.Random(0)) is None
     assert bloom_excluded(table([]), {}, random.Random(0)) is None
+
+
+def test_a_receipts_audit_of_a_large_answer_reads_blocks_holding_at_most_its_log_budget():
+    logs = [log(300 + i // 10, i % 10) for i in range(200)]  # blocks 300-319, 10 logs each
+    answer = table(logs)
+    for seed in range(5):
+        chosen = blocks_within(answer, range(290, 330), 55, random.Random(seed))
+        with_logs = [b for b in chosen if 300 <= b <= 319]
+        assert len(with_logs) == 5 and len(set(chosen)) == len(chosen)
+        assert set(range(290, 300)) | set(range(320, 330)) <= set(chosen)  # empty ones cost 0
+    assert sorted(blocks_within(answer, range(290, 330), 10_000, random.Random(0))) == list(
+        range(290, 330)
+    )
+    assert len(blocks_within(answer, range(300, 301), 1, random.Random(0))) == 1  # at least one
+
+
+def test_blocks_whose_header_was_not_read_are_not_judged():
+    logs = good_logs(50)  # blocks 300-309
+    headers = headers_for(logs)
+    del headers[305]  # a check reads a sample of the headers under --rps
+    logs += [log(305, 9, topics=[OTHER_TOPIC]), log(299, 0, topics=[OTHER_TOPIC])]
+    assert bloom_excluded(table(logs), headers, random.Random(0)) is None
+    logs.append(log(309, 9, topics=[OTHER_TOPIC]))
+    assert bloom_excluded(table(logs), headers, random.Random(0)) == 309
 
 
 # --- the board: reject, reopen, retire -----------------------------------------------------
