@@ -148,8 +148,10 @@ def contender(
         if firsts and lasts:
             result.startup_s = min(firsts) - result.started
             result.shutdown_s = result.ended - max(lasts)
+        stats = [p.stats() for p in proxies]
+        result.extra["requests"] = f"{sum(s['requests'] for s in stats):,}"
         if any(p.profile.rps_cap for p in proxies):
-            result.extra["429s"] = str(sum(p.stats()["throttled"] for p in proxies))
+            result.extra["429s"] = str(sum(s["throttled"] for s in stats))
     return result
 
 
@@ -170,11 +172,17 @@ class EndpointSetting:
 
 
 def ours(
-    settings: Sequence[EndpointSetting], start: int, end: int, chunk: int | None, work: Path
+    settings: Sequence[EndpointSetting],
+    start: int,
+    end: int,
+    chunk: int | None,
+    work: Path,
+    flags: Sequence[str] = (),
 ) -> tuple[list[str], Path]:
     """The CLI command for this tool over `settings` (written as a TOML --config), and the
-    folder its logs land in; `chunk` None leaves the task size to the tool (adaptive)."""
-    label = "+".join(s.name for s in settings)
+    folder its logs land in; `chunk` None leaves the task size to the tool (adaptive);
+    `flags`: more of the command's flags (--no-verify)."""
+    label = "+".join(s.name for s in settings) + "".join(flags)
     config, output = work / f"{label}.toml", work / f"out-{label}"
     config.write_text("\n".join(s.toml() for s in settings))
     command = [sys.executable, "-m", "pipeline", "backfill", "--config", str(config)]
@@ -184,7 +192,7 @@ def ours(
         command = ["env", "-C", str(work), f"PYTHONPATH={other}", *command]
     command += ["--from-block", str(start), "--to-block", str(end)]
     command += ["--chunk-size", str(chunk)] if chunk is not None else []
-    command += ["--output", str(output), "--quiet", "--overwrite"]
+    command += ["--output", str(output), "--quiet", "--overwrite", *flags]
     return command, output / LOGS_DIR
 
 
@@ -216,6 +224,7 @@ def has_cryo() -> bool:
 
 
 NO_CRYO = "cryo: not installed, skipped (pip install cryo to include it)"
+NO_VERIFY = "--no-verify"  # the answers' checks off: what they cost, beside the default run
 
 
 # --- cpu ------------------------------------------------------------------------------------
@@ -241,6 +250,11 @@ def run_cpu(args: argparse.Namespace, work: Path) -> str:
         # Default flags first (no --chunk-size, no --concurrency): what a user gets.
         command, output = ours([EndpointSetting("default", node.url)], start, end, None, work)
         name = "pipeline, default flags"
+        results.append(contender(name, command, output, expected, period=CPU_SAMPLE_S))
+        # What the checks of the answers (on by default) cost.
+        setting = EndpointSetting("default", node.url)
+        command, output = ours([setting], start, end, None, work, [NO_VERIFY])
+        name = f"pipeline, default flags but {NO_VERIFY}"
         results.append(contender(name, command, output, expected, period=CPU_SAMPLE_S))
         concurrency = args.cpu_concurrency
         for n in (1, 3):
@@ -318,7 +332,9 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
         start, end = seeded.first_block, seeded.last_block
         expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
 
-        def run(chosen: Sequence[Provider], name: str, tuned: bool = False) -> Measurement:
+        def run(
+            chosen: Sequence[Provider], name: str, tuned: bool = False, flags: Sequence[str] = ()
+        ) -> Measurement:
             # Default flags: only what a user knows of a provider, its cap (--rps) and the
             # task size under test; tuned: also the requests in flight.
             with contextlib.ExitStack() as stack:
@@ -327,12 +343,14 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
                     EndpointSetting(p.name, x.url, p.rps, p.concurrency if tuned else None)
                     for p, x in zip(chosen, proxies, strict=True)
                 ]
-                command, output = ours(settings, start, end, chunk, work)
+                command, output = ours(settings, start, end, chunk, work, flags)
                 return contender(name, command, output, expected, proxies)
 
         alone = [run([p], f"pipeline, {p.name} alone, default flags") for p in providers]
         together = run(providers, "pipeline, all three, default flags")
-        results = [*alone, together]
+        # What the checks of the answers (on by default) cost, in requests and time.
+        unchecked = run(providers, f"pipeline, all three, {NO_VERIFY}", flags=[NO_VERIFY])
+        results = [*alone, together, unchecked]
         if args.provider_tuned:
             results.append(run(providers, "pipeline, all three, tuned --concurrency", True))
         best = providers[max(range(len(alone)), key=lambda i: alone[i].logs_per_second)]
