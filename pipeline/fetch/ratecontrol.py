@@ -91,6 +91,16 @@ class Throttle:
         with self._lock:
             self.rate = min(self.rate or rate, rate)
 
+    def cap(self, ceiling: float) -> None:
+        """A new ceiling: the rate follows it up from where it was at the old one, or down to
+        it; a rate lowered by throttling stays where it is, below both."""
+        with self._lock:
+            if self.rate is not None and self.ceiling is not None and self.rate >= self.ceiling:
+                self.rate = ceiling
+            elif self.rate is not None:
+                self.rate = min(self.rate, ceiling)
+            self.ceiling = ceiling
+
     def backlog(self) -> float:
         """Seconds from now to the next free slot: how far ahead requests are booked (or
         paused)."""

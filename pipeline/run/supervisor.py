@@ -267,6 +267,8 @@ class Supervisor:
             state = self.board.state()
             if self.fatal or state.settled:
                 return
+            if self.verifier is not None:  # nothing being fetched: the checks may use it all
+                self.verifier.fetching(state.pending > 0 or state.leased > 0)
             self._report_progress(state)
             if self.signal and not self.stopping:
                 self.report(

@@ -61,6 +61,13 @@ class Source:
         self._local = threading.local()
         self._lock = threading.Lock()
 
+    def share(self, fraction: float) -> None:
+        """Pace within `fraction` of the endpoint's --rps from now on (a rate lowered by its
+        throttling stays low, and rises with success up to that)."""
+        if not self.endpoint.rps:
+            return
+        self.throttle.cap(self.endpoint.rps * fraction)
+
     def health(self) -> tuple[bool, int]:
         """Lower is better: resting or not, then failures in a row (not for a batch's size)."""
         return self.resting() > 0, self.failures

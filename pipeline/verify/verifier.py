@@ -47,7 +47,7 @@ from pipeline.verify.audit import (
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.canon import Canon
 from pipeline.verify.headproof import block_hashes, filter_may_match
-from pipeline.verify.sources import THROTTLED_RATE, Source, Sources
+from pipeline.verify.sources import THROTTLED_RATE, VERIFY_SHARE, Source, Sources
 from pipeline.verify.trust import Ledger, Standing
 
 # Most of a check is waiting for headers that many answers share in one batch: enough threads
@@ -119,6 +119,12 @@ class Verifier:
             source.throttle.limit(THROTTLED_RATE)  # the checks yield to the worker
         if event.state in (EndpointStatus.THROTTLED, EndpointStatus.CIRCUIT_OPEN):
             source.pause(event.pause_s)  # not a backoff after one fault: checks rest on their own
+
+    def fetching(self, busy: bool) -> None:
+        """Whether any task is waiting or being fetched: if not, the checks left may use each
+        endpoint's whole --rps (its worker has nothing to send)."""
+        for source in self.sources.all.values():
+            source.share(VERIFY_SHARE if busy else 1.0)
 
     def close(self) -> None:
         """Stop: checks under way end without a verdict (the writer is gone by then)."""

@@ -612,6 +612,21 @@ def test_on_an_endpoint_with_rps_the_checks_book_only_their_share_two_seconds_ah
     assert source(rps=None).room(5000) == 5000  # without --rps nothing is sampled
 
 
+def test_once_nothing_is_fetched_the_checks_may_use_the_whole_rps_but_not_a_throttled_one():
+    paced = source(rps=100)
+    assert paced.throttle.rate == 10  # a tenth while the worker fetches
+    paced.share(1.0)  # its worker has nothing left to send
+    assert paced.throttle.rate == 100 and paced.room(500) == 200
+    paced.share(0.1)  # a task came back
+    assert paced.throttle.rate == 10
+    paced.throttled(RpcError(ErrorKind.RATE_LIMITED, "too many requests"), 1)
+    paced.share(1.0)
+    assert paced.throttle.rate == 1.0  # it rises again with success, up to the whole --rps
+    unpaced = source(rps=None)
+    unpaced.share(1.0)
+    assert unpaced.throttle.rate is None
+
+
 def test_an_endpoint_that_lacks_a_block_is_not_picked_for_it_until_it_answers_one():
     sources = Sources(
         [Endpoint(n, f"http://127.0.0.1:{i}", "x") for i, n in enumerate("ab")],
