@@ -18,6 +18,7 @@ from pipeline.messages import Report
 from pipeline.report.console import make_console
 from pipeline.report.verdict import print_result
 from pipeline.run.api import RunResult, run_backfill
+from pipeline.run.lifecycle import lean_memory
 
 F = Callable[..., Any]
 
@@ -98,6 +99,9 @@ def _run(
     config: BackfillConfig, quiet: bool, verbose: bool, metrics_port: int | None, metrics_host: str
 ) -> RunResult:
     """The backfill, reported to the console and, with a metrics port, to Prometheus."""
+    # This process is the command's own. Its checks run on many threads at once: two arenas
+    # would make them queue for malloc.
+    lean_memory(arenas=False)
     with contextlib.ExitStack() as stack:
         reports: list[Report] = [stack.enter_context(make_console(quiet, verbose))]
         if metrics_port is not None:

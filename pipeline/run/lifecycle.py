@@ -7,6 +7,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,14 +41,24 @@ def run_child(main: Callable[..., None], supervisor_pid: int, *args: object) -> 
 
 def init_child(supervisor_pid: int) -> None:
     """Ignore Ctrl-C/SIGTERM (the supervisor shuts us down in order), exit if it dies, and keep
-    glibc to a few malloc arenas."""
-    _bound_malloc_arenas()
+    memory lean (lean_memory)."""
+    lean_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(supervisor_pid,), daemon=True).start()
 
 
-def _bound_malloc_arenas() -> None:
+def lean_memory(arenas: bool = True) -> None:
+    """Have pyarrow (if this process uses it) allocate with glibc's malloc, kept to a few
+    arenas unless `arenas` is False: for a process of this tool (the run's children, the
+    CLI's own)."""
+    if (pyarrow := sys.modules.get("pyarrow")) is not None:
+        # pyarrow's default, mimalloc, keeps a heap per thread: with the verifier's threads,
+        # 1M logs peaked at ~470 MB PSS for the tree and 5.4 CPU s, against ~320 MB and 4.4 s
+        # this way (measured).
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    if not arenas:
+        return
     # glibc gives each thread that meets contention its own arena (up to 8 per core) and keeps
     # what an answer freed there for reuse: a worker whose fetch threads each parsed a few big
     # answers held ~360 MB instead of ~200 MB (1M logs, measured). Two arenas cost nothing in
