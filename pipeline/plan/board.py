@@ -23,15 +23,21 @@ class BoardState:
     """A consistent snapshot of the queue's counters."""
 
     pending: int
-    leased: int
+    leased: int  # being fetched, or fetched and held by the writer (`held` of them)
     done: int
     failed: int
     closed: bool
+    held: int = 0  # fetched, and waiting for their checks
 
     @property
     def settled(self) -> bool:
         """No task is waiting or in flight (everything done, failed, or held back by close)."""
         return self.leased == 0 and (self.pending == 0 or self.closed)
+
+    @property
+    def fetching(self) -> bool:
+        """Some task is waiting or being fetched (not only checked)."""
+        return self.leased > self.held or (self.pending > 0 and not self.closed)
 
 
 class TaskBoard:
@@ -294,6 +300,7 @@ class TaskBoard:
                 self._done,
                 len(self._failed),
                 self._closed,
+                len(self._storing),
             )
 
     def unfinished(self) -> tuple[list[Task], list[Task]]:

@@ -268,7 +268,7 @@ class Supervisor:
             if self.fatal or state.settled:
                 return
             if self.verifier is not None:  # nothing being fetched: the checks may use it all
-                self.verifier.fetching(state.pending > 0 or state.leased > 0)
+                self.verifier.fetching(state.fetching)
             self._report_progress(state)
             if self.signal and not self.stopping:
                 self.report(
@@ -400,6 +400,8 @@ class Supervisor:
     def _shutdown(self) -> None:
         if self.fatal:
             self.board.abort(self.fatal)
+        if self.verifier is not None:  # what is left is checking what was fetched
+            self.verifier.fetching(False)
         self._stop_workers()
         aborted = lambda: self.force_stop  # noqa: E731 - a second Ctrl-C cuts the waits short
         join_all([w.process for w in self.workers], self.config.timeout + JOIN_GRACE_S, aborted)

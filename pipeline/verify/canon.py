@@ -16,6 +16,7 @@ from pipeline.verify.sources import HEADER_BATCH, Source, Sources
 
 FLUSH_S = 1.0  # how long a wanted header may wait for others to share its batch request
 QUIET_S = 0.2  # ... unless no other check asked for this long: answers have stopped coming
+QUIET_END_S = 0.02  # ... shorter once nothing is being fetched: no answer is coming any more
 MAX_TRIES = 8  # requests a wanted header may miss before its answer's check gives up
 CACHE_HEADERS = 50_000
 
@@ -43,6 +44,7 @@ class Canon:
         self._wants: list[_Want] = []
         self._cond = threading.Condition()
         self._closed = False
+        self.quiet_s = QUIET_S  # see fetching()
         self._thread = threading.Thread(target=self._run, name="canon", daemon=True)
         self._thread.start()
 
@@ -59,6 +61,12 @@ class Canon:
             self._cond.notify_all()
         return found | want.future.result()
 
+    def fetching(self, busy: bool) -> None:
+        """Whether answers may still come: if not, what is wanted is asked almost at once."""
+        with self._cond:
+            self.quiet_s = QUIET_S if busy else QUIET_END_S
+            self._cond.notify_all()
+
     def forget(self, block: int) -> None:
         """Drop a cached header (a dispute asks every endpoint afresh)."""
         with self._cond:
@@ -73,7 +81,7 @@ class Canon:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._ready(), timeout=QUIET_S / 4)
+                self._cond.wait_for(lambda: self._closed or self._ready(), timeout=QUIET_END_S)
                 if self._closed:
                     for want in self._wants:
                         want.future.set_exception(RpcError(ErrorKind.CONNECTION, "run ended"))
@@ -98,7 +106,7 @@ class Canon:
         newest = max(w.since for w in self._wants)
         crowded = waiting >= HEADER_BATCH or len(self._wants) >= self.crowd
         now = time.monotonic()
-        return crowded or now - oldest >= FLUSH_S or now - newest >= QUIET_S
+        return crowded or now - oldest >= FLUSH_S or now - newest >= self.quiet_s
 
     def _serve(self, wants: list[_Want]) -> None:
         """One round: each source asked once for what the wants it may serve lack."""

@@ -97,6 +97,19 @@ def test_accept_takes_a_released_task_off_the_queue_and_counts_it_once():
     assert b.state().settled and b.state().done == 1
 
 
+def test_a_task_held_for_its_checks_is_in_flight_but_no_longer_being_fetched():
+    b = board()
+    task = b.claim("a#0", 0)
+    assert b.state().fetching
+    b.accept(task.task_id, rows=5)  # the writer holds it until its checks pass
+    state = b.state()
+    assert not state.settled and state.held == 1
+    assert state.fetching == (state.pending > 0)
+    while (more := b.claim("a#0", 0)) is not None:
+        b.accept(more.task_id, rows=5)
+    assert not b.state().fetching and not b.state().settled
+
+
 def test_unfinished_lists_tasks_being_stored():
     b = board()
     task = b.claim("a#0", 0)
