@@ -91,6 +91,7 @@ class Verifier:
         # Work on every log of an answer, on one thread: Arrow's allocator keeps a heap per
         # thread, and 64 of them held ~200 MB more (1M logs, measured).
         self._crunch = ThreadPoolExecutor(1, thread_name_prefix="verify-logs")
+        self._closed = False
         for i in range(THREADS):
             threading.Thread(target=self._serve, name=f"verify-{i}", daemon=True).start()
 
@@ -129,6 +130,7 @@ class Verifier:
 
     def close(self) -> None:
         """Stop: checks under way end without a verdict (the writer is gone by then)."""
+        self._closed = True
         self.canon.close()
         self._crunch.shutdown(wait=False)
         for _ in range(THREADS):
@@ -150,8 +152,9 @@ class Verifier:
             # Not the answer's fault: it is fetched again, which costs it one attempt.
             verdict = Verdict(batch.task.task_id, False, f"could not be verified: {exc}")
         except Exception as exc:  # a bug here must not hold the task forever
-            self.events.put(Notice(f"verifying task {batch.task.task_id} failed: {exc!r}"))
             verdict = Verdict(batch.task.task_id, False, f"could not be verified: {exc!r}")
+            if not self._closed:  # after close(), what fails is the run's end, not a check
+                self.events.put(Notice(f"verifying task {batch.task.task_id} failed: {exc!r}"))
         finally:
             with self._lock:
                 self._busy -= 1
