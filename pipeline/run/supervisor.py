@@ -327,7 +327,8 @@ class Supervisor:
                 self.verifier.submit(event.batch)
             case Checked():
                 self.stats[event.endpoint].record_check(event)
-                self.last_progress = time.monotonic()  # checking held answers is progress too
+                if event.error is None:  # a check's request that failed is not progress
+                    self.last_progress = time.monotonic()  # checking held answers is
             case Unstaged():
                 self.stats[event.endpoint].record_unstaged(event)
                 self.written.remove(event.start, event.end)  # fetched again, written again

@@ -19,6 +19,8 @@ from pipeline.fetch.rpc import RawResponse, RpcClient
 from pipeline.fetch.worker import EndpointWorker, WorkerSpec, fetch_range
 from pipeline.messages import (
     Attempt,
+    Check,
+    Checked,
     EndpointState,
     EndpointStatus,
     Event,
@@ -266,3 +268,15 @@ def test_a_rate_limited_endpoint_still_stalls_the_run_in_the_end(tmp_path):
     supervisor._check_stalled()
     assert supervisor.fatal.startswith("no block was fetched for 50s")
     assert "a: rate_limited: slow" in supervisor.fatal
+
+
+@pytest.mark.parametrize(("error", "stalls"), [(ErrorKind.CONNECTION, True), (None, False)])
+def test_a_failed_request_of_the_checks_is_not_progress_but_an_answered_one_is(
+    tmp_path, error, stalls
+):
+    # A lone endpoint that died leaves its held answers' checks retrying: that must not keep
+    # the run from ending at its stall timeout.
+    supervisor = stalled_supervisor(tmp_path, 10.0 * 2)
+    supervisor._handle(Checked("a", Check.REQUEST, error=error))
+    supervisor._check_stalled()
+    assert bool(supervisor.fatal) is stalls
