@@ -11,7 +11,6 @@ from pipeline.hashing import keccak256
 BLOOM_BYTES = 256
 
 
-@lru_cache(maxsize=1 << 16)  # addresses and topic0s recur in every answer: hashed once
 def bloom_bits(item: bytes) -> tuple[int, int, int]:
     """The three bit positions `item` (an address or a topic, raw bytes) sets: the low 11 bits
     of the first three byte pairs of its keccak-256."""
@@ -19,10 +18,16 @@ def bloom_bits(item: bytes) -> tuple[int, int, int]:
     return tuple((((digest[i] << 8) | digest[i + 1]) & 2047) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
+@lru_cache(maxsize=1 << 16)  # addresses and topic0s recur in every answer: hashed once
+def bloom_positions(item: bytes) -> tuple[tuple[int, int], ...]:
+    """Where `item`'s three bits are in a 256-byte bloom: (byte index, bit mask) each."""
+    # Bit 0 is the lowest bit of the bloom's last byte: the bloom is one big-endian number.
+    return tuple((BLOOM_BYTES - 1 - bit // 8, 1 << (bit % 8)) for bit in bloom_bits(item))
+
+
 def may_contain(bloom: bytes, item: bytes) -> bool:
     """False only when the block certainly holds no log with this address or topic."""
-    # Bit 0 is the lowest bit of the bloom's last byte: the bloom is one big-endian number.
-    return all(bloom[BLOOM_BYTES - 1 - bit // 8] >> (bit % 8) & 1 for bit in bloom_bits(item))
+    return all(bloom[byte] & mask for byte, mask in bloom_positions(item))
 
 
 def may_match(bloom: bytes, addresses: Iterable[bytes], topics: Iterable[Iterable[bytes]]) -> bool:
@@ -42,6 +47,6 @@ def bloom_of(items: Iterable[bytes]) -> bytes:
     """The bloom of these addresses and topics (for tests and the simulator)."""
     value = bytearray(BLOOM_BYTES)
     for item in items:
-        for bit in bloom_bits(item):
-            value[BLOOM_BYTES - 1 - bit // 8] |= 1 << (bit % 8)
+        for byte, mask in bloom_positions(item):
+            value[byte] |= mask
     return bytes(value)

@@ -81,13 +81,15 @@ class Canon:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._ready(), timeout=QUIET_END_S)
+                while not self._closed:
+                    due = self._due()
+                    if due is not None and due <= 0:
+                        break
+                    self._cond.wait(due)  # a new want, fetching() or close() wake it early
                 if self._closed:
                     for want in self._wants:
                         want.future.set_exception(RpcError(ErrorKind.CONNECTION, "run ended"))
                     return
-                if not self._ready():
-                    continue
                 wants, self._wants = self._wants, []
             try:
                 self._serve(wants)
@@ -98,15 +100,16 @@ class Canon:
             with self._cond:
                 self._wants = [w for w in wants if not w.future.done()] + self._wants
 
-    def _ready(self) -> bool:
+    def _due(self) -> float | None:
+        """Seconds until the wants should be asked for (0 or less: now; None: nothing wanted)."""
         if not self._wants:
-            return False
+            return None
         waiting = sum(len(w.blocks) - len(w.found) for w in self._wants)
+        if waiting >= HEADER_BATCH or len(self._wants) >= self.crowd:
+            return 0.0
         oldest = min(w.since for w in self._wants)
         newest = max(w.since for w in self._wants)
-        crowded = waiting >= HEADER_BATCH or len(self._wants) >= self.crowd
-        now = time.monotonic()
-        return crowded or now - oldest >= FLUSH_S or now - newest >= self.quiet_s
+        return min(oldest + FLUSH_S, newest + self.quiet_s) - time.monotonic()
 
     def _serve(self, wants: list[_Want]) -> None:
         """One round: each source asked once for what the wants it may serve lack."""
