@@ -91,15 +91,24 @@ class Throttle:
         with self._lock:
             self.rate = min(self.rate or rate, rate)
 
-    def cap(self, ceiling: float) -> None:
+    def cap(self, ceiling: float) -> float:
         """A new ceiling: the rate follows it up from where it was at the old one, or down to
-        it; a rate lowered by throttling stays where it is, below both."""
+        it; a rate lowered by throttling stays where it is, below both. Slots booked ahead
+        come closer by as much as the rate rose; returns that factor (1: unchanged)."""
         with self._lock:
+            was = self.rate
             if self.rate is not None and self.ceiling is not None and self.rate >= self.ceiling:
                 self.rate = ceiling
             elif self.rate is not None:
                 self.rate = min(self.rate, ceiling)
             self.ceiling = ceiling
+            if not was or not self.rate or self.rate <= was:
+                return 1.0
+            factor = was / self.rate
+            now = self._clock()
+            if self._next_slot > now:
+                self._next_slot = now + (self._next_slot - now) * factor
+            return factor
 
     def backlog(self) -> float:
         """Seconds from now to the next free slot: how far ahead requests are booked (or

@@ -63,10 +63,15 @@ class Source:
 
     def share(self, fraction: float) -> None:
         """Pace within `fraction` of the endpoint's --rps from now on (a rate lowered by its
-        throttling stays low, and rises with success up to that)."""
+        throttling stays low, and rises with success up to that); slots booked at a lower
+        pace come sooner."""
         if not self.endpoint.rps:
             return
-        self.throttle.cap(self.endpoint.rps * fraction)
+        factor = self.throttle.cap(self.endpoint.rps * fraction)
+        if factor < 1:  # what room() booked at the old pace comes sooner too
+            now = time.monotonic()
+            with self._lock:
+                self._booked = deque(min(t, now + (t - now) * factor) for t in self._booked)
 
     def health(self) -> tuple[bool, int]:
         """Lower is better: resting or not, then failures in a row (not for a batch's size)."""

@@ -627,6 +627,15 @@ def test_once_nothing_is_fetched_the_checks_may_use_the_whole_rps_but_not_a_thro
     assert unpaced.throttle.rate is None
 
 
+def test_slots_booked_at_the_checks_share_come_sooner_once_they_may_use_the_whole_rps():
+    paced = source(rps=10)  # 1 call a second for the checks while the worker fetches
+    assert paced.room(2) == 2  # booked: now and 1 s from now
+    assert 1.9 < paced.throttle.backlog() <= 2.0
+    paced.share(1.0)  # 10 calls a second: what was booked 1-2 s ahead is 0.1-0.2 s ahead
+    assert paced.throttle.backlog() <= 0.2
+    assert paced._slots(2) <= 0.2
+
+
 def test_an_endpoint_that_lacks_a_block_is_not_picked_for_it_until_it_answers_one():
     sources = Sources(
         [Endpoint(n, f"http://127.0.0.1:{i}", "x") for i, n in enumerate("ab")],
