@@ -4,7 +4,10 @@
 #   scripts/test.sh --quick [PYTEST ARGS]  ruff and the tests not marked slow (under 2 minutes)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
-args=()
+# One pytest process per core (-n auto): most of a test's time is waiting (backoffs, latency),
+# and each has its own anvil. The Ray tests share one cluster, so they run in one process
+# (--dist loadgroup with their xdist_group). `-n 0` after it runs everything in one process.
+args=(-n auto --dist loadgroup)
 for arg in "$@"; do
   if [ "$arg" = "--quick" ]; then
     args+=(-m "not slow")

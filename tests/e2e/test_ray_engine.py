@@ -17,6 +17,10 @@ from pipeline.messages import Notice, TaskWritten, WorkerStarted
 from pipeline.store.layout import LOGS_DIR
 from pipeline.store.manifest import load_manifest
 
+# One cluster per test process, and Ray's fixed ports allow one on a machine: under xdist, all
+# of these run in one process.
+pytestmark = pytest.mark.xdist_group("ray")
+
 CHUNK = 100  # 30 tasks over the seeded 3000 blocks
 FILE_BLOCKS = 1000  # several final files, so that their names and ranges are compared too
 
