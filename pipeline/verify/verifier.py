@@ -1,9 +1,9 @@
 """The verifier: runs in the supervisor process and checks every batch the writer holds before
 it is staged. Its block hashes against headers from another endpoint, its logs against their
 blocks' blooms, and (by the endpoint's standing in trust.Ledger) its rows against another
-endpoint's answer or the block receipts; a third source settles a disagreement. A wrong answer
-is dropped and fetched again, and its endpoint becomes suspect (everything it staged is fetched
-again from the others), then out."""
+endpoint's answer or the block receipts (auditor.Auditor; a third source settles a
+disagreement). A wrong answer is dropped and fetched again, and its endpoint becomes suspect
+(everything it staged is fetched again from the others), then out."""
 
 from __future__ import annotations
 
@@ -20,8 +20,6 @@ import pyarrow as pa
 
 from pipeline.config.settings import BackfillConfig
 from pipeline.errors import ErrorKind, RpcError
-from pipeline.fetch.answers import fetch_range
-from pipeline.fetch.rpc import RpcClient
 from pipeline.fetch.spec import WorkerSpec
 from pipeline.messages import (
     Check,
@@ -37,13 +35,7 @@ from pipeline.messages import (
 )
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.store.files import read_fragment
-from pipeline.verify.audit import (
-    AUDIT_LOGS,
-    RECEIPT_BLOCKS,
-    blocks_within,
-    differing_blocks,
-    receipts_table,
-)
+from pipeline.verify.auditor import Auditor
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.canon import Canon
 from pipeline.verify.headproof import block_hashes, filter_may_match
@@ -83,6 +75,7 @@ class Verifier:
                 self.sources.all[name].head = head
         self.canon = Canon(self.sources, self.ledger.trusted, crowd=THREADS - AUDITS_AT_ONCE)
         self._rng = random.Random(1)
+        self.auditor = Auditor(spec, self.sources, self.ledger, events, self._strike, self._rng)
         self._busy = 0
         self._lock = threading.Lock()
         self._audits = threading.Semaphore(AUDITS_AT_ONCE)
@@ -190,20 +183,21 @@ class Verifier:
         excluded = self._crunch.submit(bloom_excluded, table, headers, self._rng).result()
         self.events.put(Checked(name, Check.BLOOM, excluded is not None))
         if excluded is not None:
-            return self._wrong(batch, Check.BLOOM, f"block {excluded}: a log its bloom excludes")
+            detail = f"block {excluded}: a log its bloom excludes"
+            return self.auditor.wrong(batch, Check.BLOOM, detail)
         doubtful = [
             b for b in tail if b in headers and filter_may_match(headers[b].bloom, spec.log_filter)
         ]
-        source = self._receipts_source(name, task.end)
+        source = self.auditor.receipts_source(name, task.end)
         if source is not None:
             doubtful = doubtful[: source.room(len(doubtful))]
         if doubtful and source:  # no logs where the bloom says there may be: receipts settle it
-            verdict = self._against_receipts(batch, table, doubtful, source, Check.BLOOM)
+            verdict = self.auditor.against_receipts(batch, table, doubtful, source, Check.BLOOM)
             if not verdict.ok:
                 return verdict
         if self.ledger.audit_due(name):
             with self._audits:
-                return self._audit(batch, table)
+                return self.auditor.audit(batch, table)
         return Verdict(task.task_id, True)
 
     def _dispute(self, batch: FetchedBatch, block: int, claimed: str) -> Verdict:
@@ -222,72 +216,7 @@ class Verifier:
             # The header first read was the odd one (a reorg, or its source): fetch again.
             return Verdict(batch.task.task_id, False, f"block {block}: hashes disagree (a reorg?)")
         detail = f"block {block}: blockHash {claimed[:12]}… is not the block's"
-        return self._wrong(batch, Check.HASH, detail)
-
-    def _audit(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
-        """Fetch the task again from another endpoint and compare; a third source settles."""
-        task, name = batch.task, batch.endpoint
-        auditor = self.sources.pick({name}, self.ledger.trusted, upto=task.end)
-        if auditor is None:
-            return self._audit_receipts(batch, table)
-        if not auditor.room(1):
-            return Verdict(task.task_id, True)  # its share of --rps is booked: no audit now
-        other = self._logs_from(auditor, batch)
-        differ = differing_blocks(table, other)
-        self.events.put(Checked(name, Check.AUDIT, bool(differ)))
-        if not differ:
-            return Verdict(task.task_id, True)
-        judge = self.sources.pick({name, auditor.name}, self.ledger.trusted, upto=task.end)
-        blocks = set(differ[:RECEIPT_BLOCKS])
-        if judge is not None:
-            third, how = self._logs_from(judge, batch), judge.name
-        elif auditor.has_receipts:
-            third, how = self._receipts_from(auditor, sorted(blocks)), "the block receipts"
-        else:
-            return Verdict(task.task_id, False, f"blocks {differ[0]}…: the endpoints disagree")
-        answer_right = not differing_blocks(table, third, blocks)
-        auditor_right = not differing_blocks(other, third, blocks)
-        shown = ", ".join(map(str, differ[:3]))
-        if auditor_right and not answer_right:
-            detail = f"blocks {shown}: rows differ from {auditor.name} and {how}"
-            return self._wrong(batch, Check.AUDIT, detail)
-        if answer_right and not auditor_right:
-            self._strike(auditor.name, Check.AUDIT, f"blocks {shown}: rows differ from {name}")
-            return Verdict(task.task_id, True)
-        return Verdict(task.task_id, False, f"blocks {shown}: the endpoints disagree")
-
-    def _audit_receipts(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
-        """With no other endpoint: compare the answer with the endpoint's receipts, every
-        block while it is new or suspect (as many as hold AUDIT_LOGS of the answer's logs, in
-        an answer larger than that), some blocks with logs once it is trusted."""
-        task, name = batch.task, batch.endpoint
-        source = self.sources.all[name]
-        if not source.has_receipts:
-            return Verdict(task.task_id, True)  # nothing to audit it against (noticed once)
-        if self.ledger.standing(name) is Standing.TRUSTED:
-            with_logs = sorted(block_hashes(table))
-            blocks = self._rng.sample(with_logs, min(RECEIPT_BLOCKS, len(with_logs)))
-        else:
-            blocks = blocks_within(table, range(task.start, task.end + 1), AUDIT_LOGS, self._rng)
-        blocks = sorted(blocks[: source.room(len(blocks))])
-        return self._against_receipts(batch, table, blocks, source, Check.AUDIT)
-
-    def _against_receipts(
-        self, batch: FetchedBatch, table: pa.Table, blocks: list[int], source: Source, check: Check
-    ) -> Verdict:
-        """Compare the answer's logs of `blocks` with the receipts `source` gives of them."""
-        if not blocks:
-            return Verdict(batch.task.task_id, True)
-        differ = differing_blocks(table, self._receipts_from(source, blocks), set(blocks))
-        self.events.put(Checked(batch.endpoint, check, bool(differ)))
-        if differ:
-            detail = f"blocks {', '.join(map(str, differ[:3]))}: rows differ from the receipts"
-            return self._wrong(batch, check, detail)
-        return Verdict(batch.task.task_id, True)
-
-    def _logs_from(self, source: Source, batch: FetchedBatch) -> pa.Table:
-        self.sources.wait(source)
-        return source.ask(1, lambda c: fetch_range(c, batch.task, self.spec).table)
+        return self.auditor.wrong(batch, Check.HASH, detail)
 
     def _header_source(self, name: str, upto: int) -> Source:
         """Who reads the headers for a check of `name`'s answer: another endpoint that has the
@@ -302,36 +231,6 @@ class Verifier:
         if room >= len(first) + len(then):
             return set(first) | set(then)
         return set(first[:room]) | set(self._rng.sample(then, max(0, room - len(first))))
-
-    def _receipts_source(self, name: str, upto: int) -> Source | None:
-        """Who reads receipts for a check of `name`'s answer: another endpoint with them, else
-        `name` itself; None when no endpoint has eth_getBlockReceipts."""
-        own = self.sources.all[name]
-        return self.sources.pick({name}, self.ledger.trusted, receipts=True, upto=upto) or (
-            own if own.has_receipts else None
-        )
-
-    def _receipts_from(self, source: Source, blocks: list[int]) -> pa.Table:
-        """The matching logs of `blocks` from `source`'s receipts, in batches it takes."""
-        self.sources.wait(source)
-        spec = self.spec
-
-        def read(client: RpcClient, chunk: list[int]) -> pa.Table:
-            return receipts_table(client, chunk, spec.log_filter, spec.chain_id, spec.hex_output)
-
-        try:
-            return pa.concat_tables(source.in_batches(blocks, read))
-        except RpcError as err:
-            if err.kind is ErrorKind.PERMANENT and source.has_receipts:
-                source.has_receipts = False  # the checks that need receipts ask another
-                self.events.put(Notice(f"{source.name} has no eth_getBlockReceipts: {err}"))
-            raise
-
-    def _wrong(self, batch: FetchedBatch, check: Check, detail: str) -> Verdict:
-        """The batch's answer was wrong: a strike for its endpoint; the task is fetched again."""
-        self._strike(batch.endpoint, check, detail)
-        reason = f"{batch.endpoint} answered wrongly: {detail}"
-        return Verdict(batch.task.task_id, False, reason, liar=batch.endpoint)
 
     def _strike(self, name: str, check: Check, detail: str) -> None:
         was = self.ledger.standing(name)
