@@ -327,8 +327,10 @@ class Supervisor:
                 self.verifier.submit(event.batch)
             case Checked():
                 self.stats[event.endpoint].record_check(event)
-                if event.error is None:  # a check's request that failed is not progress
-                    self.last_progress = time.monotonic()  # checking held answers is
+                # Checking held answers is progress; a request of the checks that failed is not
+                # (a dead endpoint's checks retrying must not hold off the stall timeout).
+                if event.error is None:
+                    self.last_progress = time.monotonic()
             case Unstaged():
                 self.stats[event.endpoint].record_unstaged(event)
                 self.written.remove(event.start, event.end)  # fetched again, written again
