@@ -27,13 +27,26 @@ def check_batch(table: pa.Table, task: Task, log_filter: LogFilter, hex_output: 
     )
     if pc.count_distinct(key).as_py() != table.num_rows:
         _reject("returned the same log twice")
-    wanted = [
+    for column, values in _wanted(log_filter):
+        if not pc.all(pc.is_in(table[column], _value_set(values, hex_output))).as_py():
+            _reject(f"returned logs whose {column} does not match the filter")
+
+
+def matching(table: pa.Table, log_filter: LogFilter, hex_output: bool) -> pa.Table:
+    """The rows of `table` that the filter matches (logs read from block receipts hold every
+    log of their blocks)."""
+    for column, values in _wanted(log_filter):
+        table = table.filter(pc.is_in(table[column], _value_set(values, hex_output)))
+    return table
+
+
+def _wanted(log_filter: LogFilter) -> list[tuple[str, tuple[str, ...]]]:
+    """The filter's conditions: a column, and the values one of which it must hold."""
+    columns = [
         ("address", log_filter.addresses),
         *zip(TOPIC_COLUMNS, log_filter.topics, strict=True),
     ]
-    for column, values in wanted:
-        if values and not pc.all(pc.is_in(table[column], _value_set(values, hex_output))).as_py():
-            _reject(f"returned logs whose {column} does not match the filter")
+    return [(column, values) for column, values in columns if values]
 
 
 def check_not_removed(logs: list[dict]) -> None:

@@ -14,8 +14,9 @@ from pipeline.config.settings import LogFilter
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.classify import classify_rpc_error, decode_response
 from pipeline.fetch.convert import logs_to_table
+from pipeline.fetch.nativelogs import body_to_table
 from pipeline.fetch.rpc import RpcClient
-from pipeline.fetch.validate import check_not_removed
+from pipeline.fetch.validate import check_not_removed, matching
 from pipeline.plan.chunks import TARGET_LOGS
 
 # What an answer says of the chain: block_timestamp and chain_id are ours, not the provider's.
@@ -66,7 +67,7 @@ def _by_block(table: pa.Table) -> dict[int, list[tuple]]:
 
 def blocks_within(table: pa.Table, blocks: range, most_logs: int, rng: random.Random) -> list[int]:
     """`blocks` in random order, as many as hold at most `most_logs` of the answer's logs (at
-    least one): receipts are read and parsed log by log."""
+    least one): the receipts of a block hold every log of it, and are read whole."""
     counts = table.group_by("block_number").aggregate([("block_number", "count")])
     logs = dict(
         zip(
@@ -94,9 +95,16 @@ def receipts_table(
     plain call for one block (some endpoints take no batch)."""
     logs = client.block_logs(blocks[0]) if len(blocks) == 1 else _batch_logs(client, blocks)
     with client.reading("the block receipts"):
-        logs = [log for log in logs if log_filter.matches(log)]
         check_not_removed(logs)
-        return logs_to_table(logs, chain_id, hex_output)
+        return matching(_table_of(logs, chain_id, hex_output), log_filter, hex_output)
+
+
+def _table_of(logs: list[dict], chain_id: int, hex_output: bool) -> pa.Table:
+    """The logs as a table: written back as an eth_getLogs answer for the fast parsers (no
+    Python object per log), or one by one when they refuse it."""
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "result": logs})
+    table = body_to_table(body, chain_id, hex_output)
+    return table if table is not None else logs_to_table(logs, chain_id, hex_output)
 
 
 def _batch_logs(client: RpcClient, blocks: list[int]) -> list[dict]:

@@ -22,7 +22,14 @@ from pipeline.store.files import write_result
 from pipeline.store.layout import fragment_path
 from pipeline.store.manifest import Manifest
 from pipeline.store.writer import Holding, Staging, WriterSpec
-from pipeline.verify.audit import KEY_COLUMNS, blocks_within, comparable, differing_blocks
+from pipeline.verify import audit
+from pipeline.verify.audit import (
+    KEY_COLUMNS,
+    blocks_within,
+    comparable,
+    differing_blocks,
+    receipts_table,
+)
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
@@ -348,6 +355,31 @@ def test_a_receipts_audit_of_a_large_answer_reads_blocks_holding_at_most_its_log
         range(290, 330)
     )
     assert len(blocks_within(answer, range(300, 301), 1, random.Random(0))) == 1  # at least one
+
+
+@pytest.mark.parametrize("hex_output", [False, True])
+@pytest.mark.parametrize("fast", [True, False])
+def test_receipts_give_the_filters_logs_as_the_careful_path_would(mocker, hex_output, fast):
+    receipts = [
+        log(5, 0),
+        log(5, 1, topics=[OTHER_TOPIC]),  # the filter's address, another topic0
+        log(5, 2, address=OTHER_ADDR),  # another contract's log in the same block
+        log(5, 3, topics=[TOPIC, OTHER_TOPIC], data="0x" + "ee" * 40),
+        log(5, 4, topics=[]),  # an anonymous log: no topic0 at all
+    ]
+    client = mocker.MagicMock()  # reading() is a context manager
+    client.block_logs.return_value = receipts
+    if fast:
+        parsed = mocker.spy(audit, "body_to_table")
+    else:  # the fast parsers refuse the body: one dict per log instead
+        mocker.patch.object(audit, "body_to_table", return_value=None)
+    got = receipts_table(client, [5], FILTER, 1, hex_output)
+    if fast:
+        assert parsed.spy_return is not None
+    wanted = [receipts[0], receipts[3]]
+    assert got.select(list(KEY_COLUMNS)).equals(
+        logs_to_table(wanted, 1, hex_output).select(list(KEY_COLUMNS))
+    )
 
 
 def test_blocks_whose_header_was_not_read_are_not_judged():
