@@ -169,13 +169,17 @@ class Check(enum.StrEnum):
 @dataclass(frozen=True)
 class Checked:
     """Verifier -> supervisor: one check of `endpoint` and whether its answer failed it; for a
-    request the checks made of it, how it failed (None: answered)."""
+    request the checks made of it, how it failed (None: answered); for a hash check, how many
+    of the answer's blocks with logs a header confirmed, and how many were left out (a sample
+    within --rps)."""
 
     endpoint: str
     check: Check
     mismatch: bool = False
     detail: str = ""
     error: ErrorKind | None = None
+    confirmed: int = 0
+    unconfirmed: int = 0
 
 
 @dataclass(frozen=True)

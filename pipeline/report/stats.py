@@ -91,6 +91,10 @@ class EndpointStats:
     suspect: bool = False  # the verifier caught it answering wrongly
     checks: Counter[Check] = field(default_factory=Counter)
     mismatches: Counter[Check] = field(default_factory=Counter)
+    # Blocks with logs, over the answers checked, whose hash a header confirmed; and those the
+    # checks' sample left out (only under --rps, or an endpoint that throttles).
+    hashes_confirmed: int = 0
+    hashes_unconfirmed: int = 0
     concurrency: ConcurrencyTrace = field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +141,8 @@ class EndpointStats:
             self.errors[checked.error] += 1  # the endpoint failed the checks' request
         if checked.mismatch:
             self.mismatches[checked.check] += 1
+        self.hashes_confirmed += checked.confirmed
+        self.hashes_unconfirmed += checked.unconfirmed
 
     def record_written(self, written: TaskWritten) -> None:
         """Credit a stored task to the endpoint that fetched it."""
@@ -179,6 +185,8 @@ class EndpointStats:
             "hash_mismatches": self.mismatches[Check.HASH],
             "bloom_mismatches": self.mismatches[Check.BLOOM],
             "verify_requests": self.checks[Check.REQUEST],
+            "hashes_confirmed": self.hashes_confirmed,
+            "hashes_unconfirmed": self.hashes_unconfirmed,
         }
 
 

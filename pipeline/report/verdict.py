@@ -24,4 +24,19 @@ def print_result(result: Verdict, quiet: bool = False) -> None:
         click.echo("")
         click.echo(format_table(result.summary["endpoints"]))
         click.echo("")
+        if line := hash_coverage(result.summary["endpoints"]):
+            click.echo(line)
     click.echo(result.message, err=result.exit_code != 0)
+
+
+def hash_coverage(endpoints: list[dict]) -> str:
+    """A line saying how many blocks' hashes the checks confirmed, when they read only a sample
+    (within --rps); empty when they confirmed every one."""
+    confirmed = sum(e.get("hashes_confirmed", 0) for e in endpoints)
+    left_out = sum(e.get("hashes_unconfirmed", 0) for e in endpoints)
+    if not left_out:
+        return ""
+    return (
+        f"block hashes confirmed against headers: {confirmed:,} of {confirmed + left_out:,} "
+        "blocks with logs (within --rps the checks read a sample)"
+    )

@@ -177,7 +177,9 @@ class Verifier:
             self._affordable(source, tail, [] if shared else sorted(hashes)), avoid=name
         )
         wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
-        self.events.put(Checked(name, Check.HASH, bool(wrong)))
+        confirmed = len(hashes) if shared else sum(b in headers for b in hashes)
+        counts = {"confirmed": confirmed, "unconfirmed": len(hashes) - confirmed}
+        self.events.put(Checked(name, Check.HASH, bool(wrong), **counts))
         if wrong:
             return self._dispute(batch, wrong[0], hashes[wrong[0]])
         excluded = self._crunch.submit(bloom_excluded, table, headers, self._rng).result()

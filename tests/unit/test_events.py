@@ -53,7 +53,8 @@ ENDPOINT_FIELDS = {
     "name", "url", "requests", "failures", "tasks", "logs", "avg_latency_ms", "p50_latency_ms",
     "p95_latency_ms", "errors", "last_error", "splits", "throttled", "window", "state",
     "out_reason", "parser_fallbacks", "concurrency", "audits", "audit_mismatches",
-    "hash_mismatches", "bloom_mismatches", "verify_requests",
+    "hash_mismatches", "bloom_mismatches", "verify_requests", "hashes_confirmed",
+    "hashes_unconfirmed",
 }  # fmt: skip
 
 
