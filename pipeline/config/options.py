@@ -298,6 +298,14 @@ OPTIONS: tuple[Option, ...] = (
         default=True,
     ),
     Option(
+        "all_hashes",
+        "With --rps: confirm the hash of every stored block with logs, the checks waiting for "
+        "their share of the rate instead of reading a sample (one header call per block: "
+        "slower).",
+        type=bool,
+        default=False,
+    ),
+    Option(
         "engine",
         "What runs the fetchers and the writer: multiprocessing (this machine) or ray (a Ray "
         "cluster; install the extra: pip install -e '.[ray]').",

@@ -98,6 +98,7 @@ class BackfillConfig:
     staging: Path | None = None  # object storage only: the local staging folder
     audit_rate: float = DEFAULT_AUDIT_RATE  # see pipeline.verify.trust
     verify: bool = True  # check every answer before it is stored (pipeline.verify)
+    all_hashes: bool = False  # with --rps: the checks wait for their share, never sample
 
 
 def build_config(

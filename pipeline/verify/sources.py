@@ -26,6 +26,7 @@ MAX_BACKLOG_S = 2.0  # calls booked this far ahead of now fill an --rps endpoint
 # again with success: a burst of header calls must not cost the worker its requests.
 THROTTLED_RATE = 1.0
 REST_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+WAKE_S = 0.25  # a request waiting for its slots looks this often whether they came sooner
 CHUNK_TRIES = 3  # a batch of a check that fails (not for its size) is sent again, after a rest
 # Failures that say the endpoint is unwell (not that a request was too big or a block unknown).
 ENDPOINT_FAULTS = frozenset(
@@ -46,8 +47,11 @@ _Chunk = TypeVar("_Chunk")
 class Source:
     """One endpoint as the verifier uses it."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float, on_request: OnRequest):
+    def __init__(
+        self, endpoint: Endpoint, timeout: float, on_request: OnRequest, patient: bool = False
+    ):
         self.endpoint = endpoint
+        self.patient = patient  # --all-hashes: checks queue for their share, never sample
         self.name = endpoint.name
         self.timeout = timeout
         self.throttle = Throttle(endpoint.rps * VERIFY_SHARE if endpoint.rps else None)
@@ -58,6 +62,8 @@ class Source:
         self.has_receipts = True  # until it says eth_getBlockReceipts is not there
         self.head: int | None = None  # the newest block it is known to have (None: unknown)
         self._booked: deque[float] = deque()  # call slots room() booked, for ask() to spend
+        # How often share() brought the booked slots sooner, and by what factor the last time.
+        self._speedup = (0, 1.0)
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -72,6 +78,7 @@ class Source:
             now = time.monotonic()
             with self._lock:
                 self._booked = deque(min(t, now + (t - now) * factor) for t in self._booked)
+                self._speedup = (self._speedup[0] + 1, factor)
 
     def health(self) -> tuple[bool, int]:
         """Lower is better: resting or not, then failures in a row (not for a batch's size)."""
@@ -99,14 +106,16 @@ class Source:
                 self.head = block
 
     def room(self, calls: int) -> int:
-        """How many of `calls` calls a check may make: all of them without --rps; with it, as
-        many as keep the verifier's share booked at most MAX_BACKLOG_S ahead. Those are booked
-        at once (checks running side by side see each other's), for ask() to spend."""
+        """How many of `calls` calls a check may make: all of them without --rps (or when
+        patient); with it, as many as keep the verifier's share booked at most MAX_BACKLOG_S
+        ahead. Those are booked at once (checks running side by side see each other's), for
+        ask() to spend."""
         rate = self.throttle.rate
         if not rate:
             return calls
         with self._lock:
-            grant = max(0, min(calls, int((MAX_BACKLOG_S - self.throttle.backlog()) * rate)))
+            room = calls if self.patient else int((MAX_BACKLOG_S - self.throttle.backlog()) * rate)
+            grant = max(0, min(calls, room))
             now = time.monotonic()
             self._booked.extend(now + self.throttle.reserve() for _ in range(grant))
         return grant
@@ -122,12 +131,24 @@ class Source:
         taken += [now + self.throttle.reserve() for _ in range(calls - len(taken))]
         return max([now, *taken]) - now
 
+    def _wait(self, seconds: float) -> None:
+        """Sleep until the slots a request took, and sooner if share() widens meanwhile (a
+        patient check may have taken slots far ahead at the share kept while fetching)."""
+        left = seconds
+        while left > 0:
+            seen, step = self._speedup[0], min(left, WAKE_S)
+            time.sleep(step)
+            left -= step
+            count, factor = self._speedup
+            if count != seen:
+                left *= factor
+
     def affords(self, calls: int) -> bool:
         """Whether `calls` more calls fit its share of --rps (or the rate it allows) within
         MAX_BACKLOG_S, counting the slots room() booked for them; checks that do not fit
         sample instead of queueing."""
         rate = self.throttle.rate
-        if not rate:
+        if not rate or self.patient:
             return True
         with self._lock:
             unbooked = max(0, calls - len(self._booked))
@@ -143,7 +164,7 @@ class Source:
     def ask(self, calls: int, request: Callable[[RpcClient], _Result]) -> _Result:
         """Run one request of `calls` calls within the pacing; a failure makes the endpoint
         rest (unless it is about the batch's size) and is raised."""
-        time.sleep(self._slots(calls))
+        self._wait(self._slots(calls))
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = RpcClient(self.endpoint, self.timeout)
@@ -209,9 +230,13 @@ class Sources:
     """Every endpoint of the run, for the verifier to pick from."""
 
     def __init__(
-        self, endpoints: Iterable[Endpoint], timeout: float, on_request: OnRequest
+        self,
+        endpoints: Iterable[Endpoint],
+        timeout: float,
+        on_request: OnRequest,
+        patient: bool = False,
     ) -> None:
-        self.all = {e.name: Source(e, timeout, on_request) for e in endpoints}
+        self.all = {e.name: Source(e, timeout, on_request, patient) for e in endpoints}
         self.out: set[str] = set()
 
     def pick(

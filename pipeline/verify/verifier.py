@@ -69,7 +69,9 @@ class Verifier:
         self.spec, self.board, self.results, self.events = spec, board, results, events
         names = [e.name for e in config.endpoints]
         self.ledger = Ledger(names, config.audit_rate)
-        self.sources = Sources(config.endpoints, config.timeout, self._count_request)
+        self.sources = Sources(
+            config.endpoints, config.timeout, self._count_request, patient=config.all_hashes
+        )
         for name, head in (heads or {}).items():
             if name in self.sources.all:
                 self.sources.all[name].head = head

@@ -150,3 +150,23 @@ def test_audit_rate_zero_audits_nothing_but_block_hashes_are_still_confirmed(
     blocks = {row[0] for row in node_rows(node, seeded.first_block, seeded.last_block)}
     assert sum(e["hashes_confirmed"] for e in entries) == len(blocks)
     assert all(e["hashes_unconfirmed"] == 0 for e in entries)
+
+
+def test_all_hashes_confirms_every_block_hash_within_rps_where_the_default_samples(
+    seeded, node, proxy, tmp_path
+):
+    # 100 dense blocks in 4 tasks at 40 calls a second: the checks' tenth cannot read them all
+    # while the worker fetches, so by default they sample; --all-hashes waits for the rate.
+    first, last = seeded.first_block, seeded.first_block + 99
+    blocks = {row[0] for row in node_rows(node, first, last)}
+    capped = proxy(replace(PROFILES["healthy"], rps_cap=50))
+    for all_hashes, out in ((False, tmp_path / "sample"), (True, tmp_path / "all")):
+        result = backfill(
+            out, [capped.url], from_block=first, to_block=last, chunk_size=25, rps=40,
+            all_hashes=all_hashes,
+        )  # fmt: skip
+        assert_equals_node(result, out, node, first, last)
+        entry = result.summary["endpoints"][0]
+        assert entry["hashes_confirmed"] + entry["hashes_unconfirmed"] == len(blocks)
+        assert (entry["hashes_unconfirmed"] == 0) is all_hashes, entry
+    assert capped.stats()["throttled"] == 0  # both kept to --rps
