@@ -56,6 +56,8 @@ class Canon:
             rest = blocks - found.keys()
             if not rest:
                 return found
+            if self._closed:  # nobody would ask for them any more
+                raise RpcError(ErrorKind.CONNECTION, "run ended")
             want = _Want(rest, avoid)
             self._wants.append(want)
             self._cond.notify_all()

@@ -5,6 +5,7 @@ reject/reopen/retire, and dropping a distrusted endpoint's staged fragments."""
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from pipeline.verify.audit import (
 )
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
 from pipeline.verify.bloomcheck import bloom_excluded
+from pipeline.verify.canon import Canon
 from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
 from pipeline.verify.sources import Source, Sources
 from pipeline.verify.trust import NEW_AUDITS, STRIKES_OUT, Ledger, Standing
@@ -680,3 +682,33 @@ def test_an_endpoint_that_lacks_a_block_is_not_picked_for_it_until_it_answers_on
     assert sources.pick({"a"}, trusted, upto=120) is None
     sources.all["b"].has(130)
     assert sources.pick({"a"}, trusted, upto=130) is sources.all["b"]
+
+
+# --- canonical headers: one batch for the checks waiting together ----------------------------
+
+
+def test_headers_wanted_together_go_out_in_one_batch_and_a_closed_canon_refuses_more(mocker):
+    sources = Sources(
+        [Endpoint(n, f"http://127.0.0.1:{i + 1}", "x") for i, n in enumerate("ab")],
+        timeout=1.0,
+        on_request=lambda name, calls, error: None,
+    )
+    asked: list[list[int]] = []
+
+    class Client:
+        def block_headers(self, blocks):
+            asked.append(sorted(blocks))
+            return {b: header(b) for b in blocks}, None
+
+    for each in sources.all.values():
+        mocker.patch.object(each, "ask", side_effect=lambda calls, request: request(Client()))
+    canon = Canon(sources, trusted=lambda name: True)
+    wanted = [{10 * i, 10 * i + 1} for i in range(8)]  # 8 checks of a's answers at once
+    with ThreadPoolExecutor(len(wanted)) as pool:
+        got = list(pool.map(lambda blocks: canon.get(blocks, avoid="a"), wanted))
+    assert [sorted(g) for g in got] == [sorted(w) for w in wanted]
+    assert asked == [sorted(set().union(*wanted))]  # one request, of b, for all of them
+    assert canon.get({10}, avoid="a") == {10: header(10)}  # remembered: not asked again
+    canon.close()
+    with pytest.raises(RpcError):
+        canon.get({999}, avoid="a")
