@@ -59,8 +59,10 @@ def test_a_ray_run_on_two_nodes_equals_the_node_and_the_multiprocessing_run(
 def test_an_endpoint_actor_killed_mid_run_loses_and_doubles_nothing(
     tmp_path, node, seeded, proxy, ray_cluster
 ):
-    # The victim answers slowly, so that a request that came in 0.3 s ago is still pending.
-    victim_proxy, other = proxy(latency_ms=(600, 700)), proxy(latency_ms=(40, 60))
+    # The victim answers slowly, so that a request that came in 0.3 s ago is still pending; the
+    # other one not so fast that it takes every task left before the victim's next claim (on a
+    # busy machine the victim's first TaskWritten can arrive a second late).
+    victim_proxy, other = proxy(latency_ms=(600, 700)), proxy(latency_ms=(150, 250))
     pids: dict[str, int] = {}
     killed: list[int] = []
 
