@@ -53,8 +53,9 @@ from pipeline.run.lifecycle import init_child, join_all, run_child
 from pipeline.store.layout import TIMELINE_FILE, worker_crash_log, writer_crash_log
 from pipeline.store.manifest import load_manifest, save_manifest
 from pipeline.store.resume import Resume, discard_incoming, tip_blocks
+from pipeline.store.staging import commit_window
 from pipeline.store.target import LocalStore
-from pipeline.store.writer import WriterSpec, commit_window, writer_main
+from pipeline.store.writer import WriterSpec, writer_main
 from pipeline.verify.verifier import Verifier
 
 # Every change the run makes comes as an event and wakes the loop at once; this only bounds how

@@ -2,10 +2,8 @@
 
 Workers leave each result as a file and queue only its name, so the data never passes through
 the queue process. The writer makes an accepted result a durable fragment (so a finished range
-never lives only in memory), then the task is complete. Fragments are compacted into final files
-per aligned window of --file-blocks blocks once the whole window is staged, and whatever is left
-at the end of a run; each compaction is recorded in the manifest before its fragments are
-deleted.
+never lives only in memory), then the task is complete; store.staging compacts the fragments
+into final files.
 """
 
 from __future__ import annotations
@@ -15,12 +13,8 @@ import os
 import sys
 import time
 import traceback
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.messages import (
     Distrust,
@@ -34,23 +28,14 @@ from pipeline.messages import (
     WriterFailed,
 )
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
-from pipeline.store.events import EventOutput, WindowEvents
-from pipeline.store.files import (
-    compact,
-    fragment_rows,
-    fragment_schema,
-    read_fragment,
-    stage_result,
-    write_empty,
-    write_fragment,
-)
-from pipeline.store.layout import fragment_path, writer_crash_log
+from pipeline.store.events import EventOutput
+from pipeline.store.layout import writer_crash_log
 from pipeline.store.locks import writer_lock
-from pipeline.store.manifest import Manifest, save_manifest
-from pipeline.store.target import LocalStore, Store, as_store
+from pipeline.store.manifest import Manifest
+from pipeline.store.staging import Staging
+from pipeline.store.target import Store
 from pipeline.store.uri import scrub
 
-MAX_FILE_ROWS = 2_000_000  # ... and hold at most about this many rows
 EXIT_CRASHED = 70  # as a crashed worker: the traceback is in the output folder's crash log
 
 
@@ -180,147 +165,3 @@ class Holding:
         for start, end, rows in self.staging.drop_from(order.endpoint):
             self.board.reopen(start, end, order.endpoint, order.reason)
             self.events.put(Unstaged(order.endpoint, start, end, rows))
-
-
-class Staging:
-    """Fragments by window, and how many blocks of each window this run has still to stage."""
-
-    def __init__(
-        self,
-        out: Path,
-        manifest: Manifest,
-        todo: tuple[tuple[int, int], ...],
-        staged: tuple[tuple[int, int], ...],
-        file_blocks: int,
-        events: tuple[EventOutput, ...] = (),
-        store: Store | None = None,
-    ) -> None:
-        self.out = out  # the staging folder
-        self.store = store or LocalStore(out)  # where final files go
-        self.manifest = manifest
-        self.file_blocks = file_blocks
-        self.events = events
-        self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
-        self.missing: dict[int, int] = defaultdict(int)
-        self.sources: dict[tuple[int, int], str] = {}  # fragment -> the endpoint that fetched it
-        for start, end in todo:
-            for window, lo, hi in _windows(start, end, file_blocks):
-                self.missing[window] += hi - lo + 1
-        for start, end in staged:
-            # A fragment staged with another --file-blocks may cross a window: it is filed under
-            # the window it starts in, and its file may then cross too (names stay disjoint).
-            rows = fragment_rows(fragment_path(out, start, end))
-            self.fragments[start // file_blocks].append((start, end, rows))
-
-    def add(self, result: Path, start: int, end: int, rows: int, endpoint: str = "") -> None:
-        """Stage a worker's result of blocks start..end (`rows` logs, fetched from `endpoint`)
-        durably; compact full windows."""
-        windows = list(_windows(start, end, self.file_blocks))
-        if len(windows) == 1:
-            stage_result(result, self.out, start, end)
-            counts = [rows]
-        else:  # one fragment per window, so that each window compacts on its own
-            table = read_fragment(result)
-            parts = [_rows_between(table, lo, hi) for _, lo, hi in windows]
-            for part, (_, lo, hi) in zip(parts, windows, strict=True):
-                write_fragment(part, self.out, lo, hi)
-            counts = [part.num_rows for part in parts]
-            result.unlink()
-        for (window, lo, hi), count in zip(windows, counts, strict=True):
-            self.fragments[window].append((lo, hi, count))
-            self.sources[lo, hi] = endpoint
-            self.missing[window] -= hi - lo + 1
-            if self.missing[window] <= 0:
-                self._compact(window)
-
-    def drop_from(self, endpoint: str) -> list[tuple[int, int, int]]:
-        """Delete the staged fragments `endpoint` fetched; their (start, end, rows)."""
-        dropped = []
-        for window, fragments in self.fragments.items():
-            keep = [f for f in fragments if self.sources.get(f[:2]) != endpoint]
-            for lo, hi, rows in (f for f in fragments if f not in keep):
-                fragment_path(self.out, lo, hi).unlink(missing_ok=True)
-                del self.sources[lo, hi]
-                self.missing[window] += hi - lo + 1
-                dropped.append((lo, hi, rows))
-            fragments[:] = keep
-        return sorted(dropped)
-
-    def compact_ready(self) -> None:
-        """Compact windows an earlier run staged completely (nothing left to fetch there)."""
-        for window in [w for w in self.fragments if self.missing.get(w, 0) <= 0]:
-            self._compact(window)
-
-    def compact_all(self) -> None:
-        """At the end of a run: move everything staged into final files."""
-        for window in list(self.fragments):
-            self._compact(window)
-
-    def _compact(self, window: int) -> None:
-        fragments = sorted(self.fragments.pop(window, []))
-        for group in _groups(fragments):
-            start, end = group[0][0], group[-1][1]
-            paths = [fragment_path(self.out, a, b) for a, b, _ in group]
-            rows = sum(count for _, _, count in group)
-            if rows:
-                commit_window(self.store, self.manifest, self.events, start, end, rows, paths)
-            else:  # no logs there: nothing to read, only the coverage to record
-                self.manifest.add(start, end, None, 0)
-                save_manifest(self.store, self.manifest)
-            for fragment in paths:  # the record first, then the cleanup
-                fragment.unlink()
-            for lo, hi, _ in group:
-                self.sources.pop((lo, hi), None)
-
-
-def commit_window(
-    out: Path | Store,
-    manifest: Manifest,
-    events: tuple[EventOutput, ...],
-    start: int,
-    end: int,
-    rows: int,
-    sources: list[Path] | None = None,
-    schema: pa.Schema | None = None,
-) -> None:
-    """Write the final file of blocks start..end from `sources` (or an empty one of `schema`),
-    each event's decoded file beside it, then record them all in the manifest at once."""
-    out = as_store(out)
-    raw_schema = fragment_schema(sources[0]) if sources else schema
-    window = WindowEvents(out, events, start, end, raw_schema, manifest.hex_output)
-    with window:
-        if sources:
-            path = compact(sources, out, start, end, on_group=window.add)
-        else:
-            path = write_empty(raw_schema, out, start, end)
-    manifest.add(start, end, path.name, rows, window.entries)
-    save_manifest(out, manifest)
-
-
-def _windows(start: int, end: int, size: int):
-    """(window, lo, hi) for each `size`-block window that start..end touches."""
-    lo = start
-    while lo <= end:
-        hi = min(end, (lo // size + 1) * size - 1)
-        yield lo // size, lo, hi
-        lo = hi + 1
-
-
-def _rows_between(table: pa.Table, lo: int, hi: int) -> pa.Table:
-    blocks = table["block_number"]
-    return table.filter(pc.and_(pc.greater_equal(blocks, lo), pc.less_equal(blocks, hi)))
-
-
-def _groups(fragments: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
-    """Contiguous runs of fragments (lo, hi, rows), cut where a run would pass MAX_FILE_ROWS."""
-    groups: list[list[tuple[int, int, int]]] = []
-    rows = 0
-    for start, end, count in fragments:
-        contiguous = groups and groups[-1][-1][1] + 1 == start
-        if contiguous and rows + count <= MAX_FILE_ROWS:
-            groups[-1].append((start, end, count))
-            rows += count
-        else:
-            groups.append([(start, end, count)])
-            rows = count
-    return groups

@@ -21,10 +21,10 @@ from pipeline.fetch.health import CircuitBreaker
 from pipeline.plan.runplan import Probe
 from pipeline.run import preflight
 from pipeline.run.preflight import resolve_plan
-from pipeline.store import files, writer
+from pipeline.store import files, staging
 from pipeline.store.layout import LOGS_DIR, STAGING_DIR, fragment_path, parse_log_file_name
 from pipeline.store.manifest import Manifest
-from pipeline.store.writer import Staging
+from pipeline.store.staging import Staging
 
 
 def block_logs(block: int, count: int) -> pa.Table:
@@ -77,14 +77,14 @@ def test_compaction_writes_full_row_groups_whatever_the_fragment_sizes(tmp_path,
 
 
 def test_a_window_over_the_row_cap_is_cut_into_several_files(tmp_path, monkeypatch):
-    assert writer.MAX_FILE_ROWS == 2_000_000  # the README's ~2M; made small below
-    monkeypatch.setattr(writer, "MAX_FILE_ROWS", 250)
+    assert staging.MAX_FILE_ROWS == 2_000_000  # the README's ~2M; made small below
+    monkeypatch.setattr(staging, "MAX_FILE_ROWS", 250)
     counts = [100, 100, 100, 300, 100, 100]  # one fragment alone is over the cap
     stage_blocks(tmp_path, counts)
     manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
     staged = tuple((b, b) for b in range(len(counts)))
-    staging = Staging(tmp_path, manifest, todo=(), staged=staged, file_blocks=1000)
-    staging.compact_all()
+    window = Staging(tmp_path, manifest, todo=(), staged=staged, file_blocks=1000)
+    window.compact_all()
     made = sorted((parse_log_file_name(p.name), pq.ParquetFile(p).metadata.num_rows)
                   for p in (tmp_path / LOGS_DIR).glob("*.parquet"))  # fmt: skip
     # Cut before the cap would be passed; a fragment bigger than the cap stays whole.

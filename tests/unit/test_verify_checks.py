@@ -22,7 +22,8 @@ from pipeline.plan.chunks import ChunkPlan
 from pipeline.store.files import write_result
 from pipeline.store.layout import fragment_path
 from pipeline.store.manifest import Manifest
-from pipeline.store.writer import Holding, Staging, WriterSpec
+from pipeline.store.staging import Staging
+from pipeline.store.writer import Holding, WriterSpec
 from pipeline.verify import audit
 from pipeline.verify.audit import (
     KEY_COLUMNS,
