@@ -247,6 +247,7 @@ class Profile:
     missing_methods: tuple[str, ...] = ()  # answered "method not found" (-32601), per call
     liar: str = ""  # wrong eth_getLogs answers, HTTP 200 and no error: a LIARS kind; "" = honest
     liar_rate: float = 0.1  # drops/orphans/truncates/fabricates: share of the answers spoiled
+    liar_after: int = 0  # ... after this many answers it could have spoiled came back honest
     liar_lag: int = 40  # behind: the eth_getLogs backend trails the true head by this many blocks
     liar_behind_mode: str = "empty"  # behind, past that head: "empty" answers [], "partial" cuts
     liar_split_batches: bool = False  # behind: a batch's other calls go to the up-to-date backend

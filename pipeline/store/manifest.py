@@ -18,7 +18,7 @@ import orjson
 from pipeline.config.settings import LogFilter
 from pipeline.errors import ConfigError
 from pipeline.plan.chunks import merge_ranges
-from pipeline.store.layout import MANIFEST_FILE
+from pipeline.store.layout import EVENTS_DIR, LOGS_DIR, MANIFEST_FILE
 from pipeline.store.target import Store, as_store
 
 MAX_EXAMPLES = 5  # failed logs kept as examples per event, per file and in the folder's totals
@@ -165,3 +165,9 @@ def save_manifest(out_dir: Path | Store, manifest: Manifest) -> None:
     store = as_store(out_dir)
     document = orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2)
     store.write(MANIFEST_FILE, document)
+
+
+def file_keys(name: str, entry: dict) -> list[str]:
+    """The keys of a final file and of the event files beside it."""
+    events = entry.get("events", {})
+    return [f"{LOGS_DIR}/{name}"] + [f"{EVENTS_DIR}/{f}/{e['file']}" for f, e in events.items()]

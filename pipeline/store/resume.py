@@ -40,6 +40,7 @@ from pipeline.store.manifest import (
     Manifest,
     describe_filter,
     events_json,
+    file_keys,
     filter_json,
     load_manifest,
     save_manifest,
@@ -178,7 +179,7 @@ def _reconcile(store: Store, manifest: Manifest) -> list[str]:
             if key not in recorded:
                 store.delete(key)  # written beside a final file that was never recorded
     for name, entry in list(manifest.files.items()):
-        missing = [key for key in _files_of(name, entry) if not store.exists(key)]
+        missing = [key for key in file_keys(name, entry) if not store.exists(key)]
         if missing:
             drop_file(store, manifest, name)
             notes.append(
@@ -187,17 +188,11 @@ def _reconcile(store: Store, manifest: Manifest) -> list[str]:
     return notes
 
 
-def _files_of(name: str, entry: dict) -> list[str]:
-    """The keys of a final file and of the event files beside it."""
-    events = entry.get("events", {})
-    return [f"{LOGS_DIR}/{name}"] + [f"{EVENTS_DIR}/{f}/{e['file']}" for f, e in events.items()]
-
-
 def drop_file(out: Path | Store, manifest: Manifest, name: str) -> None:
     """Forget a final file and delete it with its event files: its blocks are fetched again."""
     store = as_store(out)
     entry = manifest.drop_file(name)
-    for key in _files_of(name, entry):
+    for key in file_keys(name, entry):
         store.delete(key)
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from pipeline.fetch.convert import log_schema
 from pipeline.store.events import EventOutput, WindowEvents
 from pipeline.store.files import (
     compact,
@@ -20,11 +23,23 @@ from pipeline.store.files import (
     write_empty,
     write_fragment,
 )
-from pipeline.store.layout import fragment_path
-from pipeline.store.manifest import Manifest, save_manifest
+from pipeline.store.layout import LOGS_DIR, fragment_path, log_file_name
+from pipeline.store.manifest import Manifest, file_keys, save_manifest
 from pipeline.store.target import LocalStore, Store, as_store
 
 MAX_FILE_ROWS = 2_000_000  # a final file holds at most about this many rows
+
+
+class Compacted(NamedTuple):
+    """A compaction of this run: its window, its final file (None: blocks without logs, only
+    recorded as covered) and blocks, and its fragments (lo, hi, rows, the endpoint that
+    fetched them)."""
+
+    window: int
+    name: str | None
+    start: int
+    end: int
+    fragments: tuple[tuple[int, int, int, str], ...]
 
 
 class Staging:
@@ -48,6 +63,7 @@ class Staging:
         self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
         self.missing: dict[int, int] = defaultdict(int)
         self.sources: dict[tuple[int, int], str] = {}  # fragment -> the endpoint that fetched it
+        self.compacted: list[Compacted] = []  # this run's, of fragments whose endpoint is known
         for start, end in todo:
             for window, lo, hi in _windows(start, end, file_blocks):
                 self.missing[window] += hi - lo + 1
@@ -114,8 +130,46 @@ class Staging:
                 save_manifest(self.store, self.manifest)
             for fragment in paths:  # the record first, then the cleanup
                 fragment.unlink()
-            for lo, hi, _ in group:
-                self.sources.pop((lo, hi), None)
+            fetched = tuple((lo, hi, n, self.sources.pop((lo, hi), "")) for lo, hi, n in group)
+            if any(source for *_, source in fetched):  # checked answers: a liar may be among them
+                name = log_file_name(start, end) if rows else None
+                self.compacted.append(Compacted(window, name, start, end, fetched))
+
+    def reopen_from(self, endpoint: str) -> list[tuple[int, int, int]]:
+        """Take back this run's final files that hold ranges `endpoint` fetched: the other
+        ranges are staged again from the file's rows, the file is forgotten (the record first:
+        on resume, a final file the manifest does not list is deleted) and deleted, and its
+        window waits again for `endpoint`'s ranges, which are returned (start, end, rows)."""
+        reopened = []
+        for done in [c for c in self.compacted if any(f[3] == endpoint for f in c.fragments)]:
+            self.compacted.remove(done)
+            table = self._final_rows(done.name)
+            for lo, hi, rows, source in done.fragments:
+                if source == endpoint:
+                    reopened.append((lo, hi, rows))
+                    self.missing[done.window] += hi - lo + 1
+                    continue
+                part = _rows_between(table, lo, hi)
+                write_fragment(part, self.out, lo, hi)
+                self.fragments[done.window].append((lo, hi, part.num_rows))
+                self.sources[lo, hi] = source
+            entry = self.manifest.drop_file(done.name) if done.name else {}
+            self.manifest.drop_range(done.start, done.end)
+            save_manifest(self.store, self.manifest)
+            for key in file_keys(done.name, entry) if done.name else ():
+                self.store.delete(key)
+        return sorted(reopened)
+
+    def _final_rows(self, name: str | None) -> pa.Table:
+        """The rows of a final file of this run, as a fragment holds them (Parquet has no unit
+        of seconds: block_timestamp is cast back); no rows when there is no file."""
+        schema = log_schema(self.manifest.hex_output)
+        if name is None:
+            return schema.empty_table()
+        data = self.store.read(f"{LOGS_DIR}/{name}")
+        if data is None:
+            raise OSError(f"{LOGS_DIR}/{name} is gone")
+        return pq.read_table(pa.BufferReader(data)).cast(schema)
 
 
 def commit_window(

@@ -160,8 +160,9 @@ class Holding:
         self.board.reject(task.task_id, verdict.liar, verdict.reason, self.spec.max_attempts)
 
     def distrust(self, order: Distrust) -> None:
-        """Drop what the endpoint fetched that is staged but not in a final file yet, and put
-        those ranges back on the board for the others."""
-        for start, end, rows in self.staging.drop_from(order.endpoint):
+        """Drop what the endpoint fetched, staged or in a final file of this run, and put those
+        ranges back on the board for the others."""
+        dropped = self.staging.drop_from(order.endpoint) + self.staging.reopen_from(order.endpoint)
+        for start, end, rows in dropped:
             self.board.reopen(start, end, order.endpoint, order.reason)
             self.events.put(Unstaged(order.endpoint, start, end, rows))

@@ -4,6 +4,7 @@ with HTTP 200 and no error (behind, drops, orphans, truncates, fabricates), each
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import requests
@@ -129,6 +130,16 @@ def test_drops_leaves_out_one_log_whose_block_keeps_others(node, seeded, proxy):
     assert served.stats()["lies"] == {**no_lies(), "drops": 1}
 
 
+def test_a_liar_after_n_answers_is_honest_for_those_then_lies(node, seeded, proxy):
+    served = proxy(replace(always("drops"), liar_after=2))
+    first = seeded.first_block
+    honest = logs(node.url, first, first + 4)
+    answers = [logs(served.url, first, first + 4) for _ in range(3)]
+    assert answers[0] == honest and answers[1] == honest
+    assert len(answers[2]) == len(honest) - 1
+    assert served.stats()["lies"] == {**no_lies(), "drops": 1}
+
+
 def test_orphans_give_one_blocks_logs_an_orphaned_hash_and_leave_headers_honest(
     node, seeded, proxy
 ):
@@ -231,6 +242,7 @@ def test_a_liar_answers_every_call_of_a_batch_on_its_own(node, seeded, proxy):
         {"liar": "behind", "liar_behind_mode": "sideways"},
         {"liar": "drops", "liar_rate": 1.5},
         {"liar": "behind", "liar_lag": -1},
+        {"liar": "drops", "liar_after": -1},
     ],
 )
 def test_a_bad_liar_profile_is_refused(node, fields):

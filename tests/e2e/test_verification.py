@@ -62,6 +62,30 @@ def test_next_to_an_honest_endpoint_a_liar_is_caught_and_the_output_equals_the_n
     assert entry(result, "honest")["state"] not in ("suspect", "out")
 
 
+def test_a_liar_caught_late_has_its_ranges_in_this_runs_final_files_fetched_again(
+    seeded, node, proxy, tmp_path
+):
+    # Honest for its first 8 answers (its 3 audited ones, the audits it serves, and a few that
+    # are stored), then it drops a log from every answer; one in 20 is audited, so by the time
+    # one is, others sit in final files (windows of 120 blocks, two tasks each, compact as soon
+    # as both are stored). Those files are taken back.
+    turncoat = replace(PROFILES["liar-drops"], liar_rate=1.0, liar_after=8)
+    honest = proxy(replace(PROFILES["healthy"], latency_ms=(30, 40)))  # the liar fetches more
+    lying = proxy(turncoat)
+    result = backfill(
+        tmp_path,
+        [f"honest={honest.url}", f"liar={lying.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+        file_blocks=2 * CHUNK,
+        audit_rate=0.05,
+    )
+    # Without taking those files back, this missed dropped logs in 6 runs of 8.
+    assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    assert lies(lying) > 0 and entry(result, "liar")["state"] in ("suspect", "out")
+
+
 @pytest.mark.parametrize("kind", SAMPLED_LIARS)
 def test_alone_a_liar_gives_the_node_s_logs_or_exit_1_naming_the_unsettled_ranges(
     seeded, node, proxy, tmp_path, kind

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import LogFilter
+from pipeline.dev.verify import stored_logs
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.rpc import BlockHeader
@@ -19,8 +20,8 @@ from pipeline.hashing import keccak256
 from pipeline.messages import Distrust, FetchedBatch, Task, Verdict
 from pipeline.plan.board import TaskBoard
 from pipeline.plan.chunks import ChunkPlan
-from pipeline.store.files import write_result
-from pipeline.store.layout import fragment_path
+from pipeline.store.files import read_fragment, write_result
+from pipeline.store.layout import LOGS_DIR, fragment_path, log_file_name
 from pipeline.store.manifest import Manifest
 from pipeline.store.staging import Staging
 from pipeline.store.writer import Holding, WriterSpec
@@ -541,6 +542,32 @@ def test_a_window_compacts_only_once_the_dropped_ranges_are_staged_again(staging
     assert staging.manifest.covered == []  # 0..499 is missing again
     stage(staging, 0, 499, "y")
     assert staging.manifest.covered == [(0, 999)]
+
+
+def test_reopen_from_takes_back_this_runs_final_file_holding_the_endpoints_ranges(staging):
+    stage(staging, 0, 499, "x")
+    stage(staging, 500, 999, "y")  # the window is complete: compacted into a final file
+    final = staging.out / LOGS_DIR / log_file_name(0, 999)
+    stored = stored_logs(staging.out / LOGS_DIR)
+    assert staging.manifest.covered == [(0, 999)] and final.exists()
+    assert staging.reopen_from("x") == [(0, 499, 50)]  # fetched again by the others
+    assert staging.manifest.covered == [] and staging.manifest.files == {}
+    assert not final.exists()
+    assert staging.missing[0] == 500
+    assert read_fragment(fragment_path(staging.out, 500, 999)).num_rows == 50  # y's, staged again
+    assert staging.reopen_from("x") == [] and staging.reopen_from("y") == []
+    stage(staging, 0, 499, "y")  # x's blocks, from y: the window compacts again, whole
+    assert staging.manifest.covered == [(0, 999)] and final.exists()
+    assert stored_logs(staging.out / LOGS_DIR).equals(stored)
+
+
+def test_reopen_from_forgets_a_range_without_logs_that_only_the_endpoint_fetched(staging):
+    empty = staging.out / "empty.arrow"
+    write_result(table([]), empty)
+    staging.add(empty, 0, 999, 0, "x")  # no logs at all: recorded as covered, no file
+    assert staging.manifest.covered == [(0, 999)] and staging.manifest.files == {}
+    assert staging.reopen_from("x") == [(0, 999, 0)]
+    assert staging.manifest.covered == [] and staging.missing[0] == 1000
 
 
 class FakeBoard:

@@ -117,5 +117,7 @@ def check_profile(profile: Profile) -> None:
         )
     if not 0 <= p.liar_rate <= 1:
         raise ValueError(f"liar_rate must be between 0 and 1, got {p.liar_rate}")
+    if p.liar_after < 0:
+        raise ValueError(f"liar_after must not be negative, got {p.liar_after}")
     if p.liar_lag < 0:
         raise ValueError(f"liar_lag must not be negative, got {p.liar_lag}")

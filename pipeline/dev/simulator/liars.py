@@ -46,6 +46,8 @@ class Liars:
     def __init__(self, profile: Profile) -> None:
         self.kind = profile.liar
         self.rate = profile.liar_rate
+        self.after = profile.liar_after
+        self._spared = 0  # answers it could have spoiled, sent honest (up to `after`)
         self.lag = profile.liar_lag
         self.mode = profile.liar_behind_mode
         self.split = profile.liar_split_batches
@@ -110,6 +112,9 @@ class Liars:
         if not all(isinstance(log, dict) for log in logs):
             return None
         with self._lock:
+            if self._spared < self.after:  # honest at first: trusted before it starts lying
+                self._spared += 1
+                return None
             if self._rng.random() >= self.rate:
                 return None
             self._lies[self.kind] += 1
