@@ -136,14 +136,18 @@ class Staging:
                 self.compacted.append(Compacted(window, name, start, end, fetched))
 
     def reopen_from(self, endpoint: str) -> list[tuple[int, int, int]]:
-        """Take back this run's final files that hold ranges `endpoint` fetched: the other
-        ranges are staged again from the file's rows, the file is forgotten (the record first:
-        on resume, a final file the manifest does not list is deleted) and deleted, and its
-        window waits again for `endpoint`'s ranges, which are returned (start, end, rows)."""
+        """Take back this run's final files that hold ranges `endpoint` fetched: each file is
+        forgotten first (cut short after that, a resume deletes the file the manifest no longer
+        lists and fetches its blocks again), its other ranges are staged again from its rows,
+        then it is deleted; its window waits again for `endpoint`'s ranges, which are returned
+        (start, end, rows)."""
         reopened = []
         for done in [c for c in self.compacted if any(f[3] == endpoint for f in c.fragments)]:
             self.compacted.remove(done)
             table = self._final_rows(done.name)
+            entry = self.manifest.drop_file(done.name) if done.name else {}
+            self.manifest.drop_range(done.start, done.end)
+            save_manifest(self.store, self.manifest)
             for lo, hi, rows, source in done.fragments:
                 if source == endpoint:
                     reopened.append((lo, hi, rows))
@@ -153,9 +157,6 @@ class Staging:
                 write_fragment(part, self.out, lo, hi)
                 self.fragments[done.window].append((lo, hi, part.num_rows))
                 self.sources[lo, hi] = source
-            entry = self.manifest.drop_file(done.name) if done.name else {}
-            self.manifest.drop_range(done.start, done.end)
-            save_manifest(self.store, self.manifest)
             for key in file_keys(done.name, entry) if done.name else ():
                 self.store.delete(key)
         return sorted(reopened)

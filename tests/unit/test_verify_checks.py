@@ -22,7 +22,7 @@ from pipeline.plan.board import TaskBoard
 from pipeline.plan.chunks import ChunkPlan
 from pipeline.store.files import read_fragment, write_result
 from pipeline.store.layout import LOGS_DIR, fragment_path, log_file_name
-from pipeline.store.manifest import Manifest
+from pipeline.store.manifest import Manifest, load_manifest
 from pipeline.store.staging import Staging
 from pipeline.store.writer import Holding, WriterSpec
 from pipeline.verify import audit
@@ -559,6 +559,17 @@ def test_reopen_from_takes_back_this_runs_final_file_holding_the_endpoints_range
     stage(staging, 0, 499, "y")  # x's blocks, from y: the window compacts again, whole
     assert staging.manifest.covered == [(0, 999)] and final.exists()
     assert stored_logs(staging.out / LOGS_DIR).equals(stored)
+
+
+def test_reopen_from_forgets_the_final_file_before_staging_its_rows_again(staging, mocker):
+    stage(staging, 0, 499, "x")
+    stage(staging, 500, 999, "y")
+    mocker.patch("pipeline.store.staging.write_fragment", side_effect=OSError("disk full"))
+    with pytest.raises(OSError):
+        staging.reopen_from("x")
+    # Cut short here, a resume deletes the file the manifest no longer lists and fetches again.
+    saved = load_manifest(staging.out)
+    assert saved is not None and saved.covered == [] and saved.files == {}
 
 
 def test_reopen_from_forgets_a_range_without_logs_that_only_the_endpoint_fetched(staging):
