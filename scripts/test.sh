@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bootstraps .venv with the dev tools and anvil (from npm, project-local), then runs the test suite.
 #   scripts/test.sh [PYTEST ARGS]          everything (what CI runs)
-#   scripts/test.sh --quick [PYTEST ARGS]  ruff and the tests not marked slow (under 2 minutes)
+#   scripts/test.sh --quick [PYTEST ARGS]  ruff and the tests not marked slow (about 2 minutes)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
 # One pytest process per core (-n auto): most of a test's time is waiting (backoffs, latency),
