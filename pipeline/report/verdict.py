@@ -32,8 +32,8 @@ def print_result(result: Verdict, quiet: bool = False) -> None:
 def hash_coverage(endpoints: list[dict]) -> str:
     """A line saying how many blocks' hashes the checks confirmed, when they read only a sample
     (within --rps); empty when they confirmed every one."""
-    confirmed = sum(e.get("hashes_confirmed", 0) for e in endpoints)
-    left_out = sum(e.get("hashes_unconfirmed", 0) for e in endpoints)
+    confirmed = sum(e["hashes_confirmed"] for e in endpoints)
+    left_out = sum(e["hashes_unconfirmed"] for e in endpoints)
     if not left_out:
         return ""
     return (

@@ -145,8 +145,11 @@ class Staging:
         for done in [c for c in self.compacted if any(f[3] == endpoint for f in c.fragments)]:
             self.compacted.remove(done)
             table = self._final_rows(done.name)
-            entry = self.manifest.drop_file(done.name) if done.name else {}
-            self.manifest.drop_range(done.start, done.end)
+            keys = []  # the file and its event files (none for blocks without logs)
+            if done.name:
+                keys = file_keys(done.name, self.manifest.drop_file(done.name))
+            else:
+                self.manifest.drop_range(done.start, done.end)
             save_manifest(self.store, self.manifest)
             for lo, hi, rows, source in done.fragments:
                 if source == endpoint:
@@ -157,7 +160,7 @@ class Staging:
                 write_fragment(part, self.out, lo, hi)
                 self.fragments[done.window].append((lo, hi, part.num_rows))
                 self.sources[lo, hi] = source
-            for key in file_keys(done.name, entry) if done.name else ():
+            for key in keys:
                 self.store.delete(key)
         return sorted(reopened)
 

@@ -180,8 +180,10 @@ class Verifier:
         )
         wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
         confirmed = len(hashes) if shared else sum(b in headers for b in hashes)
-        counts = {"confirmed": confirmed, "unconfirmed": len(hashes) - confirmed}
-        self.events.put(Checked(name, Check.HASH, bool(wrong), **counts))
+        unconfirmed = len(hashes) - confirmed
+        self.events.put(
+            Checked(name, Check.HASH, bool(wrong), confirmed=confirmed, unconfirmed=unconfirmed)
+        )
         if wrong:
             return self._dispute(batch, wrong[0], hashes[wrong[0]])
         excluded = self._crunch.submit(bloom_excluded, table, headers, self._rng).result()
