@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pipeline.errors import ConfigError
 from pipeline.store.uri import parse_output
 
-DEFAULT_CHUNK_SIZE = 1000
+# Without --chunk-size, the size of the first task: nothing is known of the chain's density yet.
+FIRST_TASK_BLOCKS = 100
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_STALL_TIMEOUT_S = 60.0
@@ -190,10 +191,10 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE.json",
         parameter="abis",
     ),
-    # Unset: adaptive (pipeline.plan.chunks): DEFAULT_CHUNK_SIZE is only the first task's size.
+    # Unset: adaptive (pipeline.plan.chunks): FIRST_TASK_BLOCKS is only the first task's size.
     Option(
         "chunk_size",
-        f"Blocks per task (default: adaptive, starting at {DEFAULT_CHUNK_SIZE}: each task is "
+        f"Blocks per task (default: adaptive, starting at {FIRST_TASK_BLOCKS}: each task is "
         "sized from the logs per block seen so far; a value pins every task to it).",
         type=int,
         at_least=1,

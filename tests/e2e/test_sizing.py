@@ -11,7 +11,7 @@ import pytest
 from conftest import backfill, plan_tasks
 from helpers import assert_equals_node
 
-from pipeline.config.options import DEFAULT_CHUNK_SIZE
+from pipeline.config.options import FIRST_TASK_BLOCKS
 from pipeline.messages import TaskWritten
 from pipeline.plan.chunks import TARGET_LOGS
 from pipeline.run.api import RunResult
@@ -47,16 +47,15 @@ def test_default_flags_give_dense_ranges_narrow_tasks_and_sparse_ones_wide_tasks
     assert one.summary["logs"] < every.summary["logs"] / 2
 
     widths = {"dense": [e.task.blocks for e in dense], "sparse": [e.task.blocks for e in sparse]}
-    # The first task is the first guess, and holds more than the target on this chain...
-    assert (
-        dense[0].task.end == (seeded.first_block // DEFAULT_CHUNK_SIZE + 1) * DEFAULT_CHUNK_SIZE - 1
-    )
-    assert dense[0].logs > TARGET_LOGS
-    # ... so the tasks after it are cut narrower: more of them than the first guess would make,
-    # of several sizes, holding about the target each.
-    pinned = plan_tasks(seeded.first_block, seeded.last_block, DEFAULT_CHUNK_SIZE)
-    assert len(dense) > len(pinned), widths
-    assert max(widths["dense"][1:]) < DEFAULT_CHUNK_SIZE, widths
+    # The first task is the first guess; the tasks after it are sized from what was measured: of
+    # several sizes, wider than the guess on this chain, fewer than the guess would make, and
+    # holding about the target each.
+    first = dense[0].task
+    assert first.end == (first.start // FIRST_TASK_BLOCKS + 1) * FIRST_TASK_BLOCKS - 1, widths
+    assert first.start == seeded.first_block
+    pinned = plan_tasks(seeded.first_block, seeded.last_block, FIRST_TASK_BLOCKS)
+    assert len(dense) < len(pinned), widths
+    assert max(widths["dense"][1:]) > FIRST_TASK_BLOCKS, widths
     assert len(set(widths["dense"])) >= 3, widths
     assert statistics.median(e.logs for e in dense[1:]) <= TARGET_LOGS, widths
     # Where the logs are sparser, the tasks after the first guess are wider, and fewer.

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.config.options import DEFAULT_CHUNK_SIZE
+from pipeline.config.options import FIRST_TASK_BLOCKS
 from pipeline.config.settings import build_config
 from pipeline.messages import Task
 from pipeline.plan.board import TaskBoard
@@ -108,7 +108,7 @@ def test_dense_regions_get_small_tasks_and_sparse_ones_wide_tasks():
 def test_an_empty_chain_gets_wide_tasks_up_to_the_largest_size():
     stored = drive(adaptive(0, 2_000_000), lambda block: 0)
     assert max(t.blocks for t, _ in stored) == MAX_TASK_BLOCKS
-    assert len(stored) < 50  # against 2,001 tasks of the first guess
+    assert len(stored) < 50  # against 20,001 tasks of the first guess
 
 
 def test_a_block_denser_than_the_target_gets_one_block_tasks():
@@ -122,9 +122,9 @@ def test_the_first_task_is_the_first_guess_and_unmeasured_ones_halve():
     for _ in range(6):
         sizes.append(plan.size())
         plan.take()
-    assert sizes == [DEFAULT_CHUNK_SIZE, 500, 200, 100, 100, 100]  # nothing measured yet
-    plan.learn(1_000, 1_000)  # 1 log a block: 10,000 wanted, at most REACH x 1,000 measured
-    assert plan.size() == round_size(REACH * 1_000)
+    assert sizes == [FIRST_TASK_BLOCKS, 50, 20, 10, 10, 10]  # nothing measured yet
+    plan.learn(100, 100)  # 1 log a block: 10,000 wanted, at most REACH x 100 measured
+    assert plan.size() == round_size(REACH * 100)
 
 
 def test_tasks_end_on_a_multiple_of_their_size():
@@ -237,7 +237,7 @@ def test_build_config_pins_the_size_and_the_default_is_adaptive():
 
 def test_help_says_the_default_is_adaptive_from_the_first_guess():
     text = " ".join(CliRunner().invoke(cli, ["backfill", "--help"]).output.split())
-    assert f"default: adaptive, starting at {DEFAULT_CHUNK_SIZE}" in text
+    assert f"default: adaptive, starting at {FIRST_TASK_BLOCKS}" in text
 
 
 def test_round_sizes_divide_the_default_file_window():
