@@ -77,7 +77,7 @@ def test_compaction_writes_full_row_groups_whatever_the_fragment_sizes(tmp_path,
 
 
 def test_a_window_over_the_row_cap_is_cut_into_several_files(tmp_path, monkeypatch):
-    assert staging.MAX_FILE_ROWS == 2_000_000  # the README's ~2M; made small below
+    assert staging.MAX_FILE_ROWS == 500_000  # the README's ~500k; made small below
     monkeypatch.setattr(staging, "MAX_FILE_ROWS", 250)
     counts = [100, 100, 100, 300, 100, 100]  # one fragment alone is over the cap
     stage_blocks(tmp_path, counts)
@@ -92,6 +92,38 @@ def test_a_window_over_the_row_cap_is_cut_into_several_files(tmp_path, monkeypat
     assert manifest.covered == [(0, 5)] and manifest.rows == sum(counts)
     assert not [b for b in range(len(counts)) if fragment_path(tmp_path, b, b).exists()]
 
+
+
+def test_a_contiguous_run_that_reaches_the_row_cap_is_compacted_before_its_window_is_done(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(staging, "MAX_FILE_ROWS", 250)
+    stage_blocks(tmp_path, [])
+    manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
+    window = Staging(tmp_path, manifest, todo=((0, 999),), staged=(), file_blocks=1000)
+
+    def add(block: int, rows: int) -> None:
+        result = tmp_path / f"result-{block}"
+        files.write_result(block_logs(block, rows), result)
+        window.add(result, block, block, rows, endpoint="a")
+
+    def final() -> list:
+        return sorted((parse_log_file_name(p.name), pq.ParquetFile(p).metadata.num_rows)
+                      for p in (tmp_path / LOGS_DIR).glob("*.parquet"))  # fmt: skip
+
+    add(0, 100)
+    add(2, 100)
+    add(4, 200)
+    assert final() == []  # no contiguous run holds the cap yet
+    add(1, 100)  # blocks 0-2 now hold 300 rows: final, though 3 and 5-999 are still to come
+    assert final() == [((0, 2), 300)]
+    assert manifest.covered == [(0, 2)] and manifest.rows == 300
+    assert [b for b in range(5) if fragment_path(tmp_path, b, b).exists()] == [4]
+    add(3, 10)  # joins block 4, not the file before it: 210 rows stay staged
+    assert final() == [((0, 2), 300)]
+    window.compact_all()
+    assert final() == [((0, 2), 300), ((3, 4), 210)]
+    assert manifest.covered == [(0, 4)] and manifest.rows == 510
 
 # --- the circuit breaker -------------------------------------------------------------------------
 
