@@ -48,8 +48,7 @@ def _read_logs(client: RpcClient, response: RawResponse, task: Task, spec: Worke
         # Counted only once the careful path took the answer: a refused error body is already
         # counted as a failure of its class.
         return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=True)
-    check_batch(table, task, spec.log_filter, spec.hex_output)
-    return RangeLogs(table, parser_fallback=False)
+    return RangeLogs(check_batch(table, task, spec.log_filter, spec.hex_output), False)
 
 
 def _careful_table(
@@ -59,5 +58,4 @@ def _careful_table(
     logs = client.logs_result(response)
     check_not_removed(logs)
     table = logs_to_table(logs, spec.chain_id, spec.hex_output)
-    check_batch(table, task, spec.log_filter, spec.hex_output)
-    return table
+    return check_batch(table, task, spec.log_filter, spec.hex_output)

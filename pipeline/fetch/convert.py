@@ -9,6 +9,7 @@ from __future__ import annotations
 from itertools import repeat
 from operator import itemgetter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,6 +46,23 @@ def log_schema(hex_output: bool = False) -> pa.Schema:
             ("chain_id", pa.uint64()),
         ]
     )
+
+
+def log_keys(table: pa.Table) -> np.ndarray:
+    """One uint64 per log that orders logs as the chain does: block number, then log index
+    (both columns without nulls)."""
+    blocks = table["block_number"].to_numpy().astype(np.uint64)
+    return (blocks << np.uint64(32)) | table["log_index"].to_numpy().astype(np.uint64)
+
+
+def in_log_order(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """`table` sorted by block and log index, and its log_keys in that order. Nodes answer in
+    that order, so this is usually one comparison per log, and no copy."""
+    keys = log_keys(table)
+    if bool(np.all(keys[1:] >= keys[:-1])):
+        return table, keys
+    order = np.argsort(keys, kind="stable")
+    return table.take(pa.array(order)), keys[order]
 
 
 def logs_to_table(logs: list[dict], chain_id: int, hex_output: bool = False) -> pa.Table:

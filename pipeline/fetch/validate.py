@@ -4,32 +4,33 @@ from __future__ import annotations
 
 from operator import methodcaller
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config.settings import LogFilter
 from pipeline.errors import ErrorKind, RpcError
-from pipeline.fetch.convert import TOPIC_COLUMNS
+from pipeline.fetch.convert import TOPIC_COLUMNS, in_log_order
 from pipeline.messages import Task
 
 
-def check_batch(table: pa.Table, task: Task, log_filter: LogFilter, hex_output: bool) -> None:
-    """Raise a MALFORMED RpcError unless every log lies in the task's range, matches the
-    filter, and appears once."""
+def check_batch(table: pa.Table, task: Task, log_filter: LogFilter, hex_output: bool) -> pa.Table:
+    """`table` in log order (block, then log index); raise a MALFORMED RpcError unless every
+    log lies in the task's range, matches the filter, and appears once."""
     if not table.num_rows:
-        return
-    bounds = pc.min_max(table["block_number"]).as_py()
-    if bounds["min"] < task.start or bounds["max"] > task.end:
-        _reject(f"returned blocks {bounds['min']}-{bounds['max']} for {task.start}-{task.end}")
-    key = pc.add(
-        pc.multiply(table["block_number"], pa.scalar(1 << 32, pa.uint64())),
-        table["log_index"].cast(pa.uint64()),
-    )
-    if pc.count_distinct(key).as_py() != table.num_rows:
+        return table
+    if table["block_number"].null_count or table["log_index"].null_count:
+        _reject("returned logs without a block number or log index")
+    table, keys = in_log_order(table)
+    first, last = int(keys[0] >> 32), int(keys[-1] >> 32)
+    if first < task.start or last > task.end:
+        _reject(f"returned blocks {first}-{last} for {task.start}-{task.end}")
+    if bool(np.any(keys[1:] == keys[:-1])):
         _reject("returned the same log twice")
     for column, values in _wanted(log_filter):
         if not pc.all(pc.is_in(table[column], _value_set(values, hex_output))).as_py():
             _reject(f"returned logs whose {column} does not match the filter")
+    return table
 
 
 def matching(table: pa.Table, log_filter: LogFilter, hex_output: bool) -> pa.Table:

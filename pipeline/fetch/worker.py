@@ -383,7 +383,7 @@ class EndpointWorker:
                 logs = [log for log in receipts if self.spec.log_filter.matches(log)]
                 check_not_removed(logs)
                 table = logs_to_table(logs, self.spec.chain_id, self.spec.hex_output)
-                check_batch(table, task, self.spec.log_filter, self.spec.hex_output)
+                table = check_batch(table, task, self.spec.log_filter, self.spec.hex_output)
         except RpcError as receipts_err:
             receipts_err.message = f"eth_getBlockReceipts after {err}: {receipts_err.message}"
             self.react(client, task, receipts_err, fallback=False)

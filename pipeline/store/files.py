@@ -13,12 +13,12 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.fetch.convert import in_log_order
 from pipeline.store.atomic import atomic_path, publish
 from pipeline.store.layout import LOGS_DIR, fragment_path, log_file_name
 from pipeline.store.target import Store, as_store
 
 RowGroupHook = Callable[[pa.Table], None] | None
-SORT_KEYS = [("block_number", "ascending"), ("log_index", "ascending")]
 ROW_GROUP_ROWS = 128 * 1024  # big enough to scan fast, small enough for readers' memory
 COMPRESSION = "zstd"
 
@@ -26,8 +26,10 @@ COMPRESSION = "zstd"
 def write_result(table: pa.Table, path: Path) -> None:
     """A worker's result for the writer: sorted, Arrow IPC (no encoding, no compression); not
     yet durable (stage_result makes it so)."""
+    if table.num_rows:
+        table, _ = in_log_order(table)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table.sort_by(SORT_KEYS))
+        writer.write_table(table)
 
 
 def stage_result(result: Path, out_dir: Path, start: int, end: int) -> Path:
