@@ -48,7 +48,7 @@ from pipeline.plan.chunks import ChunkPlan, Coverage, gaps, merge_ranges
 from pipeline.plan.runplan import Plan
 from pipeline.report.stats import EndpointStats
 from pipeline.report.summary import build_summary, event_summaries, write_summary
-from pipeline.report.timeline import Timeline, warm_up, write_timeline
+from pipeline.report.timeline import Timeline, write_timeline
 from pipeline.run.lifecycle import init_child, join_all, run_child
 from pipeline.store.layout import TIMELINE_FILE, worker_crash_log, writer_crash_log
 from pipeline.store.manifest import load_manifest, save_manifest
@@ -175,7 +175,6 @@ class Supervisor:
             self._start_verifier()
             self.writer = self._start_writer()
             self.workers = [self._start_worker(i, 0) for i in range(len(names))]
-            warm_up()
             self._watch()
             self._shutdown()
         except QUEUE_GONE:

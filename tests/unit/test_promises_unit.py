@@ -93,7 +93,6 @@ def test_a_window_over_the_row_cap_is_cut_into_several_files(tmp_path, monkeypat
     assert not [b for b in range(len(counts)) if fragment_path(tmp_path, b, b).exists()]
 
 
-
 def test_a_contiguous_run_that_reaches_the_row_cap_is_compacted_before_its_window_is_done(
     tmp_path, monkeypatch
 ):
@@ -124,6 +123,7 @@ def test_a_contiguous_run_that_reaches_the_row_cap_is_compacted_before_its_windo
     window.compact_all()
     assert final() == [((0, 2), 300), ((3, 4), 210)]
     assert manifest.covered == [(0, 4)] and manifest.rows == 510
+
 
 # --- the circuit breaker -------------------------------------------------------------------------
 
