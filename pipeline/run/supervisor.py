@@ -63,7 +63,9 @@ from pipeline.verify.verifier import Verifier
 POLL_S = 1.0
 PROGRESS_S = 1.0
 MAX_RESTARTS_PER_ENDPOINT = 3
-RESULT_QUEUE_PER_WORKER = 2
+# A fetched batch waits as a file, its name in the queue: room for 8 per endpoint (~25 MB of
+# disk at the target answer size) lets the workers go on while the writer compacts (~0.25 s).
+RESULT_QUEUE_PER_WORKER = 8
 JOIN_GRACE_S = 5.0
 WRITER_GRACE_S = 300.0  # the writer compacts what is staged before it stops
 THROTTLED_STALL_FACTOR = 5  # endpoints that only rate-limit us get longer before the run gives up
