@@ -148,13 +148,15 @@ class Distrust:
 
 @dataclass(frozen=True)
 class Unstaged:
-    """Writer -> supervisor: a staged answer of `endpoint` was dropped (it is suspect); its
-    blocks are fetched again, so its logs no longer count as fetched."""
+    """Writer -> supervisor: a stored answer of `endpoint` was dropped (it is suspect); its
+    blocks are fetched again, so its logs no longer count as fetched. `earlier`: stored by an
+    earlier run, whose blocks now join this run's work."""
 
     endpoint: str
     start: int
     end: int
     logs: int
+    earlier: bool = False
 
 
 class Check(enum.StrEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -29,6 +30,12 @@ class Endpoint:
     rps: float | None = None  # requests per second at most (None: as fast as it answers)
     concurrency: int | None = None  # requests in flight at once, pinned; None: adaptive
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # the adaptive limit's ceiling
+
+    @property
+    def fingerprint(self) -> str:
+        """This endpoint's id across runs, safe to store: 16 hex digits of its URL's SHA-256
+        (the URL may hold a key; the digest does not give it away)."""
+        return hashlib.sha256(self.url.encode()).hexdigest()[:16]
 
     @property
     def threads(self) -> int:

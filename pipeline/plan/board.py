@@ -214,15 +214,18 @@ class TaskBoard:
             self._cond.notify_all()
 
     def reopen(self, start: int, end: int, liar: str, reason: str) -> None:
-        """Fetch blocks start..end again (an endpoint's staged answer there was dropped), kept
-        from `liar` while another live endpoint can serve them."""
+        """Fetch blocks start..end again (an endpoint's stored answers there were dropped), in
+        tasks of the plan's size (an earlier run's whole file may come back), kept from `liar`
+        while another live endpoint can serve them."""
         with self._cond:
-            task = Task(self._new_id(), start, end, last_error=reason)
-            task = replace(task, excluded=self._keep_from(frozenset(), liar))
-            if self._live_endpoints:
-                self._pending.appendleft(task)
-            else:  # the last endpoint was taken out meanwhile
-                self._failed[task.task_id] = task
+            size = self._plan.size()
+            for lo in reversed(range(start, end + 1, size)):  # served first, in block order
+                task = Task(self._new_id(), lo, min(end, lo + size - 1), last_error=reason)
+                task = replace(task, excluded=self._keep_from(frozenset(), liar))
+                if self._live_endpoints:
+                    self._pending.appendleft(task)
+                else:  # the last endpoint was taken out meanwhile
+                    self._failed[task.task_id] = task
             self._cond.notify_all()
 
     def _keep_from(self, excluded: frozenset[str], liar: str) -> frozenset[str]:

@@ -124,6 +124,7 @@ class Supervisor:
         # Final files, manifest and summary go to the store; staging and crash logs stay local.
         self.store = resume.store or LocalStore(config.output)
         self.staging = self.store.staging
+        self.todo_ranges = list(resume.todo)  # grows when a liar's earlier files are taken back
         self.todo = sum(b - a + 1 for a, b in resume.todo)
         self.already_stored = self.total - self.todo
 
@@ -203,7 +204,7 @@ class Supervisor:
         join_all([w.process for w in self.workers] + [p for p in [self.writer] if p], 0.0)
         self.failed = []
         done = self.written.ranges()
-        missing = [gap for a, b in self.resume.todo for gap in gaps(a, b, done)]
+        missing = [gap for a, b in self.todo_ranges for gap in gaps(a, b, done)]
         self.unfetched = [Task(-1, lo, hi) for lo, hi in missing]
         self._draw_timeline()
 
@@ -219,6 +220,7 @@ class Supervisor:
             self.store,
             verify=self.verify,
             max_attempts=self.config.max_attempts,
+            fingerprints=tuple((e.name, e.fingerprint) for e in self.config.endpoints),
         )
 
     def _start_writer(self) -> BaseProcess:
@@ -333,6 +335,10 @@ class Supervisor:
                 # (a dead endpoint's checks retrying must not hold off the stall timeout).
                 if event.error is None:
                     self.last_progress = time.monotonic()
+            case Unstaged() if event.earlier:  # no longer stored: this run fetches it
+                self.todo_ranges.append((event.start, event.end))
+                self.todo += event.end - event.start + 1
+                self.already_stored -= event.end - event.start + 1
             case Unstaged():
                 self.stats[event.endpoint].record_unstaged(event)
                 self.written.remove(event.start, event.end)  # fetched again, written again

@@ -40,18 +40,33 @@ class Manifest:
     tip: dict[int, str] = field(default_factory=dict)  # block -> hash, at the last run's end
     # The decoded events: name, signature, layout and folder of each (see store.events).
     events: list[dict] = field(default_factory=list)
+    # Ranges without logs, with the endpoints that answered them (from_block, to_block,
+    # fetched_by); a final file's entry has its own fetched_by. Fingerprints of endpoints
+    # (config.endpoints), so that a later run can take back what a liar it caught stored.
+    empty: list[dict] = field(default_factory=list)
     version: int = VERSION
 
     def add(
-        self, start: int, end: int, name: str | None, rows: int, events: dict | None = None
+        self,
+        start: int,
+        end: int,
+        name: str | None,
+        rows: int,
+        events: dict | None = None,
+        fetched_by: list[str] | None = None,
     ) -> None:
         """Record blocks start..end as complete, stored in file `name` (None: no logs), with
-        the event files beside it ({folder: {file, rows, decode_failures, examples}})."""
+        the event files beside it ({folder: {file, rows, decode_failures, examples}}) and the
+        fingerprints of the endpoints that fetched them."""
         self.covered = merge_ranges([*self.covered, (start, end)])
+        provenance = {"fetched_by": sorted(fetched_by)} if fetched_by else {}
         if name is not None:
             self.files[name] = {"from_block": start, "to_block": end, "rows": rows}
             if events:
                 self.files[name]["events"] = events
+            self.files[name].update(provenance)
+        elif provenance:
+            self.empty.append({"from_block": start, "to_block": end, **provenance})
 
     def drop_file(self, name: str) -> dict:
         """Forget a final file and the coverage it held (a reorg made it stale); its entry."""
@@ -82,6 +97,7 @@ class Manifest:
             kept += [(a, min(b, lo - 1))] if a < lo else []
             kept += [(max(a, hi + 1), b)] if b > hi else []
         self.covered = [(a, b) for a, b in kept if a <= b]
+        self.empty = [e for e in self.empty if e["to_block"] < lo or e["from_block"] > hi]
 
     @property
     def rows(self) -> int:
@@ -99,6 +115,7 @@ class Manifest:
             "files": [{"name": name, **entry} for name, entry in sorted(self.files.items())],
             "tip": {str(block): digest for block, digest in sorted(self.tip.items())},
             "events": self.events,
+            "empty": self.empty,
         }
 
 
@@ -135,6 +152,7 @@ def load_manifest(out_dir: Path | Store) -> Manifest | None:
             files={f["name"]: _file_entry(f) for f in doc["files"]},
             tip={int(block): str(digest) for block, digest in doc.get("tip", {}).items()},
             events=[dict(e) for e in doc.get("events", [])],
+            empty=[_empty_entry(e) for e in doc.get("empty", [])],
             version=int(doc.get("version", 1)),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -147,7 +165,14 @@ def _file_entry(stored: dict) -> dict:
     entry: dict = {k: int(stored[k]) for k in ("from_block", "to_block", "rows")}
     if stored.get("events"):
         entry["events"] = {folder: dict(e) for folder, e in stored["events"].items()}
+    if stored.get("fetched_by"):
+        entry["fetched_by"] = [str(f) for f in stored["fetched_by"]]
     return entry
+
+
+def _empty_entry(stored: dict) -> dict:
+    entry: dict = {k: int(stored[k]) for k in ("from_block", "to_block")}
+    return {**entry, "fetched_by": [str(f) for f in stored["fetched_by"]]}
 
 
 def events_json(outputs: tuple) -> list[dict]:

@@ -5,6 +5,7 @@ compaction is recorded in the manifest before its fragments are deleted."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,6 +58,8 @@ class Staging:
         file_blocks: int,
         events: tuple[EventOutput, ...] = (),
         store: Store | None = None,
+        fingerprints: Mapping[str, str] | None = None,
+        reopens: bool = True,
     ) -> None:
         self.out = out  # the staging folder
         self.store = store or LocalStore(out)  # where final files go
@@ -66,7 +69,11 @@ class Staging:
         self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
         self.missing: dict[int, int] = defaultdict(int)
         self.sources: dict[tuple[int, int], str] = {}  # fragment -> the endpoint that fetched it
-        self.compacted: list[Compacted] = []  # this run's, of fragments whose endpoint is known
+        # This run's compactions of fragments whose endpoint is known, kept when the checks may
+        # take an endpoint's files back (`reopens`).
+        self.compacted: list[Compacted] = []
+        self.reopens = reopens
+        self.fingerprints = dict(fingerprints or {})  # endpoint name -> its id across runs
         for start, end in todo:
             for window, lo, hi in _windows(start, end, file_blocks):
                 self.missing[window] += hi - lo + 1
@@ -140,15 +147,16 @@ class Staging:
         start, end = group[0][0], group[-1][1]
         paths = [fragment_path(self.out, a, b) for a, b, _ in group]
         rows = sum(count for _, _, count in group)
+        fetched = tuple((lo, hi, n, self.sources.pop((lo, hi), "")) for lo, hi, n in group)
+        by = sorted({self.fingerprints[s] for *_, s in fetched if s in self.fingerprints})
         if rows:
-            commit_window(self.store, self.manifest, self.events, start, end, rows, paths)
+            commit_window(self.store, self.manifest, self.events, start, end, rows, paths, by)
         else:  # no logs there: nothing to read, only the coverage to record
-            self.manifest.add(start, end, None, 0)
+            self.manifest.add(start, end, None, 0, fetched_by=by)
             save_manifest(self.store, self.manifest)
         for fragment in paths:  # the record first, then the cleanup
             fragment.unlink()
-        fetched = tuple((lo, hi, n, self.sources.pop((lo, hi), "")) for lo, hi, n in group)
-        if any(source for *_, source in fetched):  # checked answers: a liar may be among them
+        if self.reopens and any(source for *_, source in fetched):  # a liar may be among them
             name = log_file_name(start, end) if rows else None
             self.compacted.append(Compacted(window, name, start, end, fetched))
 
@@ -181,6 +189,32 @@ class Staging:
                 self.store.delete(key)
         return sorted(reopened)
 
+    def reopen_earlier(self, endpoint: str) -> list[tuple[int, int, int]]:
+        """Take back what earlier runs stored that `endpoint` had a part in (the manifest's
+        fetched_by, by fingerprint; after reopen_from, only earlier runs' entries hold this
+        run's suspect): each final file or range without logs is forgotten, then deleted, and
+        its blocks (start, end, rows) returned to be fetched again whole."""
+        fingerprint = self.fingerprints.get(endpoint)
+        listed = self.manifest.files.items()
+        files = [name for name, e in listed if fingerprint in e.get("fetched_by", ())]
+        empty = [e for e in self.manifest.empty if fingerprint in e["fetched_by"]]
+        keys, reopened = [], []
+        for name in files:
+            entry = self.manifest.drop_file(name)
+            keys += file_keys(name, entry)
+            reopened.append((entry["from_block"], entry["to_block"], entry["rows"]))
+        for entry in empty:
+            self.manifest.drop_range(entry["from_block"], entry["to_block"])
+            reopened.append((entry["from_block"], entry["to_block"], 0))
+        if reopened:
+            save_manifest(self.store, self.manifest)
+        for key in keys:
+            self.store.delete(key)
+        for start, end, _ in reopened:
+            for window, lo, hi in _windows(start, end, self.file_blocks):
+                self.missing[window] += hi - lo + 1
+        return reopened
+
     def _final_rows(self, name: str | None) -> pa.Table:
         """The rows of a final file of this run, as a fragment holds them (Parquet has no unit
         of seconds: block_timestamp is cast back); no rows when there is no file."""
@@ -201,10 +235,12 @@ def commit_window(
     end: int,
     rows: int,
     sources: list[Path] | None = None,
+    fetched_by: list[str] | None = None,
     schema: pa.Schema | None = None,
 ) -> None:
     """Write the final file of blocks start..end from `sources` (or an empty one of `schema`),
-    each event's decoded file beside it, then record them all in the manifest at once."""
+    each event's decoded file beside it, then record them all in the manifest at once, with
+    the fingerprints of the endpoints that fetched them."""
     out = as_store(out)
     raw_schema = fragment_schema(sources[0]) if sources else schema
     window = WindowEvents(out, events, start, end, raw_schema, manifest.hex_output)
@@ -213,7 +249,7 @@ def commit_window(
             path = compact(sources, out, start, end, on_group=window.add)
         else:
             path = write_empty(raw_schema, out, start, end)
-    manifest.add(start, end, path.name, rows, window.entries)
+    manifest.add(start, end, path.name, rows, window.entries, fetched_by)
     save_manifest(out, manifest)
 
 

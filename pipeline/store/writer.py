@@ -54,6 +54,8 @@ class WriterSpec:
     # an attempt, and fails after max_attempts.
     verify: bool = False
     max_attempts: int = 10
+    # Endpoint name -> fingerprint (config.endpoints): the manifest records who fetched what.
+    fingerprints: tuple[tuple[str, str], ...] = ()
 
 
 def writer_main(
@@ -92,6 +94,8 @@ def _store_until_done(
         spec.file_blocks,
         spec.events,
         spec.store,
+        dict(spec.fingerprints),
+        reopens=spec.verify,
     )
     shown = staging.store.uri
     # The lock lets the next run wait for this process if its supervisor is killed.
@@ -123,7 +127,7 @@ def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> Task
     if not board.accept(task.task_id, batch.rows):
         result.unlink(missing_ok=True)
         return None
-    staging.add(result, task.start, task.end, batch.rows)
+    staging.add(result, task.start, task.end, batch.rows, batch.endpoint)
     board.complete(task.task_id)
     return TaskWritten(task, batch.endpoint, batch.rows)
 
@@ -160,9 +164,12 @@ class Holding:
         self.board.reject(task.task_id, verdict.liar, verdict.reason, self.spec.max_attempts)
 
     def distrust(self, order: Distrust) -> None:
-        """Drop what the endpoint fetched, staged or in a final file of this run, and put those
-        ranges back on the board for the others."""
-        dropped = self.staging.drop_from(order.endpoint) + self.staging.reopen_from(order.endpoint)
-        for start, end, rows in dropped:
-            self.board.reopen(start, end, order.endpoint, order.reason)
-            self.events.put(Unstaged(order.endpoint, start, end, rows))
+        """Drop what the endpoint fetched, staged or in a final file of this run or an earlier
+        one, and put those ranges back on the board for the others."""
+        name = order.endpoint
+        this_run = self.staging.drop_from(name) + self.staging.reopen_from(name)
+        taken = [(r, False) for r in this_run]
+        taken += [(r, True) for r in self.staging.reopen_earlier(name)]
+        for (start, end, rows), earlier in taken:
+            self.board.reopen(start, end, name, order.reason)
+            self.events.put(Unstaged(name, start, end, rows, earlier=earlier))

@@ -86,6 +86,29 @@ def test_a_liar_caught_late_has_its_ranges_in_this_runs_final_files_fetched_agai
     assert lies(lying) > 0 and entry(result, "liar")["state"] in ("suspect", "out")
 
 
+def test_a_liar_caught_in_a_later_run_has_what_it_stored_in_earlier_runs_fetched_again(
+    seeded, node, proxy, tmp_path
+):
+    lying = proxy(liar("liar-drops", rate=1.0))
+    half = seeded.first_block + 1_499
+    # An unchecked first run: every answer misses a log, and nothing notices.
+    first = backfill(
+        tmp_path, [f"liar={lying.url}"], from_block=seeded.first_block, to_block=half,
+        chunk_size=CHUNK, verify=False,
+    )  # fmt: skip
+    assert first.exit_code == 0 and lies(lying) > 0
+    assert len(stored_rows(tmp_path)) < len(node_rows(node, seeded.first_block, half))
+    # The next run, checked and next to an honest endpoint, catches it: what it stored in the
+    # first run is fetched again from the honest one.
+    honest = proxy(PROFILES["healthy"])
+    result = backfill(
+        tmp_path, [f"honest={honest.url}", f"liar={lying.url}"], from_block=seeded.first_block,
+        to_block=seeded.last_block, chunk_size=CHUNK, audit_rate=1.0,
+    )  # fmt: skip
+    assert entry(result, "liar")["state"] in ("suspect", "out")
+    assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+
+
 @pytest.mark.parametrize("kind", SAMPLED_LIARS)
 def test_alone_a_liar_gives_the_node_s_logs_or_exit_1_naming_the_unsettled_ranges(
     seeded, node, proxy, tmp_path, kind

@@ -581,6 +581,40 @@ def test_reopen_from_forgets_a_range_without_logs_that_only_the_endpoint_fetched
     assert staging.manifest.covered == [] and staging.missing[0] == 1000
 
 
+def test_an_earlier_runs_files_and_empty_ranges_a_caught_liar_had_a_part_in_are_taken_back(
+    staging,
+):
+    fingerprints = {"x": "f" * 16, "y": "e" * 16}
+    staging.fingerprints = fingerprints
+    stage(staging, 0, 499, "x")
+    stage(staging, 500, 999, "y")  # final file 0-999, fetched by x and y
+    later = Staging(staging.out, staging.manifest, ((1000, 3999),), (), 1000)
+    later.fingerprints = fingerprints
+    for start, end, who, rows in ((1000, 1999, "y", 10), (2000, 2999, "x", 0)):
+        result = later.out / f"result_{start}.arrow"
+        write_result(table([log(b, 0) for b in range(start, start + rows)]), result)
+        later.add(result, start, end, rows, who)
+    assert later.manifest.files[log_file_name(0, 999)]["fetched_by"] == sorted(
+        fingerprints.values()
+    )
+    assert later.manifest.empty == [
+        {"from_block": 2000, "to_block": 2999, "fetched_by": ["f" * 16]}
+    ]
+    # A third run caught x: what x had a part in is fetched again whole; y's own file stays.
+    third = Staging(
+        later.out, load_manifest(later.out), ((3000, 3999),), (), 1000, fingerprints=fingerprints
+    )
+    assert third.reopen_from("x") == [] and third.reopen_earlier("x") == [
+        (0, 999, 100),
+        (2000, 2999, 0),
+    ]
+    saved = load_manifest(third.out)
+    assert saved.covered == [(1000, 1999)] and list(saved.files) == [log_file_name(1000, 1999)]
+    assert saved.empty == [] and not (third.out / LOGS_DIR / log_file_name(0, 999)).exists()
+    assert third.missing[0] == 1000 and third.missing[2] == 1000
+    assert third.reopen_earlier("x") == [] and third.reopen_earlier("y") == [(1000, 1999, 10)]
+
+
 class FakeBoard:
     """What Holding asks of the board, recorded."""
 
