@@ -1,6 +1,7 @@
-"""The optional C parser (pipeline/fetch/_fastlogs.c), built at install time with the machine's
-compiler; all other metadata is in pyproject.toml. Without a working compiler the install still
-succeeds, and pipeline.fetch.nativelogs falls back to the numpy parser."""
+"""The optional C extensions, built at install time with the machine's compiler: the parser
+(pipeline/fetch/_fastlogs.c) and batch Keccak-256 (pipeline/_keccak.c); all other metadata is in
+pyproject.toml. Without a working compiler the install still succeeds: pipeline.fetch.nativelogs
+falls back to the numpy parser, pipeline.hashing to pycryptodome."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ BUILD_ERRORS = (BaseError, CCompilerError, OSError)
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that warns instead of failing: the C parser only makes parsing faster."""
+    """build_ext that warns instead of failing: the extensions only make things faster."""
 
     def run(self) -> None:
         try:
@@ -32,7 +33,7 @@ class OptionalBuildExt(build_ext):
 
 def _warn(exc: BaseException) -> None:
     print(
-        f"warning: the optional C parser was not built ({exc}); the numpy parser will be used",
+        f"warning: an optional C extension was not built ({exc}); Python stands in for it",
         file=sys.stderr,
     )
 
@@ -43,7 +44,8 @@ setup(
             "pipeline.fetch._fastlogs",
             ["pipeline/fetch/_fastlogs.c"],
             optional=True,
-        )
+        ),
+        Extension("pipeline._keccak", ["pipeline/_keccak.c"], optional=True),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -10,9 +10,9 @@ bootstrap() {  # bootstrap [EXTRA]: install the project, with an optional extra 
   fi
   [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
   stamp="$VENV/.installed${extra:+-$extra}"
-  # Reinstall when the package's build inputs changed (the C parser is compiled at install time).
+  # Reinstall when the package's build inputs changed (the C extensions compile at install time).
   if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pyproject.toml" "$ROOT/setup.py" \
-      "$ROOT/pipeline/fetch/_fastlogs.c" -newer "$stamp" 2>/dev/null)" ]; then
+      "$ROOT/pipeline/fetch/_fastlogs.c" "$ROOT/pipeline/_keccak.c" -newer "$stamp" 2>/dev/null)" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${extra:+[$extra]}"
     touch "$stamp"
   fi

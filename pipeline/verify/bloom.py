@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-from pipeline.hashing import keccak256
+import numpy as np
+
+from pipeline.hashing import keccak256, keccak256_each
 
 BLOOM_BYTES = 256
 
@@ -14,15 +16,27 @@ BLOOM_BYTES = 256
 def bloom_bits(item: bytes) -> tuple[int, int, int]:
     """The three bit positions `item` (an address or a topic, raw bytes) sets: the low 11 bits
     of the first three byte pairs of its keccak-256."""
-    digest = keccak256(item)
-    return tuple((((digest[i] << 8) | digest[i + 1]) & 2047) for i in (0, 2, 4))  # type: ignore[return-value]
+    return tuple(_bits(keccak256(item))[0].tolist())  # type: ignore[return-value]
+
+
+def bloom_positions_of(items: list[bytes]) -> np.ndarray:
+    """Where each item's three bits are in a 256-byte bloom: (n, 3, 2) of (byte index, bit
+    mask), the items hashed in one call."""
+    bits = _bits(keccak256_each(items))
+    # Bit 0 is the lowest bit of the bloom's last byte: the bloom is one big-endian number.
+    return np.stack([BLOOM_BYTES - 1 - bits // 8, 1 << (bits % 8)], axis=-1)
 
 
 @lru_cache(maxsize=1 << 16)  # addresses and topic0s recur in every answer: hashed once
 def bloom_positions(item: bytes) -> tuple[tuple[int, int], ...]:
     """Where `item`'s three bits are in a 256-byte bloom: (byte index, bit mask) each."""
-    # Bit 0 is the lowest bit of the bloom's last byte: the bloom is one big-endian number.
-    return tuple((BLOOM_BYTES - 1 - bit // 8, 1 << (bit % 8)) for bit in bloom_bits(item))
+    return tuple(map(tuple, bloom_positions_of([item])[0].tolist()))
+
+
+def _bits(digests: bytes) -> np.ndarray:
+    """(n, 3): the bits each 32-byte digest sets."""
+    pairs = np.frombuffer(digests, np.uint8).reshape(-1, 32)[:, :6].astype(np.int64)
+    return ((pairs[:, 0::2] << 8) | pairs[:, 1::2]) & 2047
 
 
 def may_contain(bloom: bytes, item: bytes) -> bool:

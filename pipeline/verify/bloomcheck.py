@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from pipeline.fetch.convert import TOPIC_COLUMNS
 from pipeline.fetch.rpc import BlockHeader
-from pipeline.verify.bloom import BLOOM_BYTES, bloom_positions
+from pipeline.verify.bloom import BLOOM_BYTES, bloom_positions_of
 
 BLOOM_SAMPLE = 64  # logs of an answer whose topics 1-3 are held against their block's bloom
 
@@ -48,8 +48,7 @@ def _first_excluded(
     present = ~encoded.indices.is_null().to_numpy(zero_copy_only=False)
     if not present.any():
         return None
-    positions = [bloom_positions(_raw(v)) for v in encoded.dictionary.to_pylist()]
-    where = np.array(positions, np.int64).reshape(len(positions), 3, 2)
+    where = bloom_positions_of([_raw(v) for v in encoded.dictionary.to_pylist()])
     byte_at, mask = where[:, :, 0], where[:, :, 1].astype(np.uint8)
     # Which blooms hold which values (blocks x distinct values: few of each in one answer),
     # then one lookup per log.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import hashing
 from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import LogFilter
 from pipeline.dev.verify import stored_logs
@@ -97,6 +98,17 @@ def test_a_bloom_contains_every_item_it_was_built_of_and_excludes_another():
     assert sum(bin(byte).count("1") for byte in bloom) <= 9  # three bits an item at most
     assert not may_contain(bloom, random.Random(3).randbytes(32))
 
+
+
+def test_the_c_keccak_gives_pycryptodomes_digests_one_or_many_at_a_time(monkeypatch):
+    rng = random.Random(5)
+    items = [rng.randbytes(n) for n in (1, 20, 32, 135, 136, 137, 300)]
+    batches = [[rng.randbytes(32) for _ in range(50)], [rng.randbytes(20) for _ in range(3)]]
+    assert hashing._keccak is not None, "the C extension is built by the README's install"
+    native = [keccak256(i) for i in items], [hashing.keccak256_each(b) for b in batches]
+    monkeypatch.setattr(hashing, "_keccak", None)  # no compiler at install: pycryptodome
+    assert native == ([keccak256(i) for i in items], [hashing.keccak256_each(b) for b in batches])
+    assert hashing.keccak256_each(items) == b"".join(native[0])  # of several widths
 
 def test_an_items_bits_are_the_low_11_bits_of_the_first_three_byte_pairs_of_its_keccak():
     # keccak256(b"") = c5d2 4601 86f7 ...: the published empty-input vector.
