@@ -21,6 +21,13 @@ from pipeline.store.target import Store, as_store
 RowGroupHook = Callable[[pa.Table], None] | None
 ROW_GROUP_ROWS = 128 * 1024  # big enough to scan fast, small enough for readers' memory
 COMPRESSION = "zstd"
+# Min/max statistics where they let a reader skip row groups (rows are in block order); on
+# hashes, topics 1-3 and data they prune nothing and took a fifth of the write time.
+STATISTICS = ("block_number", "block_timestamp", "transaction_index", "log_index", "address",
+              "topic0", "chain_id")  # fmt: skip
+# Dictionary pages everywhere but `data`, whose values hardly repeat: the attempt cost time and
+# the pages it gave up on cost space.
+PLAIN = ("data",)
 
 
 def write_result(table: pa.Table, path: Path) -> None:
@@ -92,9 +99,16 @@ def _write_atomically(
     schema: pa.Schema,
     on_group: RowGroupHook = None,
 ) -> None:
+    columns = schema.names
     with (
         store.atomic(key) as tmp,
-        pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer,
+        pq.ParquetWriter(
+            tmp,
+            schema,
+            compression=COMPRESSION,
+            write_statistics=[c for c in columns if c in STATISTICS],
+            use_dictionary=[c for c in columns if c not in PLAIN],
+        ) as writer,
     ):
         for group in _row_groups(tables):
             writer.write_table(group, row_group_size=ROW_GROUP_ROWS)

@@ -74,6 +74,10 @@ def test_compaction_writes_full_row_groups_whatever_the_fragment_sizes(tmp_path,
     # Parquet has no unit of seconds: block_timestamp comes back in milliseconds, same instants.
     assert parquet.read().cast(expected.schema).equals(expected), "the rows, unchanged, in order"
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    # Statistics where they prune row groups, none where they cannot (hashes, topics 1-3, data).
+    group, names = parquet.metadata.row_group(0), parquet.schema_arrow.names
+    assert group.column(names.index("block_number")).statistics.has_min_max
+    assert group.column(names.index("data")).statistics is None
 
 
 def test_a_window_over_the_row_cap_is_cut_into_several_files(tmp_path, monkeypatch):
