@@ -62,6 +62,11 @@ class LogFilter:
             params["topics"] = [list(values) if values else None for values in topics]
         return params
 
+    @property
+    def takes_all(self) -> bool:
+        """True when every log passes: an answer then holds each of its blocks' logs whole."""
+        return not self.addresses and not any(self.topics)
+
     def matches(self, log: dict) -> bool:
         """Whether one decoded log passes the filter (for logs read from block receipts)."""
         if self.addresses and str(log.get("address", "")).lower() not in self.addresses:

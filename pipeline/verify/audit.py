@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from http import HTTPStatus
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -63,6 +64,19 @@ def _by_block(table: pa.Table) -> dict[int, list[tuple]]:
     for row in zip(*columns, strict=True):
         rows[row[0]].append(row)
     return rows
+
+
+def index_gaps(table: pa.Table) -> list[int]:
+    """The blocks of an answer in log order whose log indexes are not 0, 1, 2 ...: where every
+    log of a block was asked for, one is missing there (or the chain numbers logs its own way,
+    which the receipts then show)."""
+    if not table.num_rows:
+        return []
+    blocks = table["block_number"].to_numpy()
+    first = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    position = np.arange(len(blocks)) - np.repeat(first, np.diff(np.r_[first, len(blocks)]))
+    gapped = table["log_index"].to_numpy().astype(np.int64) != position
+    return np.unique(blocks[gapped]).tolist()
 
 
 def blocks_within(table: pa.Table, blocks: range, most_logs: int, rng: random.Random) -> list[int]:

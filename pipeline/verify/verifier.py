@@ -35,6 +35,7 @@ from pipeline.messages import (
 )
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
 from pipeline.store.files import read_fragment
+from pipeline.verify.audit import index_gaps
 from pipeline.verify.auditor import Auditor
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.canon import Canon
@@ -194,13 +195,15 @@ class Verifier:
         doubtful = [
             b for b in tail if b in headers and filter_may_match(headers[b].bloom, spec.log_filter)
         ]
+        # Every log asked for, yet a block's log indexes skip one: its receipts settle it.
+        gapped = index_gaps(table) if spec.log_filter.takes_all else []
         source = self.auditor.receipts_source(name, task.end)
-        if source is not None:
-            doubtful = doubtful[: source.room(len(doubtful))]
-        if doubtful and source:  # no logs where the bloom says there may be: receipts settle it
-            verdict = self.auditor.against_receipts(batch, table, doubtful, source, Check.BLOOM)
-            if not verdict.ok:
-                return verdict
+        for blocks, check in ((doubtful, Check.BLOOM), (gapped, Check.AUDIT)):
+            if source is not None and blocks:
+                blocks = blocks[: source.room(len(blocks))]
+                verdict = self.auditor.against_receipts(batch, table, blocks, source, check)
+                if not verdict.ok:
+                    return verdict
         if self.ledger.audit_due(name):
             with self._audits:
                 return self.auditor.audit(batch, table)

@@ -109,6 +109,29 @@ def test_a_liar_caught_in_a_later_run_has_what_it_stored_in_earlier_runs_fetched
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
 
 
+@pytest.mark.parametrize("endpoints", [("liar",), ("honest", "liar")])
+def test_a_dropped_log_shows_as_a_gap_in_its_blocks_log_indexes_without_any_audit(
+    seeded, node, proxy, tmp_path, endpoints
+):
+    # Audits off: what catches the liar is that, with every log asked for, a block's log
+    # indexes must run 0, 1, 2 ...; its receipts settle the gap. Once caught, everything it
+    # fetched is fetched again, or checked in full, so a drop at a block's end cannot hide.
+    urls = {
+        "honest": proxy(PROFILES["healthy"]).url,
+        "liar": (lying := proxy(liar("liar-drops", rate=1.0))).url,
+    }
+    result = backfill(
+        tmp_path, [f"{name}={urls[name]}" for name in endpoints], from_block=seeded.first_block,
+        to_block=seeded.last_block, chunk_size=CHUNK, audit_rate=0.0, max_attempts=3,
+    )  # fmt: skip
+    assert lies(lying) > 0 and caught(result, "liar") > 0
+    if result.exit_code == 0:
+        assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    else:
+        assert endpoints == ("liar",) and result.exit_code == 1
+        assert "answered wrongly: liar" in result.message
+
+
 @pytest.mark.parametrize("kind", SAMPLED_LIARS)
 def test_alone_a_liar_gives_the_node_s_logs_or_exit_1_naming_the_unsettled_ranges(
     seeded, node, proxy, tmp_path, kind

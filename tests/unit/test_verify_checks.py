@@ -32,6 +32,7 @@ from pipeline.verify.audit import (
     blocks_within,
     comparable,
     differing_blocks,
+    index_gaps,
     receipts_table,
 )
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
@@ -99,7 +100,6 @@ def test_a_bloom_contains_every_item_it_was_built_of_and_excludes_another():
     assert not may_contain(bloom, random.Random(3).randbytes(32))
 
 
-
 def test_the_c_keccak_gives_pycryptodomes_digests_one_or_many_at_a_time(monkeypatch):
     rng = random.Random(5)
     items = [rng.randbytes(n) for n in (1, 20, 32, 135, 136, 137, 300)]
@@ -109,6 +109,7 @@ def test_the_c_keccak_gives_pycryptodomes_digests_one_or_many_at_a_time(monkeypa
     monkeypatch.setattr(hashing, "_keccak", None)  # no compiler at install: pycryptodome
     assert native == ([keccak256(i) for i in items], [hashing.keccak256_each(b) for b in batches])
     assert hashing.keccak256_each(items) == b"".join(native[0])  # of several widths
+
 
 def test_an_items_bits_are_the_low_11_bits_of_the_first_three_byte_pairs_of_its_keccak():
     # keccak256(b"") = c5d2 4601 86f7 ...: the published empty-input vector.
@@ -512,6 +513,17 @@ def test_a_range_reopened_after_the_last_endpoint_is_retired_fails_at_once():
     b.retire("a", fail_rest=True)
     b.reopen(0, 99, "a", "a was distrusted")
     assert b.state().settled
+
+
+def test_index_gaps_are_the_blocks_whose_log_indexes_skip_one():
+    def answer(*rows: tuple[int, int]):
+        return table([log(block, index) for block, index in rows])
+
+    assert index_gaps(answer((5, 0), (5, 1), (5, 2), (7, 0), (7, 1))) == []
+    assert index_gaps(answer((5, 0), (5, 1), (5, 3), (7, 0), (7, 1))) == [5]  # 2 missing
+    assert index_gaps(answer((5, 0), (7, 1), (7, 2), (9, 0))) == [7]  # its first one missing
+    assert index_gaps(answer((5, 0), (5, 1))) == []  # were there a 5:2, no gap shows: audits
+    assert index_gaps(answer()) == []
 
 
 # --- the writer: dropping a distrusted endpoint's staged fragments -------------------------
