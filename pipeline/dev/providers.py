@@ -17,7 +17,7 @@ Hint = tuple[int, int]  # an inclusive block range a refusal suggests instead
 HINTS = ("valid", "echo", "inverted", "outside", "none")
 LAG_MODES = ("empty", "partial")
 # Liars answer eth_getLogs wrongly with HTTP 200 and no error (pipeline.dev.simulator.liars).
-LIARS = ("behind", "drops", "orphans", "truncates", "fabricates")
+LIARS = ("behind", "drops", "blanks", "orphans", "truncates", "fabricates")
 
 
 @dataclass(frozen=True)
@@ -491,6 +491,13 @@ PROFILES: dict[str, Profile] = {
             liar_rate=0.2,
             seed=7,
             description="20% of eth_getLogs answers miss one log (its block keeps others)",
+        ),
+        Profile(
+            "liar-blanks",
+            liar="blanks",
+            liar_rate=0.2,
+            seed=11,
+            description="20% of eth_getLogs answers leave out every log of one block, no error",
         ),
         Profile(
             "liar-orphans",

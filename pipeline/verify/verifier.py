@@ -31,6 +31,7 @@ from pipeline.messages import (
     FetchedBatch,
     Notice,
     ResultQueue,
+    Task,
     Verdict,
 )
 from pipeline.plan.board import QUEUE_GONE, TaskBoard
@@ -50,6 +51,9 @@ AUDITS_AT_ONCE = 4
 # Blocks at an answer's end whose headers are read even without logs: a truncated answer
 # leaves its last blocks empty. Few, since full blooms (mainnet's) often "may match".
 TAIL_BLOCKS = 2
+# With every log asked for, blocks of an answer without logs whose headers are read as well: up
+# to one for each BLANK_SHARE blocks with logs (a dense chain has few empty blocks: all of them).
+BLANK_SHARE = 10
 CHECK_TRIES = 3  # a check whose requests fail this often costs its task an attempt
 VERDICT_WAIT_S = 60.0  # the writer takes verdicts at once; it is gone when this runs out
 DISPUTE_VOTES = 2  # other endpoints asked for a header whose hash is in dispute
@@ -173,12 +177,14 @@ class Verifier:
         hashes = block_hashes(table)
         last = max(hashes, default=task.start - 1)
         tail = list(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
+        # Every log asked for: a block of the answer without logs whose bloom is not empty had
+        # some. A share of them is looked at (all of them on a chain where few blocks are empty).
+        blank = self._blank_sample(task, hashes, tail) if spec.log_filter.takes_all else []
         source = self._header_source(name, task.end)
         # Headers its worker read for timestamps are those this source would give: not again.
         shared = batch.headed and source.name == name
-        headers = self.canon.get(
-            self._affordable(source, tail, [] if shared else sorted(hashes)), avoid=name
-        )
+        then = ([] if shared else sorted(hashes)) + blank
+        headers = self.canon.get(self._affordable(source, tail, then), avoid=name)
         wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
         confirmed = len(hashes) if shared else sum(b in headers for b in hashes)
         unconfirmed = len(hashes) - confirmed
@@ -193,7 +199,9 @@ class Verifier:
             detail = f"block {excluded}: a log its bloom excludes"
             return self.auditor.wrong(batch, Check.BLOOM, detail)
         doubtful = [
-            b for b in tail if b in headers and filter_may_match(headers[b].bloom, spec.log_filter)
+            b
+            for b in tail + blank
+            if b in headers and filter_may_match(headers[b].bloom, spec.log_filter)
         ]
         # Every log asked for, yet a block's log indexes skip one: its receipts settle it.
         gapped = index_gaps(table) if spec.log_filter.takes_all else []
@@ -208,6 +216,13 @@ class Verifier:
             with self._audits:
                 return self.auditor.audit(batch, table)
         return Verdict(task.task_id, True)
+
+    def _blank_sample(self, task: Task, hashes: Mapping[int, str], tail: list[int]) -> list[int]:
+        """Blocks of the task without logs (and not in `tail`), at most a tenth as many as the
+        blocks with logs (TAIL_BLOCKS at least), at random."""
+        blank = [b for b in range(task.start, task.end + 1) if b not in hashes and b not in tail]
+        room = max(TAIL_BLOCKS, len(hashes) // BLANK_SHARE)
+        return sorted(self._rng.sample(blank, room)) if len(blank) > room else blank
 
     def _dispute(self, batch: FetchedBatch, block: int, claimed: str) -> Verdict:
         """A block hash the header does not confirm: the other endpoints vote on the header."""

@@ -148,7 +148,9 @@ def test_forwards_single_request_and_counts(make_proxy: Callable[..., FaultProxy
         "forwarded": 1,
         "get_logs": [],
         "throttled": 0,
-        "lies": dict.fromkeys(("behind", "drops", "orphans", "truncates", "fabricates"), 0),
+        "lies": dict.fromkeys(
+            ("behind", "drops", "blanks", "orphans", "truncates", "fabricates"), 0
+        ),
     }
 
 

@@ -1,5 +1,5 @@
 """The simulator's liars, in front of the real seeded node: eth_getLogs answers that are wrong
-with HTTP 200 and no error (behind, drops, orphans, truncates, fabricates), each counted."""
+with HTTP 200 and no error (behind, drops, blanks, orphans, truncates, fabricates), each counted."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pipeline.dev.simulator import PROFILES, FaultProxy, Profile, orphan_hash
 from pipeline.dev.simulator.liars import Liars
 
 DEAD = "0x000000000000000000000000000000000000dead"
-SAMPLED = ("drops", "orphans", "truncates", "fabricates")
+SAMPLED = ("drops", "blanks", "orphans", "truncates", "fabricates")
 
 
 def post(url: str, payload: object) -> object:
@@ -128,6 +128,15 @@ def test_drops_leaves_out_one_log_whose_block_keeps_others(node, seeded, proxy):
     assert lie == [log for log in honest if log != missing]
     assert any(block_of(log) == block_of(missing) for log in lie)  # a bloom cannot tell
     assert served.stats()["lies"] == {**no_lies(), "drops": 1}
+
+
+def test_blanks_leaves_out_every_log_of_one_block(node, seeded, proxy):
+    served = proxy(always("blanks"))
+    first = seeded.first_block
+    honest, lie = logs(node.url, first, first + 9), logs(served.url, first, first + 9)
+    (blank,) = {block_of(log) for log in honest} - {block_of(log) for log in lie}
+    assert lie == [log for log in honest if block_of(log) != blank]
+    assert served.stats()["lies"] == {**no_lies(), "blanks": 1}
 
 
 def test_a_liar_after_n_answers_is_honest_for_those_then_lies(node, seeded, proxy):

@@ -169,6 +169,7 @@ FAULTS: dict[str, Fault | None] = {  # None: no fault to meet
     "liar-behind": LIED,
     "liar-behind-split": LIED,
     "liar-drops": LIED,
+    "liar-blanks": LIED,
     "liar-orphans": LIED,
     "liar-truncates": LIED,
     "liar-fabricates": LIED,

@@ -13,7 +13,7 @@ from helpers import assert_equals_node
 from pipeline.dev.simulator import PROFILES
 from pipeline.messages import EndpointState, EndpointStatus
 
-SAMPLED_LIARS = ("liar-drops", "liar-orphans", "liar-truncates", "liar-fabricates")
+SAMPLED_LIARS = ("liar-drops", "liar-blanks", "liar-orphans", "liar-truncates", "liar-fabricates")
 CHUNK = 60  # ~50 tasks over the seeded chain: enough answers for a liar to lie in
 
 
@@ -110,16 +110,15 @@ def test_a_liar_caught_in_a_later_run_has_what_it_stored_in_earlier_runs_fetched
 
 
 @pytest.mark.parametrize("endpoints", [("liar",), ("honest", "liar")])
-def test_a_dropped_log_shows_as_a_gap_in_its_blocks_log_indexes_without_any_audit(
-    seeded, node, proxy, tmp_path, endpoints
+@pytest.mark.parametrize("kind", ["liar-drops", "liar-blanks"])
+def test_with_audits_off_a_missing_log_or_block_is_still_caught(
+    seeded, node, proxy, tmp_path, endpoints, kind
 ):
-    # Audits off: what catches the liar is that, with every log asked for, a block's log
-    # indexes must run 0, 1, 2 ...; its receipts settle the gap. Once caught, everything it
-    # fetched is fetched again, or checked in full, so a drop at a block's end cannot hide.
-    urls = {
-        "honest": proxy(PROFILES["healthy"]).url,
-        "liar": (lying := proxy(liar("liar-drops", rate=1.0))).url,
-    }
+    # With every log asked for, a block's log indexes must run 0, 1, 2 ... (a dropped log
+    # leaves a gap), and a block that came back without logs must have an empty bloom; the
+    # receipts settle either. Once caught, everything the liar fetched is fetched again or
+    # checked in full, so a drop that left no trace cannot hide either.
+    urls = {"honest": proxy(PROFILES["healthy"]).url, "liar": (lying := proxy(liar(kind, 1.0))).url}
     result = backfill(
         tmp_path, [f"{name}={urls[name]}" for name in endpoints], from_block=seeded.first_block,
         to_block=seeded.last_block, chunk_size=CHUNK, audit_rate=0.0, max_attempts=3,

@@ -6,6 +6,7 @@ product's verification (headers, blooms, cross-endpoint audits) to catch.
   (the whole answer [] or only that part), and headers or receipts of blocks it lacks are null,
   unless `liar_split_batches` sends a batch's other calls to the up-to-date backend.
 - drops: one log left out of an answer (one whose block keeps other logs, so a bloom cannot tell).
+- blanks: every log of one block left out, as if the block had none (an index gap cannot tell).
 - orphans: every log of one block carries the hash of an orphaned block instead of its own.
 - truncates: the answer cut to the logs of its first half of blocks.
 - fabricates: a log that does not exist added: a copy of a real one with a random topic0 and a
@@ -132,6 +133,11 @@ def _drop(logs: Logs, rng: random.Random, post: Post) -> Logs:
     return logs
 
 
+def _blank(logs: Logs, rng: random.Random, post: Post) -> Logs:
+    block = rng.choice(sorted({log_block(log) for log in logs}))
+    return [log for log in logs if log_block(log) != block]
+
+
 def _orphan(logs: Logs, rng: random.Random, post: Post) -> Logs:
     block = rng.choice(sorted({log_block(log) for log in logs}))
     return [
@@ -169,6 +175,7 @@ def _fabricate(logs: Logs, rng: random.Random, post: Post) -> Logs:
 
 _SAMPLED: dict[str, Callable[[Logs, random.Random, Post], Logs]] = {
     "drops": _drop,
+    "blanks": _blank,
     "orphans": _orphan,
     "truncates": _truncate,
     "fabricates": _fabricate,
