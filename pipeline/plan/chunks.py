@@ -253,3 +253,36 @@ class Coverage:
     def blocks(self) -> int:
         """How many blocks are covered."""
         return sum(hi - lo + 1 for lo, hi in self._by_start.items())
+
+
+class Runs:
+    """The contiguous runs of a window's fragments, each with its rows, joined as fragments
+    come: a fragment's run and its size are known at once, however many there are."""
+
+    def __init__(self) -> None:
+        self._ends: dict[int, tuple[int, int]] = {}  # first block -> last block, rows
+        self._starts: dict[int, int] = {}  # last block -> first block
+
+    @classmethod
+    def of(cls, fragments: list[tuple[int, int, int]]) -> Runs:
+        """The runs of these fragments (lo, hi, rows)."""
+        runs = cls()
+        for fragment in fragments:
+            runs.add(*fragment)
+        return runs
+
+    def add(self, lo: int, hi: int, rows: int) -> tuple[int, int, int]:
+        """Join fragment lo..hi to the runs it touches; the run it is in now (start, end, rows)."""
+        start, end = lo, hi
+        if (before := self._starts.pop(lo - 1, None)) is not None:
+            start, rows = before, rows + self._ends.pop(before)[1]
+        if (after := self._ends.pop(hi + 1, None)) is not None:
+            end, rows = after[0], rows + after[1]
+            del self._starts[end]
+        self._ends[start], self._starts[end] = (end, rows), start
+        return start, end, rows
+
+    def remove(self, start: int) -> None:
+        """Forget the run that begins at `start`."""
+        end, _ = self._ends.pop(start)
+        del self._starts[end]

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.fetch.convert import log_schema
+from pipeline.plan.chunks import Runs
 from pipeline.store.events import EventOutput, WindowEvents
 from pipeline.store.files import (
     compact,
@@ -67,6 +68,7 @@ class Staging:
         self.file_blocks = file_blocks
         self.events = events
         self.fragments: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # lo, hi, rows
+        self.runs: dict[int, Runs] = defaultdict(Runs)  # the contiguous runs of the fragments
         self.missing: dict[int, int] = defaultdict(int)
         self.sources: dict[tuple[int, int], str] = {}  # fragment -> the endpoint that fetched it
         # This run's compactions of fragments whose endpoint is known, kept when the checks may
@@ -81,7 +83,7 @@ class Staging:
             # A fragment staged with another --file-blocks may cross a window: it is filed under
             # the window it starts in, and its file may then cross too (names stay disjoint).
             rows = fragment_rows(fragment_path(out, start, end))
-            self.fragments[start // file_blocks].append((start, end, rows))
+            self._file(start // file_blocks, (start, end, rows))
 
     def add(self, result: Path, start: int, end: int, rows: int, endpoint: str = "") -> None:
         """Stage a worker's result of blocks start..end (`rows` logs, fetched from `endpoint`)
@@ -98,13 +100,19 @@ class Staging:
             counts = [part.num_rows for part in parts]
             result.unlink()
         for (window, lo, hi), count in zip(windows, counts, strict=True):
-            self.fragments[window].append((lo, hi, count))
+            run = self._file(window, (lo, hi, count))
             self.sources[lo, hi] = endpoint
             self.missing[window] -= hi - lo + 1
             if self.missing[window] <= 0:
                 self._compact(window)
-            else:
-                self._compact_if_full(window, lo)
+            elif run[2] >= MAX_FILE_ROWS:
+                self._compact_run(window, *run[:2])
+
+    def _file(self, window: int, fragment: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Note a staged fragment (lo, hi, rows) of `window`; the run it joins (start, end,
+        rows)."""
+        self.fragments[window].append(fragment)
+        return self.runs[window].add(*fragment)
 
     def drop_from(self, endpoint: str) -> list[tuple[int, int, int]]:
         """Delete the staged fragments `endpoint` fetched; their (start, end, rows)."""
@@ -117,6 +125,7 @@ class Staging:
                 self.missing[window] += hi - lo + 1
                 dropped.append((lo, hi, rows))
             fragments[:] = keep
+            self.runs[window] = Runs.of(keep)
         return sorted(dropped)
 
     def compact_ready(self) -> None:
@@ -130,16 +139,16 @@ class Staging:
             self._compact(window)
 
     def _compact(self, window: int) -> None:
+        self.runs.pop(window, None)
         for group in _groups(sorted(self.fragments.pop(window, []))):
             self._commit(window, group)
 
-    def _compact_if_full(self, window: int, block: int) -> None:
-        """Compact the contiguous run of `window`'s fragments that holds `block` once it holds
-        MAX_FILE_ROWS rows."""
-        run = _run_around(sorted(self.fragments[window]), block)
-        if sum(rows for *_, rows in run) >= MAX_FILE_ROWS:
-            self.fragments[window] = [f for f in self.fragments[window] if f not in run]
-            self._commit(window, run)
+    def _compact_run(self, window: int, start: int, end: int) -> None:
+        """Compact the run of `window`'s fragments from `start` to `end` into one file."""
+        fragments = self.fragments[window]
+        self.fragments[window] = [f for f in fragments if f[1] < start or f[0] > end]
+        self.runs[window].remove(start)
+        self._commit(window, sorted(f for f in fragments if start <= f[0] and f[1] <= end))
 
     def _commit(self, window: int, group: list[tuple[int, int, int]]) -> None:
         """Make contiguous fragments (lo, hi, rows) one final file, or a covered range without
@@ -183,7 +192,7 @@ class Staging:
                     continue
                 part = _rows_between(table, lo, hi)
                 write_fragment(part, self.out, lo, hi)
-                self.fragments[done.window].append((lo, hi, part.num_rows))
+                self._file(done.window, (lo, hi, part.num_rows))
                 self.sources[lo, hi] = source
             for key in keys:
                 self.store.delete(key)
@@ -280,14 +289,3 @@ def _groups(fragments: list[tuple[int, int, int]]) -> list[list[tuple[int, int, 
             groups.append([(start, end, count)])
             rows = count
     return groups
-
-
-def _run_around(fragments: list[tuple[int, int, int]], block: int) -> list[tuple[int, int, int]]:
-    """The contiguous run of sorted fragments (lo, hi, rows) that holds `block`."""
-    at = next(i for i, (lo, hi, _) in enumerate(fragments) if lo <= block <= hi)
-    first = last = at
-    while first > 0 and fragments[first - 1][1] + 1 == fragments[first][0]:
-        first -= 1
-    while last + 1 < len(fragments) and fragments[last][1] + 1 == fragments[last + 1][0]:
-        last += 1
-    return fragments[first : last + 1]

@@ -18,6 +18,7 @@ from pipeline.dev.simulator import PROFILES
 from pipeline.fetch import health
 from pipeline.fetch.convert import log_schema
 from pipeline.fetch.health import CircuitBreaker
+from pipeline.plan.chunks import Runs
 from pipeline.plan.runplan import Probe
 from pipeline.run import preflight
 from pipeline.run.preflight import resolve_plan
@@ -127,6 +128,17 @@ def test_a_contiguous_run_that_reaches_the_row_cap_is_compacted_before_its_windo
     window.compact_all()
     assert final() == [((0, 2), 300), ((3, 4), 210)]
     assert manifest.covered == [(0, 4)] and manifest.rows == 510
+
+
+def test_runs_join_fragments_in_any_order_and_know_their_rows_at_once():
+    runs = Runs()
+    assert runs.add(10, 19, 5) == (10, 19, 5)
+    assert runs.add(30, 39, 7) == (30, 39, 7)
+    assert runs.add(20, 29, 1) == (10, 39, 13)  # bridges the two
+    assert runs.add(0, 9, 2) == (0, 39, 15)
+    runs.remove(0)  # compacted
+    assert runs.add(40, 49, 3) == (40, 49, 3)  # a run forgotten is not joined again
+    assert Runs.of([(5, 5, 1), (3, 4, 1), (7, 7, 1)]).add(6, 6, 1) == (3, 7, 4)
 
 
 # --- the circuit breaker -------------------------------------------------------------------------
