@@ -64,43 +64,77 @@ def write_timeline(
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
         return None
-    font = ImageFont.load_default(size=FONT_SIZE)
+    try:
+        font = ImageFont.load_default(size=FONT_SIZE)
+    except TypeError:  # Pillow before 10.1: its one bitmap font
+        font = ImageFont.load_default()
     names = timeline.endpoints
     total = sum(timeline.blocks.values()) or 1
     labels = [f"{n}  ({timeline.blocks[n] / total:.0%} of blocks)" for n in names]
     left = PAD + int(max((font.getlength(label) for label in labels), default=0)) + PAD
-    plot = WIDTH - left - PAD
     ends = [s + d for spans in timeline.spans.values() for s, d, _ in spans]
-    scale = plot / _axis_end(max(ends, default=0.0))  # pixels per second
-    height = TOP + ROW * len(names) + BOTTOM
-    pixels = np.full((height, WIDTH, 3), PAPER, np.uint8)
-    ticks = _ticks(plot / scale)
-    for tick in ticks:
-        pixels[TOP : height - BOTTOM, left + round(tick * scale)] = GRID
-    for row, name in enumerate(names):
-        top = TOP + row * ROW + ROW // 6
-        covered = _covered(timeline.spans.get(name, []), scale, plot)
-        pixels[top : top + ROW - ROW // 3, left : left + plot][:, covered] = OK_COLOUR
-    image = Image.fromarray(pixels)
+    axis = _Axis(left, WIDTH - left - PAD, _axis_end(max(ends, default=0.0)))
+    image = Image.fromarray(_bars(timeline, axis))
     draw = ImageDraw.Draw(image)
-    draw.text((PAD, PAD // 2), TITLE, fill=INK, font=font)
+    _text(draw, (PAD, PAD // 2), TITLE, font)
     for row, (name, label) in enumerate(zip(names, labels, strict=True)):
         middle = TOP + row * ROW + ROW // 2
-        draw.text((PAD, middle), label, fill=INK, font=font, anchor="lm")
+        _text(draw, (PAD, middle), label, font, "lm")
         for start, seconds, outcome in timeline.spans.get(name, []):
             if outcome != "ok":
                 colour = THROTTLE_COLOUR if outcome == Reaction.THROTTLE else FAIL_COLOUR
-                _cross(draw, left + round((start + seconds) * scale), middle, colour)
-    axis = height - BOTTOM
-    draw.line([(left, axis), (left + plot, axis)], fill=INK)
-    for tick in ticks:
-        x = left + round(tick * scale)
-        draw.line([(x, axis), (x, axis + 4)], fill=INK)
-        draw.text((x, axis + 6), f"{tick:g}", fill=INK, font=font, anchor="mt")
-    draw.text((left + plot // 2, height - PAD // 2), XLABEL, fill=INK, font=font, anchor="mb")
+                _cross(draw, axis.x(start + seconds), middle, colour)
+    bottom = image.height - BOTTOM
+    draw.line([(left, bottom), (left + axis.width, bottom)], fill=INK)
+    for tick in axis.ticks():
+        draw.line([(axis.x(tick), bottom), (axis.x(tick), bottom + 4)], fill=INK)
+        _text(draw, (axis.x(tick), bottom + 6), f"{tick:g}", font, "mt")
+    _text(draw, (left + axis.width // 2, image.height - PAD // 2), XLABEL, font, "mb")
     target, key = (store, str(path)) if store else (LocalStore(Path(path).parent), Path(path).name)
     target.write(key, lambda tmp: image.save(tmp, format="PNG"))
     return target.location(key)
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The time axis: where it starts (pixels), how wide it is, and the seconds it spans."""
+
+    left: int
+    width: int
+    seconds: float
+
+    def x(self, second: float) -> int:
+        """The pixel column of a moment of the run."""
+        return self.left + round(second * self.width / self.seconds)
+
+    def ticks(self) -> list[float]:
+        step = _step(self.seconds)
+        return [i * step for i in range(int(self.seconds / step + 1e-9) + 1)]
+
+
+def _bars(timeline: Timeline, axis: _Axis) -> np.ndarray:
+    """The chart's pixels: paper, the grid, and each endpoint's answered requests as bars."""
+    height = TOP + ROW * len(timeline.endpoints) + BOTTOM
+    pixels = np.full((height, WIDTH, 3), PAPER, np.uint8)
+    for tick in axis.ticks():
+        pixels[TOP : height - BOTTOM, axis.x(tick)] = GRID
+    scale = axis.width / axis.seconds
+    for row, name in enumerate(timeline.endpoints):
+        top = TOP + row * ROW + ROW // 6
+        covered = _covered(timeline.spans.get(name, []), scale, axis.width)
+        pixels[top : top + ROW - ROW // 3, axis.left : axis.left + axis.width][:, covered] = (
+            OK_COLOUR
+        )
+    return pixels
+
+
+def _text(draw, xy: tuple[int, int], text: str, font, anchor: str = "lt") -> None:
+    """Text placed by its left/middle and top/middle/bottom (`anchor`, as Pillow's), measured
+    here: bitmap fonts take no anchor."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = xy[0] - left - ((right - left) // 2 if anchor[0] == "m" else 0)
+    y = xy[1] - {"t": top, "m": (top + bottom) // 2, "b": bottom}[anchor[1]]
+    draw.text((x, y), text, fill=INK, font=font)
 
 
 TITLE = "requests per endpoint: bars are answers, red x failures, orange x throttled"
@@ -134,8 +168,3 @@ def _step(seconds: float) -> float:
     """A tick interval of 1, 2 or 5 x 10^k giving 4 to 10 ticks over `seconds`."""
     power = 10 ** math.floor(math.log10(seconds / 4))
     return next(m * power for m in (1, 2, 5, 10) if seconds / (m * power) <= 10)
-
-
-def _ticks(seconds: float) -> list[float]:
-    step = _step(seconds)
-    return [i * step for i in range(int(seconds / step + 1e-9) + 1)]

@@ -31,6 +31,7 @@ from pipeline.messages import (
     EndpointState,
     EndpointStatus,
     Progress,
+    Reaction,
     RunStarted,
     Task,
     TaskWritten,
@@ -258,6 +259,24 @@ def test_timeline_png_shows_the_fast_endpoint_doing_more(tmp_path, node, seeded,
     assert timeline.blocks["fast"] > timeline.blocks["slow"]
     assert any(outcome == "retry" for _, _, outcome in timeline.spans["flaky"])
     assert all(start > 0 and seconds >= 0 for start, seconds, _ in timeline.spans["fast"])
+
+
+def test_the_chart_is_drawn_with_the_bitmap_font_of_a_pillow_before_10_1(tmp_path, monkeypatch):
+    from PIL import ImageFont
+
+    bitmap = ImageFont.load_default_imagefont()  # takes no size, and no text anchors
+
+    def load_default(size=None):
+        if size is not None:
+            raise TypeError("load_default() got an unexpected keyword argument 'size'")
+        return bitmap
+
+    monkeypatch.setattr(ImageFont, "load_default", load_default)
+    timeline = Timeline(["a", "b"], 0.0)
+    timeline.record(Attempt("a", True, 12.0, 1, at=5.0))
+    timeline.record(Attempt("b", False, 40.0, 2, at=6.0, reaction=Reaction.THROTTLE))
+    assert write_timeline(timeline, tmp_path / TIMELINE_FILE) is not None
+    assert (tmp_path / TIMELINE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_without_pillow_no_chart_is_written(tmp_path, monkeypatch):
