@@ -191,6 +191,12 @@ class EndpointWorker:
         if task is None:
             self.breaker.release()
             return self.board.closed()
+        if (pause := self.throttle.paused_for()) > 0:
+            # Another thread's failure paused the endpoint while this one waited for work: the
+            # task goes back for the other endpoints instead of waiting out the pause leased here.
+            self.breaker.release()
+            self.board.retry(task)
+            return self._sleep(pause)
         if self._sleep(self.throttle.reserve()):
             self.board.retry(task)
             return True

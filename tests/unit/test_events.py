@@ -217,6 +217,27 @@ def test_an_error_body_the_careful_path_refuses_is_a_failure_not_a_fallback(mock
     assert attempts[0].reaction is Reaction.THROTTLE
 
 
+def test_a_task_claimed_while_the_endpoint_went_into_a_pause_goes_back_at_once(mocker, tmp_path):
+    # Another thread's failure paused the endpoint while this thread waited in claim(): holding
+    # the lease through the pause kept a healthy endpoint idle for seconds (a balancer behind
+    # its head, next to an honest endpoint).
+    config = make_config(tmp_path)
+    board, results, events = mocker.Mock(), mocker.Mock(), mocker.Mock()
+    worker = EndpointWorker(worker_spec(config), board, results, events)
+
+    def claim(*args):
+        worker.throttle.on_failure(None)  # the other thread's failure, meanwhile
+        return TASK
+
+    board.claim.side_effect = claim
+    board.wait_closed.return_value = False
+    fetch = mocker.patch.object(worker, "fetch")
+    assert worker._step(mocker.Mock()) is False
+    board.retry.assert_called_once_with(TASK)
+    fetch.assert_not_called()
+    assert board.wait_closed.call_args.args[0] > 0  # it waits out the pause without the task
+
+
 def test_metrics_expose_parser_fallbacks_for_every_endpoint_from_the_start():
     metrics = Metrics()
     metrics(RunStarted(0, 99, 100, ("a", "b")))
