@@ -455,18 +455,27 @@ static PyObject *columns_tuple(Parser *s) {
 
 static PyObject *parse(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *body;
+    Py_buffer body;
     Py_ssize_t start, end;
     int hex_output;
-    if (!PyArg_ParseTuple(args, "O!nnp:parse", &PyBytes_Type, &body, &start, &end, &hex_output))
+    if (!PyArg_ParseTuple(args, "y*nnp:parse", &body, &start, &end, &hex_output))
         return NULL;
-    Py_ssize_t size = PyBytes_GET_SIZE(body);
+    if (!body.readonly) { /* parsed without the GIL: nobody may change it meanwhile */
+        PyBuffer_Release(&body);
+        PyErr_SetString(PyExc_TypeError, "the body must be read-only (bytes, or a read-only view)");
+        return NULL;
+    }
+    Py_ssize_t size = body.len;
     if (start < 0 || end < start || end > size) {
+        PyBuffer_Release(&body);
         PyErr_SetString(PyExc_ValueError, "start and end must lie within the body, in order");
         return NULL;
     }
-    if (size >= INT32_MAX) Py_RETURN_NONE; /* int32 offsets */
-    const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(body);
+    if (size >= INT32_MAX) { /* int32 offsets */
+        PyBuffer_Release(&body);
+        Py_RETURN_NONE;
+    }
+    const unsigned char *text = (const unsigned char *)body.buf;
     Parser s;
     memset(&s, 0, sizeof s);
     s.p = text + start;
@@ -475,7 +484,8 @@ static PyObject *parse(PyObject *module, PyObject *args) {
     s.hash_width = hex_output ? 2 + 2 * HASH_BYTES : HASH_BYTES;
     s.address_width = hex_output ? 2 + 2 * ADDRESS_BYTES : ADDRESS_BYTES;
     int status;
-    /* The body is immutable bytes held by the caller: other threads may run meanwhile. */
+    /* The body is bytes or a read-only view that only the caller's thread fills (nativelogs):
+       other threads may run meanwhile. */
     Py_BEGIN_ALLOW_THREADS
     status = allocate_columns(&s, (size_t)(end - start));
     if (status == 0) status = logs(&s);
@@ -488,6 +498,7 @@ static PyObject *parse(PyObject *module, PyObject *args) {
     else
         result = columns_tuple(&s);
     free_columns(&s); /* what columns_tuple took is NULL here */
+    PyBuffer_Release(&body);
     return result;
 }
 

@@ -31,23 +31,26 @@ class RangeLogs(NamedTuple):
 def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> RangeLogs:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range:
     whatever goes wrong reading it is an RpcError (a malformed answer, unless classified)."""
-    response = client.post("eth_getLogs", [spec.log_filter.rpc_params(task.start, task.end)])
+    params = [spec.log_filter.rpc_params(task.start, task.end)]
+    response = client.post("eth_getLogs", params, borrowed=True)
     with client.reading("the eth_getLogs answer"):
         return _read_logs(client, response, task, spec)
 
 
 def _read_logs(client: RpcClient, response: RawResponse, task: Task, spec: WorkerSpec) -> RangeLogs:
     # The fast path reads plain answers without a Python object per log; anything else (errors,
-    # odd formatting) goes the careful way, which also says what is wrong with it.
+    # odd formatting) goes the careful way, which also says what is wrong with it. The body may
+    # be the client's reused buffer (post): what must outlive this call gets its own.
     if response.status != HTTPStatus.OK:
-        return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=False)
+        return RangeLogs(_careful_table(client, response.owned(), task, spec), False)
     table = body_to_table_in_pieces(
         response.body, spec.chain_id, spec.hex_output, PARSE_PIECE_BYTES
     )
     if table is None:
         # Counted only once the careful path took the answer: a refused error body is already
         # counted as a failure of its class.
-        return RangeLogs(_careful_table(client, response, task, spec), parser_fallback=True)
+        careful = _careful_table(client, response.owned(), task, spec)
+        return RangeLogs(careful, parser_fallback=True)
     return RangeLogs(check_batch(table, task, spec.log_filter, spec.hex_output), False)
 
 

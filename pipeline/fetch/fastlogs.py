@@ -195,15 +195,15 @@ def _body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=log_schema(hex_output))
 
 
-def _result_span(body: bytes) -> tuple[int, int]:
+def _result_span(body: bytes | memoryview) -> tuple[int, int]:
     """Where the inside of the `result` array starts and ends, once the rest is known to be a
     JSON-RPC success whose only `result` is that array (as classify.decode_response reads it)."""
     match = _RESULT_OPENING.search(body)
-    end = body.rfind(b"]")  # the grammar of the inside proves that the array ends there
+    end = _rfind(body, b"]", len(body))  # the grammar of the inside proves the array ends there
     if _BATCH_OPENING.match(body):  # a batch of one, as some gateways answer: its ']' comes last
-        end = body.rfind(b"]", 0, end)
+        end = _rfind(body, b"]", end)
     _require(match and end >= match.end())
-    envelope = body[: match.end()] + body[end:]
+    envelope = bytes(body[: match.end()]) + bytes(body[end:])
     _require(envelope.count(b'"result"') == 1)
     payload = orjson.loads(envelope)
     if isinstance(payload, list) and len(payload) == 1:
@@ -211,6 +211,22 @@ def _result_span(body: bytes) -> tuple[int, int]:
     _require(isinstance(payload, dict) and payload.get("error") is None)
     _require(payload.get("result") == [])
     return match.end(), end
+
+
+def _rfind(body: bytes | memoryview, byte: bytes, end: int) -> int:
+    """body.rfind(byte, 0, end), for a memoryview too (read backwards a window at a time)."""
+    if isinstance(body, bytes):
+        return body.rfind(byte, 0, end)
+    while end > 0:
+        start = max(0, end - _WINDOW)
+        found = bytes(body[start:end]).rfind(byte)
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
+_WINDOW = 1 << 16
 
 
 def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list, tuple]:

@@ -33,19 +33,23 @@ def body_to_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table | No
 
 
 def body_to_table_in_pieces(
-    body: bytes, chain_id: int, hex_output: bool, piece_bytes: int
+    body: bytes | memoryview, chain_id: int, hex_output: bool, piece_bytes: int
 ) -> pa.Table | None:
     """fastlogs.body_to_table_in_pieces, by the C parser when it takes the body: it reads the
-    whole body at once, as its columns need less memory than the body itself."""
+    whole body at once (in place, a memoryview too), as its columns need less memory than the
+    body itself. The numpy parser's table may share its body's memory: it gets a copy."""
     table = native_table(body, chain_id, hex_output)
     if table is not None:
         return table
-    return fastlogs.body_to_table_in_pieces(body, chain_id, hex_output, piece_bytes)
+    return fastlogs.body_to_table_in_pieces(bytes(body), chain_id, hex_output, piece_bytes)
 
 
-def native_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table | None:
-    """The C parser's table; None when it is not built or refuses the body."""
-    if _fastlogs is None or type(body) is not bytes:
+def native_table(body: bytes | memoryview, chain_id: int, hex_output: bool) -> pa.Table | None:
+    """The C parser's table; None when it is not built or refuses the body (bytes, or a
+    read-only memoryview: the parse runs without the GIL, so nobody may change the body)."""
+    if _fastlogs is None or not (
+        type(body) is bytes or (type(body) is memoryview and body.readonly)
+    ):
         return None
     try:
         return _native_table(body, chain_id, hex_output)
@@ -53,14 +57,14 @@ def native_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table | Non
         return None
 
 
-def _native_table(body: bytes, chain_id: int, hex_output: bool) -> pa.Table | None:
+def _native_table(body: bytes | memoryview, chain_id: int, hex_output: bool) -> pa.Table | None:
     start, end = fastlogs._result_span(body)  # one definition of the envelope's contract
     # The C code sees only the array: the rest, like all of a body the numpy parser takes, must be
     # ASCII without escapes.
-    outside = body[:start] + body[end:]
+    outside = bytes(body[:start]) + bytes(body[end:])
     if not outside.isascii() or b"\\" in outside:
         return None
-    if end - start < 8 and not body[start:end].strip(b" \t\n\r"):
+    if end - start < 8 and not bytes(body[start:end]).strip(b" \t\n\r"):
         return log_schema(hex_output).empty_table()
     parts = _fastlogs.parse(body, start, end, hex_output)
     return None if parts is None else _table(parts, chain_id, hex_output)

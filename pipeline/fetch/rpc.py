@@ -31,8 +31,10 @@ from pipeline.fetch.classify import (
     decode_response,
     reading_answer,
 )
+from pipeline.fetch.inbox import Inbox
 
-READ_CHUNK_BYTES = 1 << 20
+# Under glibc's mmap threshold (run/lifecycle.py): a chunk's memory is reused, not mapped anew.
+READ_CHUNK_BYTES = 256 << 10
 MAX_RESPONSE_BYTES = 512 << 20  # larger answers are split like any "response too big" error
 REQUEST_HEADERS = {"Content-Type": "application/json", "User-Agent": "pipeline-log-backfill"}
 MAX_QUANTITY = 2**64 - 1  # block numbers, chain ids: what the output's uint64 columns hold
@@ -53,11 +55,18 @@ class BlockHeader:
 
 @dataclass(frozen=True)
 class RawResponse:
-    """An HTTP answer as received: status, headers and the whole body."""
+    """An HTTP answer as received: status, headers and the whole body (a view of the client's
+    reused buffer when posted `borrowed`)."""
 
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes | memoryview
+
+    def owned(self) -> RawResponse:
+        """This answer with a body of its own (bytes), valid after the client's next request."""
+        if isinstance(self.body, bytes):
+            return self
+        return RawResponse(self.status, self.headers, bytes(self.body))
 
 
 class RpcClient:
@@ -73,17 +82,20 @@ class RpcClient:
         self._headers = REQUEST_HEADERS
         self._ids = itertools.count(1)
         self.last_latency_ms = 0.0
+        self._inbox = Inbox()
 
     def call(self, method: str, params: list) -> Any:
         """One request's decoded result; the latency of the latest call is in `last_latency_ms`."""
         return self.decode(self.post(method, params))
 
-    def post(self, method: str, params: list) -> RawResponse:
-        """One request's raw answer, for callers that parse the body themselves."""
+    def post(self, method: str, params: list, *, borrowed: bool = False) -> RawResponse:
+        """One request's raw answer, for callers that parse the body themselves. `borrowed`:
+        the body is read into this client's reused buffer (fetch.inbox), a read-only
+        memoryview valid until the client's next request."""
         call = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         body = orjson.dumps(call)
         with self.reading(f"the answer to {method}"):
-            return self._post(body)
+            return self._post(body, self._inbox if borrowed else None)
 
     def block_hashes(self, blocks: list[int]) -> dict[int, str]:
         """The hashes of `blocks` from one JSON-RPC batch request; RpcError unless the endpoint
@@ -139,7 +151,7 @@ class RpcClient:
         err.message = scrub(err.message, self.endpoint.url)
         return err
 
-    def _post(self, body: bytes) -> RawResponse:
+    def _post(self, body: bytes, inbox: Inbox | None = None) -> RawResponse:
         started = time.perf_counter()
         try:
             response = self.session.post(
@@ -150,20 +162,23 @@ class RpcClient:
                 stream=True,
             )
             with response:
-                content = self._read_body(response, started + self.timeout)
+                chunks = self._read_body(response, started + self.timeout)
+                if inbox is None:
+                    content: bytes | memoryview = b"".join(chunks)
+                else:
+                    content = inbox.fill(chunks, _length(response))
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise classify_exception(exc) from None
         finally:
             self.last_latency_ms = (time.perf_counter() - started) * 1000
         return RawResponse(response.status_code, response.headers, content)
 
-    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: float) -> Iterator[bytes]:
         # requests' timeout bounds each read, not the whole body: an endpoint that trickles a
         # byte now and then would hold us forever. Reading may still fail (truncated, reset).
-        chunks, size = [], 0
+        size = 0
         # read1 returns what one socket read brings; iter_content would wait for a full chunk.
         while chunk := response.raw.read1(READ_CHUNK_BYTES, decode_content=True):
-            chunks.append(chunk)
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
                 raise RpcError(
@@ -171,7 +186,7 @@ class RpcClient:
                 )
             if time.perf_counter() > deadline:
                 raise RpcError(ErrorKind.TIMEOUT, f"response took over {self.timeout:g}s")
-        return b"".join(chunks)
+            yield chunk
 
     def logs_result(self, response: RawResponse) -> list[dict]:
         """The logs in a raw eth_getLogs answer, or the RpcError it amounts to."""
@@ -260,6 +275,17 @@ def _batch_headers(
     missing = len(blocks) - len(found)
     unanswered = RpcError(ErrorKind.MALFORMED, f"{missing} of {len(blocks)} calls not answered")
     return found, min(errors, key=_urgency, default=unanswered)
+
+
+def _length(response: requests.Response) -> int | None:
+    """The body's length the answer announces (None: unknown, or compressed)."""
+    if response.headers.get("Content-Encoding", "identity") != "identity":
+        return None
+    try:
+        length = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return length if 0 <= length <= MAX_RESPONSE_BYTES else None
 
 
 def _urgency(error: RpcError) -> int:

@@ -301,7 +301,7 @@ class Answering(RpcClient):
         self.body, self.status = body, status
         self.sent: list[bytes] = []
 
-    def _post(self, body: bytes) -> RawResponse:
+    def _post(self, body: bytes, inbox: object = None) -> RawResponse:
         self.sent.append(body)
         return RawResponse(self.status, {}, self.body)
 

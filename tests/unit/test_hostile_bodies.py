@@ -18,6 +18,7 @@ from pipeline.errors import ErrorKind, NoEndpointError, RpcError
 from pipeline.fetch import answers
 from pipeline.fetch.answers import fetch_range
 from pipeline.fetch.convert import log_schema
+from pipeline.fetch.inbox import Inbox
 from pipeline.fetch.rpc import RawResponse, RpcClient
 from pipeline.fetch.spec import WorkerSpec
 from pipeline.messages import Task
@@ -37,8 +38,15 @@ class Answering(RpcClient):
         super().__init__(ENDPOINT, 1.0)
         self.body = body
 
-    def _post(self, body: bytes) -> RawResponse:
-        return RawResponse(200, {"Content-Type": "application/json"}, self.body)
+    def _post(self, body: bytes, inbox: Inbox | None = None) -> RawResponse:
+        # Read into the inbox as the real client reads eth_getLogs answers: in pieces, into a
+        # buffer that still holds the bytes of a longer answer before it.
+        answer = self.body if inbox is None else inbox.fill(pieces(self.body, 1000))
+        return RawResponse(200, {"Content-Type": "application/json"}, answer)
+
+
+def pieces(body: bytes, size: int) -> list[bytes]:
+    return [body[i : i + size] for i in range(0, len(body), size)]
 
 
 @pytest.fixture(scope="module")

@@ -346,7 +346,18 @@ def test_parse_checks_its_arguments():
         _fastlogs.parse(body, 0, len(body) + 1, False)
     with pytest.raises(TypeError):
         _fastlogs.parse(bytearray(body), 0, 1, False)
-    assert nativelogs.native_table(bytearray(body), CHAIN, False) is None  # only bytes
+    # Only what nobody may change while it is parsed without the GIL: bytes, a read-only view.
+    assert nativelogs.native_table(bytearray(body), CHAIN, False) is None
+    assert nativelogs.native_table(memoryview(bytearray(body)), CHAIN, False) is None
+
+
+def test_a_read_only_view_of_a_bigger_buffer_parses_like_its_bytes():
+    body = body_of([anvil_log(random.Random(16), i) for i in range(200)])
+    for hex_output in (False, True):
+        buffer = bytearray(body + b"]]]garbage")  # what a reused buffer holds past the body
+        view = memoryview(buffer)[: len(body)].toreadonly()
+        assert nativelogs.native_table(view, CHAIN, hex_output).equals(careful(body, hex_output))
+        assert fastlogs._result_span(view) == fastlogs._result_span(body)
 
 
 # --- the wrapper's fallbacks ----------------------------------------------------------------
