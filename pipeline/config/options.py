@@ -301,8 +301,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "all_hashes",
         "With --rps: confirm the hash of every stored block with logs, the checks waiting for "
-        "their share of the rate instead of reading a sample (one header call per block: "
-        "slower).",
+        "their share of the rate (one header call per block: slower); without it, the checks "
+        "under --rps spend their calls on audits.",
         type=bool,
         default=False,
     ),

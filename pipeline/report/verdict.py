@@ -30,13 +30,13 @@ def print_result(result: Verdict, quiet: bool = False) -> None:
 
 
 def hash_coverage(endpoints: list[dict]) -> str:
-    """A line saying how many blocks' hashes the checks confirmed, when they read only a sample
-    (within --rps); empty when they confirmed every one."""
+    """A line saying how many blocks' hashes the checks confirmed, when they left some out
+    (within --rps, where they audit answers instead); empty when they confirmed every one."""
     confirmed = sum(e["hashes_confirmed"] for e in endpoints)
     left_out = sum(e["hashes_unconfirmed"] for e in endpoints)
     if not left_out:
         return ""
     return (
         f"block hashes confirmed against headers: {confirmed:,} of {confirmed + left_out:,} "
-        "blocks with logs (within --rps the checks read a sample)"
+        "blocks with logs (within --rps the checks audit a share of the answers instead)"
     )

@@ -105,6 +105,11 @@ class Source:
             if self.head is not None and block > self.head:
                 self.head = block
 
+    def metered(self) -> bool:
+        """Whether the checks' calls to it are paced (its --rps, or the rate a throttle left)
+        and sampled to fit, rather than all made (no rate, or --all-hashes)."""
+        return bool(self.throttle.rate) and not self.patient
+
     def room(self, calls: int) -> int:
         """How many of `calls` calls a check may make: all of them without --rps (or when
         patient); with it, as many as keep the verifier's share booked at most MAX_BACKLOG_S

@@ -175,15 +175,20 @@ class Verifier:
         task, name, spec = batch.task, batch.endpoint, self.spec
         table = read_fragment(Path(batch.path))
         hashes = block_hashes(table)
-        last = max(hashes, default=task.start - 1)
-        tail = list(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
-        # Every log asked for: a block of the answer without logs whose bloom is not empty had
-        # some. A share of them is looked at (all of them on a chain where few blocks are empty).
-        blank = self._blank_sample(task, hashes, tail) if spec.log_filter.takes_all else []
         source = self._header_source(name, task.end)
         # Headers its worker read for timestamps are those this source would give: not again.
         shared = batch.headed and source.name == name
-        then = ([] if shared else sorted(hashes)) + blank
+        if source.metered():
+            # Each call counts against --rps (or a throttle): a header costs one call a block,
+            # where an audit checks a whole answer in one. The share goes to the audits.
+            tail, blank, then = [], [], []
+        else:
+            last = max(hashes, default=task.start - 1)
+            tail = list(range(max(last + 1, task.end - TAIL_BLOCKS + 1), task.end + 1))
+            # Every log asked for: a block of the answer without logs whose bloom is not empty
+            # had some. A share of them is looked at (all of them where few blocks are empty).
+            blank = self._blank_sample(task, hashes, tail) if spec.log_filter.takes_all else []
+            then = ([] if shared else sorted(hashes)) + blank
         headers = self.canon.get(self._affordable(source, tail, then), avoid=name)
         wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
         confirmed = len(hashes) if shared else sum(b in headers for b in hashes)

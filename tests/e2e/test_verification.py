@@ -34,6 +34,29 @@ def caught(result, name: str) -> int:
     return e["audit_mismatches"] + e["hash_mismatches"] + e["bloom_mismatches"]
 
 
+@pytest.mark.parametrize("kind", ["liar-orphans", "liar-fabricates"])
+def test_under_rps_the_checks_calls_go_to_audits_which_catch_a_liar(
+    seeded, node, proxy, tmp_path, kind
+):
+    # Under --rps a header costs a call for each block where an audit checks a whole answer in
+    # one: the checks' share goes to the audits (the header checks used to take it all).
+    honest, lying = proxy(PROFILES["healthy"]), proxy(liar(kind, rate=1.0))
+    result = backfill(
+        tmp_path,
+        [f"honest={honest.url}", f"liar={lying.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+        rps=30,
+        verify=True,
+    )
+    assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
+    assert entry(result, "liar")["audit_mismatches"] > 0
+    assert entry(result, "liar")["state"] in ("suspect", "out")
+    assert entry(result, "honest")["audits"] > 0
+    assert entry(result, "honest")["hashes_confirmed"] == 0  # no header checks under --rps
+
+
 @pytest.mark.parametrize("kind", SAMPLED_LIARS)
 def test_next_to_an_honest_endpoint_a_liar_is_caught_and_the_output_equals_the_node(
     seeded, node, proxy, tmp_path, kind
