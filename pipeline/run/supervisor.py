@@ -140,6 +140,9 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self.verify = config.verify
         self.verifier: Verifier | None = None  # checks the batches the writer holds
+        # The verifier's events: it runs in this process, so they need not go through the
+        # Manager (two round trips each, a few hundred per million logs).
+        self.checked: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
         # The bookkeeping, fed by the events: counters per endpoint, blocks stored, the chart.
         self.stats = {e.name: EndpointStats(e) for e in config.endpoints}
@@ -194,7 +197,7 @@ class Supervisor:
         if self.verify:
             spec = self._worker_spec(0, 0)
             self.verifier = Verifier(
-                self.config, spec, self.board, self.results, self.events, self.plan.heads
+                self.config, spec, self.board, self.results, self.checked, self.plan.heads
             )
 
     def _abandon(self, reason: str) -> None:
@@ -283,7 +286,8 @@ class Supervisor:
             self._check_stalled()
 
     def _drain(self, wait: float = POLL_S) -> None:
-        """Handle the events queued, waiting up to `wait` seconds for the first."""
+        """Handle the events queued, the children's (waiting up to `wait` seconds for the
+        first), then the verifier's."""
         try:
             event = self.events.get(timeout=wait) if wait else self.events.get_nowait()
             while True:
@@ -291,6 +295,9 @@ class Supervisor:
                 event = self.events.get_nowait()
         except queue.Empty:
             pass
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._handle(self.checked.get_nowait())
 
     def _report_progress(self, state: BoardState, final: bool = False) -> None:
         now = time.monotonic()

@@ -35,6 +35,7 @@ from pipeline.verify.audit import (
     index_gaps,
     receipts_table,
 )
+from pipeline.verify.auditor import RECEIPT_BATCH, Auditor
 from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain, may_match
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.canon import Canon
@@ -809,3 +810,17 @@ def test_headers_wanted_together_go_out_in_one_batch_and_a_closed_canon_refuses_
     canon.close()
     with pytest.raises(RpcError):
         canon.get({999}, avoid="a")
+
+
+def test_a_receipts_audit_reads_a_few_blocks_a_request(mocker):
+    # A block's receipts as Python objects take ~20x its logs' table: 8 blocks a request keep
+    # an audit of a dense answer small.
+    source = mocker.Mock(spec=Source)
+    source.in_batches.side_effect = lambda blocks, read: [logs_to_table([], 1, False)]
+    sources = mocker.Mock(spec=Sources)
+    auditor = Auditor(mocker.Mock(), sources, Ledger(["a"], 0.0), mocker.Mock(), mocker.Mock(),
+                      random.Random(0))  # fmt: skip
+    auditor._receipts_from(source, list(range(1, 21)))
+    asked = [c.args[0] for c in source.in_batches.call_args_list]
+    assert asked == [list(range(1, 9)), list(range(9, 17)), list(range(17, 21))]
+    assert max(map(len, asked)) == RECEIPT_BATCH
