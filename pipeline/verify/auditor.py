@@ -77,6 +77,12 @@ class Auditor:
             return Verdict(task.task_id, True)
         return Verdict(task.task_id, False, f"blocks {shown}: the endpoints disagree")
 
+    def possible(self, name: str, upto: int) -> bool:
+        """Whether `name`'s answers up to block `upto` can be audited: another endpoint has
+        those blocks, or its own receipts are there to compare with."""
+        others = self.sources.pick({name}, self.ledger.trusted, upto=upto)
+        return others is not None or self.sources.all[name].has_receipts
+
     def _audit_receipts(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
         """With no other endpoint: compare the answer with the endpoint's receipts, every
         block while it is new or suspect (as many as hold AUDIT_LOGS of the answer's logs, in

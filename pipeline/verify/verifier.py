@@ -178,7 +178,7 @@ class Verifier:
         source = self._header_source(name, task.end)
         # Headers its worker read for timestamps are those this source would give: not again.
         shared = batch.headed and source.name == name
-        if source.metered():
+        if source.metered() and self.auditor.possible(name, task.end):
             # Each call counts against --rps (or a throttle): a header costs one call a block,
             # where an audit checks a whole answer in one. The share goes to the audits.
             tail, blank, then = [], [], []

@@ -262,3 +262,15 @@ def test_all_hashes_confirms_every_block_hash_within_rps_where_the_default_sampl
         assert entry["hashes_confirmed"] + entry["hashes_unconfirmed"] == len(blocks)
         assert (entry["hashes_unconfirmed"] == 0) is all_hashes, entry
     assert capped.stats()["throttled"] == 0  # both kept to --rps
+
+
+def test_under_rps_an_endpoint_that_cannot_be_audited_keeps_its_header_checks(
+    seeded, node, proxy, tmp_path
+):
+    # Alone and without eth_getBlockReceipts nothing can audit it: its headers are read within
+    # its share, as before, rather than nothing at all.
+    first, last = seeded.first_block, seeded.first_block + 99
+    alone = proxy(replace(PROFILES["no-receipts"], rps_cap=50))
+    result = backfill(tmp_path, [alone.url], from_block=first, to_block=last, chunk_size=10, rps=40)
+    assert_equals_node(result, tmp_path, node, first, last)
+    assert result.summary["endpoints"][0]["hashes_confirmed"] > 0
