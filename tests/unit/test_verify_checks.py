@@ -824,3 +824,12 @@ def test_a_receipts_audit_reads_a_few_blocks_a_request(mocker):
     asked = [c.args[0] for c in source.in_batches.call_args_list]
     assert asked == [list(range(1, 9)), list(range(9, 17)), list(range(17, 21))]
     assert max(map(len, asked)) == RECEIPT_BATCH
+
+
+def test_block_hashes_gives_each_block_with_logs_its_hash_in_any_row_order():
+    logs = [log(101, 0), log(101, 1), log(103, 0), log(104, 0), log(104, 1)]
+    expected = {101: block_hash(101), 103: block_hash(103), 104: block_hash(104)}
+    assert block_hashes(table(logs)) == expected
+    assert block_hashes(table(logs[::-1])) == expected
+    assert block_hashes(table(logs), range(102, 104)) == {103: block_hash(103)}
+    assert block_hashes(table([])) == {}
