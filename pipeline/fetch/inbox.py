@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Capacity kept between answers: the adaptive task size keeps answers near 10,000 logs (~7 MB);
-# a bigger one is read into a buffer of its own, freed with it.
+# Capacity kept between answers. Sized tasks bring ~10,000 logs (1M logs from anvil: answers of
+# 3 MB at the median, 10 MB at the 90th percentile, 30 MB where the density jumps); a bigger
+# answer is read into a buffer of its own, freed with it.
 KEEP_BYTES = 64 << 20
 
 
