@@ -29,6 +29,18 @@ def lies(proxy) -> int:
     return sum(proxy.stats()["lies"].values())
 
 
+def beside_honest(tmp_path, seeded, honest, lying, **options):
+    """A run over the seeded chain in CHUNK-block tasks by an honest endpoint and a liar."""
+    return backfill(
+        tmp_path,
+        [f"honest={honest.url}", f"liar={lying.url}"],
+        from_block=seeded.first_block,
+        to_block=seeded.last_block,
+        chunk_size=CHUNK,
+        **options,
+    )
+
+
 def caught(result, name: str) -> int:
     e = entry(result, name)
     return e["audit_mismatches"] + e["hash_mismatches"] + e["bloom_mismatches"]
@@ -41,15 +53,7 @@ def test_under_rps_the_checks_calls_go_to_audits_which_catch_a_liar(
     # Under --rps a header costs a call for each block where an audit checks a whole answer in
     # one: the checks' share goes to the audits (the header checks used to take it all).
     honest, lying = proxy(PROFILES["healthy"]), proxy(liar(kind, rate=1.0))
-    result = backfill(
-        tmp_path,
-        [f"honest={honest.url}", f"liar={lying.url}"],
-        from_block=seeded.first_block,
-        to_block=seeded.last_block,
-        chunk_size=CHUNK,
-        rps=30,
-        verify=True,
-    )
+    result = beside_honest(tmp_path, seeded, honest, lying, rps=30, verify=True)
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
     assert entry(result, "liar")["audit_mismatches"] > 0
     assert entry(result, "liar")["state"] in ("suspect", "out")
@@ -66,15 +70,8 @@ def test_next_to_an_honest_endpoint_a_liar_is_caught_and_the_output_equals_the_n
     # Only an audit sees a dropped log: at the default rate, one wrong in 2 answers escapes the
     # 3 audits of a new endpoint 1 time in 8 (see the README), so every answer is audited here.
     audits = {"audit_rate": 1.0} if kind == "liar-drops" else {}
-    result = backfill(
-        tmp_path,
-        [f"honest={honest.url}", f"liar={lying.url}"],
-        report=events.append,
-        from_block=seeded.first_block,
-        to_block=seeded.last_block,
-        chunk_size=CHUNK,
-        verify=True,
-        **audits,
+    result = beside_honest(
+        tmp_path, seeded, honest, lying, report=events.append, verify=True, **audits
     )
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
     assert lies(lying) > 0  # it did lie, and none of it was stored
@@ -95,15 +92,7 @@ def test_a_liar_caught_late_has_its_ranges_in_this_runs_final_files_fetched_agai
     turncoat = replace(PROFILES["liar-drops"], liar_rate=1.0, liar_after=8)
     honest = proxy(replace(PROFILES["healthy"], latency_ms=(30, 40)))  # the liar fetches more
     lying = proxy(turncoat)
-    result = backfill(
-        tmp_path,
-        [f"honest={honest.url}", f"liar={lying.url}"],
-        from_block=seeded.first_block,
-        to_block=seeded.last_block,
-        chunk_size=CHUNK,
-        file_blocks=2 * CHUNK,
-        audit_rate=0.05,
-    )
+    result = beside_honest(tmp_path, seeded, honest, lying, file_blocks=2 * CHUNK, audit_rate=0.05)
     # Without taking those files back, this missed dropped logs in 6 runs of 8.
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
     assert lies(lying) > 0 and entry(result, "liar")["state"] in ("suspect", "out")
@@ -124,10 +113,7 @@ def test_a_liar_caught_in_a_later_run_has_what_it_stored_in_earlier_runs_fetched
     # The next run, checked and next to an honest endpoint, catches it: what it stored in the
     # first run is fetched again from the honest one.
     honest = proxy(PROFILES["healthy"])
-    result = backfill(
-        tmp_path, [f"honest={honest.url}", f"liar={lying.url}"], from_block=seeded.first_block,
-        to_block=seeded.last_block, chunk_size=CHUNK, audit_rate=1.0,
-    )  # fmt: skip
+    result = beside_honest(tmp_path, seeded, honest, lying, audit_rate=1.0)
     assert entry(result, "liar")["state"] in ("suspect", "out")
     assert_equals_node(result, tmp_path, node, seeded.first_block, seeded.last_block)
 
