@@ -44,6 +44,7 @@ from pipeline.fetch.convert import (
 
 _RESULT_OPENING = re.compile(rb'"result"[ \t\n\r]*:[ \t\n\r]*\[')
 _BATCH_OPENING = re.compile(rb"[ \t\n\r]*\[")  # a batch of one answer
+_WINDOW = 1 << 16  # bytes of a memoryview body searched backwards at a time (_rfind)
 
 # The fields a log must have, numbered in this order (`removed` and `blockTimestamp` may be
 # missing).
@@ -224,9 +225,6 @@ def _rfind(body: bytes | memoryview, byte: bytes, end: int) -> int:
             return start + found
         end = start
     return -1
-
-
-_WINDOW = 1 << 16
 
 
 def _locate_fields(chars: np.ndarray, start: int, end: int) -> tuple[dict, list, tuple]:

@@ -199,14 +199,17 @@ class Source:
         self.pause(err.retry_after or 0.0)
 
     def in_batches(
-        self, items: list[int], request: Callable[[RpcClient, list[int]], _Chunk]
+        self,
+        items: list[int],
+        request: Callable[[RpcClient, list[int]], _Chunk],
+        most: int | None = None,
     ) -> list[_Chunk]:
-        """`request` over `items` in batches as large as the endpoint takes: a batch it refuses
-        for its size is sent again at once, smaller."""
+        """`request` over `items` in batches as large as the endpoint takes (and at most `most`
+        items): a batch it refuses for its size is sent again at once, smaller."""
         answers: list[_Chunk] = []
         failures = 0
         while items:
-            chunk = items[: self.batches.size]
+            chunk = items[: min(self.batches.size, most or self.batches.size)]
             try:
                 answer = self.ask(len(chunk), lambda client, chunk=chunk: request(client, chunk))
             except RpcError as err:
