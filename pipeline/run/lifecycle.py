@@ -32,9 +32,16 @@ def process_context() -> mp.context.BaseContext:
     return ctx
 
 
-def run_child(main: Callable[..., None], supervisor_pid: int, *args: object) -> None:
-    """A child process's entry point: the hygiene below, then `main(*args)`. The supervisor
-    starts every child through it, so the stages it runs need not know about processes."""
+def run_child(
+    main: Callable[..., None], supervisor_pid: int, environ: dict[str, str], *args: object
+) -> None:
+    """A child process's entry point: the supervisor's environment (`environ`), the hygiene
+    below, then `main(*args)`. The supervisor starts every child through it, so the stages it
+    runs need not know about processes."""
+    # The process server keeps the environment of the run that started it: a later run in the
+    # same process (renewed credentials, another proxy) must not get the old one.
+    os.environ.clear()
+    os.environ.update(environ)
     init_child(supervisor_pid)
     main(*args)
 

@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.managers import SyncManager
@@ -226,13 +227,15 @@ class Supervisor:
             fingerprints=tuple((e.name, e.fingerprint) for e in self.config.endpoints),
         )
 
+    def _child(self, main: Callable[..., None], spec: object, name: str) -> BaseProcess:
+        """A child process (not started) that runs `main` on `spec` and the run's queues, in
+        this process's environment as it is now."""
+        args = (main, os.getpid(), dict(os.environ), spec, self.board, self.results, self.events)
+        return self.ctx.Process(target=run_child, args=args, name=name)
+
     def _start_writer(self) -> BaseProcess:
         spec = self._writer_spec()
-        writer = self.ctx.Process(
-            target=run_child,
-            args=(writer_main, os.getpid(), spec, self.board, self.results, self.events),
-            name="writer",
-        )
+        writer = self._child(writer_main, spec, "writer")
         self.writer_started = time.time()
         writer.start()
         self.report(ProcessStarted("writer", writer.pid))
@@ -258,11 +261,7 @@ class Supervisor:
     def _start_worker(self, index: int, restarts: int) -> _Worker:
         endpoint = self.config.endpoints[index]
         spec = self._worker_spec(index, restarts)
-        process = self.ctx.Process(
-            target=run_child,
-            args=(worker_main, os.getpid(), spec, self.board, self.results, self.events),
-            name=f"worker-{spec.worker_id}",
-        )
+        process = self._child(worker_main, spec, f"worker-{spec.worker_id}")
         started = time.time()
         process.start()
         self.report(WorkerStarted(endpoint.name, spec.worker_id, process.pid))

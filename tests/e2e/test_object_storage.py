@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,7 +16,15 @@ import orjson
 import pyarrow.dataset as pads
 import pytest
 from conftest import backfill, node_rows
-from helpers import assert_usage_error, kill_at, run_cli, run_cli_in_process, start_cli, wait_for
+from helpers import (
+    CLI_TIMEOUT_S,
+    assert_usage_error,
+    kill_at,
+    run_cli,
+    run_cli_in_process,
+    start_cli,
+    wait_for,
+)
 from s3_fixtures import FAKE_KEY_ID, FAKE_SECRET, visible_rows_once
 
 from pipeline.dev.verify import stored_logs
@@ -188,6 +198,36 @@ def test_missing_credentials_or_an_unreachable_store_is_one_line_exit_2(
     assert expected in line and FAKE_SECRET not in line, line
     monkeypatch.undo()
     assert s3.keys(bucket) == []
+
+
+LATER_CREDENTIALS = """
+import os, sys
+from multiprocessing import forkserver
+from pipeline import build_config, run_backfill
+from pipeline.run.lifecycle import process_context
+
+saved = {n: os.environ.pop(n) for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+process_context()
+forkserver.ensure_running()  # the process server now holds an environment without them
+os.environ.update(saved)
+uri, rpc, staging = sys.argv[1:]
+config = build_config(rpc=[rpc], output=uri, staging=staging, from_block=1, to_block=300,
+                      chunk_size=50, file_blocks=300, timeout=5.0, stall_timeout=15.0)
+result = run_backfill(config)
+print(result.message)
+sys.exit(result.exit_code)
+"""
+
+
+def test_a_run_uses_the_credentials_the_environment_has_when_it_starts(tmp_path, node, seeded, s3):
+    # A long-lived process (a scheduler's worker) runs backfills one after another while its
+    # credentials are renewed: the run's children must not keep those of an earlier run.
+    bucket = s3.new_bucket()
+    args = [f"s3://{bucket}/run", node.url, str(tmp_path / "staging")]
+    done = subprocess.run([sys.executable, "-c", LATER_CREDENTIALS, *args],
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_store_equals_node(s3, bucket, "run", node, last=300)
 
 
 def test_a_run_that_loses_its_lease_stops_writing_and_exits_1(tmp_path, node, seeded, proxy, s3):
