@@ -284,5 +284,20 @@ class Channel(Protocol[_Item]):
 
 
 EventQueue: TypeAlias = Channel[Event]  # workers and writer -> supervisor
+
+
+class EventInbox(Protocol):
+    """The supervisor's side of the children's events."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Event:
+        """The next event, waiting up to `timeout` (queue.Empty after that)."""
+
+    def get_nowait(self) -> Event:
+        """The next event if there is one (queue.Empty if not)."""
+
+    def settle(self, names: set[str], timeout: float) -> bool:
+        """Wait up to `timeout` until every event of the exited children `names` can be got."""
+
+
 # workers -> writer, and the verifier's verdicts -> writer; None: stop
 ResultQueue: TypeAlias = Channel[FetchedBatch | Verdict | Distrust | None]

@@ -29,7 +29,7 @@ from pipeline.messages import (
     ConcurrencyChanged,
     EndpointState,
     Event,
-    EventQueue,
+    EventInbox,
     Held,
     Notice,
     ProcessStarted,
@@ -50,6 +50,7 @@ from pipeline.plan.runplan import Plan
 from pipeline.report.stats import EndpointStats
 from pipeline.report.summary import build_summary, event_summaries, write_summary
 from pipeline.report.timeline import Timeline, write_timeline
+from pipeline.run.eventpipes import EventPipes
 from pipeline.run.lifecycle import init_child, join_all, run_child
 from pipeline.store.layout import TIMELINE_FILE, worker_crash_log, writer_crash_log
 from pipeline.store.manifest import load_manifest, save_manifest
@@ -62,6 +63,8 @@ from pipeline.verify.verifier import Verifier
 # Every change the run makes comes as an event and wakes the loop at once; this only bounds how
 # late a silent one is seen: a child that died, a signal, a stall.
 POLL_S = 1.0
+WRITER = "writer"  # the writer process's name
+LOOK_S = 0.05  # the board and the processes are looked at at most this often
 PROGRESS_S = 1.0
 MAX_RESTARTS_PER_ENDPOINT = 3
 # A fetched batch waits as a file, its name in the queue: room for 8 per endpoint (~25 MB of
@@ -84,6 +87,11 @@ def crash_log(path: Path, since: float) -> Path | None:
 def with_crash_log(text: str, log: Path | None) -> str:
     """A notice about a dead process, naming its traceback's file when it left one."""
     return f"{text}; traceback in {log}" if log else text
+
+
+def _worker_name(spec: WorkerSpec) -> str:
+    """The process name of the worker started with `spec`."""
+    return f"worker-{spec.worker_id}"
 
 
 def _manager_pid(manager: SyncManager) -> int:
@@ -135,7 +143,7 @@ class Supervisor:
         self.manager = QueueManager(ctx=ctx)
         self.board: TaskBoard | None = None
         self.results: ResultQueue | None = None
-        self.events: EventQueue | None = None
+        self.events: EventInbox | None = None
         self.writer: BaseProcess | None = None
         self.writer_started = 0.0
         self.workers: list[_Worker] = []
@@ -174,11 +182,11 @@ class Supervisor:
         self.report(RunStarted(self.plan.from_block, self.plan.to_block, self.todo, names))
         self.manager.start(init_child, (os.getpid(),))
         self.report(ProcessStarted("queue", _manager_pid(self.manager)))
+        self.events = pipes = EventPipes()
         try:
             plan = ChunkPlan.over(self.resume.todo, self.config.chunk_size)
             self.board = self.manager.TaskBoard(plan, list(names))
             self.results = self.manager.Queue(RESULT_QUEUE_PER_WORKER * len(names))
-            self.events = self.manager.Queue()
             self._start_verifier()
             self.writer = self._start_writer()
             self.workers = [self._start_worker(i, 0) for i in range(len(names))]
@@ -191,6 +199,7 @@ class Supervisor:
             self.seconds = time.monotonic() - self.started
             if self.verifier is not None:
                 self.verifier.close()
+            pipes.close()
             self.manager.shutdown()
 
     def _start_verifier(self) -> None:
@@ -227,17 +236,20 @@ class Supervisor:
             fingerprints=tuple((e.name, e.fingerprint) for e in self.config.endpoints),
         )
 
-    def _child(self, main: Callable[..., None], spec: object, name: str) -> BaseProcess:
-        """A child process (not started) that runs `main` on `spec` and the run's queues, in
-        this process's environment as it is now."""
-        args = (main, os.getpid(), dict(os.environ), spec, self.board, self.results, self.events)
-        return self.ctx.Process(target=run_child, args=args, name=name)
+    def _start_child(self, main: Callable[..., None], spec: object, name: str) -> BaseProcess:
+        """Start a child process that runs `main` on `spec`, the board, the results and a pipe
+        for its events, in this process's environment as it is now."""
+        sender, copy = self.events.open(name)
+        args = (main, os.getpid(), dict(os.environ), spec, self.board, self.results, sender)
+        process = self.ctx.Process(target=run_child, args=args, name=name)
+        process.start()
+        self.events.started(copy)
+        return process
 
     def _start_writer(self) -> BaseProcess:
         spec = self._writer_spec()
-        writer = self._child(writer_main, spec, "writer")
         self.writer_started = time.time()
-        writer.start()
+        writer = self._start_child(writer_main, spec, WRITER)
         self.report(ProcessStarted("writer", writer.pid))
         return writer
 
@@ -261,15 +273,20 @@ class Supervisor:
     def _start_worker(self, index: int, restarts: int) -> _Worker:
         endpoint = self.config.endpoints[index]
         spec = self._worker_spec(index, restarts)
-        process = self._child(worker_main, spec, f"worker-{spec.worker_id}")
         started = time.time()
-        process.start()
+        process = self._start_child(worker_main, spec, _worker_name(spec))
         self.report(WorkerStarted(endpoint.name, spec.worker_id, process.pid))
         return _Worker(index, spec, process, restarts, started=started)
 
     def _watch(self) -> None:
+        handled, looked = 0, 0.0
         while not self.force_stop:
-            self._drain()
+            # Events come one at a time: the look at the board and the processes below waits
+            # for a pause in them, or LOOK_S, not for each.
+            handled += self._drain(LOOK_S if handled else POLL_S)
+            if handled and time.monotonic() - looked < LOOK_S:
+                continue
+            handled, looked = 0, time.monotonic()
             state = self.board.state()
             if self.fatal or state.settled:
                 return
@@ -284,19 +301,23 @@ class Supervisor:
             self._replace_dead_workers()
             self._check_stalled()
 
-    def _drain(self, wait: float = POLL_S) -> None:
+    def _drain(self, wait: float = POLL_S) -> int:
         """Handle the events queued, the children's (waiting up to `wait` seconds for the
-        first), then the verifier's."""
+        first), then the verifier's; how many."""
+        handled = 0
         try:
             event = self.events.get(timeout=wait) if wait else self.events.get_nowait()
             while True:
                 self._handle(event)
+                handled += 1
                 event = self.events.get_nowait()
         except queue.Empty:
             pass
         with contextlib.suppress(queue.Empty):
             while True:
                 self._handle(self.checked.get_nowait())
+                handled += 1
+        return handled
 
     def _report_progress(self, state: BoardState, final: bool = False) -> None:
         now = time.monotonic()
@@ -425,11 +446,13 @@ class Supervisor:
         if self.writer.is_alive():
             with contextlib.suppress(queue.Full):
                 self.results.put(None, timeout=JOIN_GRACE_S)
-        self._drain(wait=0)  # the children are gone: their events are all queued
+        self.events.settle({_worker_name(w.spec) for w in self.workers}, JOIN_GRACE_S)
+        self._drain(wait=0)  # the workers are gone: their events are all in
         # While the writer compacts what is staged: the chart, and the end's block hashes.
         tip = self._fetch_tip_hashes()
         self._draw_timeline()
         join_all([self.writer], WRITER_GRACE_S, aborted)
+        self.events.settle({WRITER}, JOIN_GRACE_S)
         if tip is not None:
             self.tip, error = tip.result()
             if error:

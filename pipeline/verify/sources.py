@@ -26,6 +26,7 @@ MAX_BACKLOG_S = 2.0  # calls booked this far ahead of now fill an --rps endpoint
 # again with success: a burst of header calls must not cost the worker its requests.
 THROTTLED_RATE = 1.0
 REST_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+_BEST = (False, False, 0, 0.0)  # a pick key: trusted, awake, no failure, no rest left
 WAKE_S = 0.25  # a request waiting for its slots looks this often whether they came sooner
 CHUNK_TRIES = 3  # a batch of a check that fails (not for its size) is sent again, after a rest
 # Failures that say the endpoint is unwell (not that a request was too big or a block unknown).
@@ -259,17 +260,18 @@ class Sources:
         then by failures in a row, then the one that rests least; None when there is no
         other."""
         avoid = set(avoid)
-        usable = [
-            s
-            for s in self.all.values()
-            if s.name not in avoid
-            and s.name not in self.out
-            and (s.has_receipts or not receipts)
-            and s.knows(upto)
-        ]
-        if not usable:
-            return None
-        return min(usable, key=lambda s: (not trusted(s.name), *s.health(), s.resting()))
+        best, best_key = None, None
+        for s in self.all.values():
+            if s.name in avoid or s.name in self.out or not (s.has_receipts or not receipts):
+                continue
+            if not s.knows(upto):
+                continue
+            key = (not trusted(s.name), *s.health(), s.resting())
+            if key == _BEST:  # nothing beats it: the others need not be looked at
+                return s
+            if best_key is None or key < best_key:
+                best, best_key = s, key
+        return best
 
     def wait(self, source: Source) -> None:
         """Sleep out the source's rest."""
