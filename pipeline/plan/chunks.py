@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pipeline.config.options import FIRST_TASK_BLOCKS
 from pipeline.messages import Task
@@ -255,12 +256,21 @@ class Coverage:
         return sum(hi - lo + 1 for lo, hi in self._by_start.items())
 
 
+class Run(NamedTuple):
+    """A contiguous run of fragments: its blocks, rows and how many fragments it joins."""
+
+    start: int
+    end: int
+    rows: int
+    fragments: int = 1
+
+
 class Runs:
     """The contiguous runs of a window's fragments, each with its rows, joined as fragments
     come: a fragment's run and its size are known at once, however many there are."""
 
     def __init__(self) -> None:
-        self._ends: dict[int, tuple[int, int]] = {}  # first block -> last block, rows
+        self._ends: dict[int, tuple[int, int, int]] = {}  # first block -> last, rows, fragments
         self._starts: dict[int, int] = {}  # last block -> first block
 
     @classmethod
@@ -271,18 +281,19 @@ class Runs:
             runs.add(*fragment)
         return runs
 
-    def add(self, lo: int, hi: int, rows: int) -> tuple[int, int, int]:
-        """Join fragment lo..hi to the runs it touches; the run it is in now (start, end, rows)."""
-        start, end = lo, hi
+    def add(self, lo: int, hi: int, rows: int) -> Run:
+        """Join fragment lo..hi to the runs it touches; the run it is in now."""
+        start, end, count = lo, hi, 1
         if (before := self._starts.pop(lo - 1, None)) is not None:
-            start, rows = before, rows + self._ends.pop(before)[1]
+            _, more, joined = self._ends.pop(before)
+            start, rows, count = before, rows + more, count + joined
         if (after := self._ends.pop(hi + 1, None)) is not None:
-            end, rows = after[0], rows + after[1]
+            end, rows, count = after[0], rows + after[1], count + after[2]
             del self._starts[end]
-        self._ends[start], self._starts[end] = (end, rows), start
-        return start, end, rows
+        self._ends[start], self._starts[end] = (end, rows, count), start
+        return Run(start, end, rows, count)
 
     def remove(self, start: int) -> None:
         """Forget the run that begins at `start`."""
-        end, _ = self._ends.pop(start)
+        end, *_ = self._ends.pop(start)
         del self._starts[end]

@@ -130,15 +130,33 @@ def test_a_contiguous_run_that_reaches_the_row_cap_is_compacted_before_its_windo
     assert manifest.covered == [(0, 4)] and manifest.rows == 510
 
 
-def test_runs_join_fragments_in_any_order_and_know_their_rows_at_once():
+def test_runs_join_fragments_in_any_order_and_know_their_rows_and_fragments_at_once():
     runs = Runs()
-    assert runs.add(10, 19, 5) == (10, 19, 5)
-    assert runs.add(30, 39, 7) == (30, 39, 7)
-    assert runs.add(20, 29, 1) == (10, 39, 13)  # bridges the two
-    assert runs.add(0, 9, 2) == (0, 39, 15)
+    assert runs.add(10, 19, 5) == (10, 19, 5, 1)
+    assert runs.add(30, 39, 7) == (30, 39, 7, 1)
+    assert runs.add(20, 29, 1) == (10, 39, 13, 3)  # bridges the two
+    assert runs.add(0, 9, 2) == (0, 39, 15, 4)
     runs.remove(0)  # compacted
-    assert runs.add(40, 49, 3) == (40, 49, 3)  # a run forgotten is not joined again
-    assert Runs.of([(5, 5, 1), (3, 4, 1), (7, 7, 1)]).add(6, 6, 1) == (3, 7, 4)
+    assert runs.add(40, 49, 3) == (40, 49, 3, 1)  # a run forgotten is not joined again
+    assert Runs.of([(5, 5, 1), (3, 4, 1), (7, 7, 1)]).add(6, 6, 1) == (3, 7, 4, 4)
+
+
+def test_a_run_of_many_small_fragments_is_compacted_before_its_window_is_done(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(staging, "MAX_RUN_FRAGMENTS", 4)
+    stage_blocks(tmp_path, [])
+    manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
+    window = Staging(tmp_path, manifest, todo=((0, 999),), staged=(), file_blocks=1000)
+    for block in (0, 1, 3, 2):  # the fourth joins the three into one run of four
+        result = tmp_path / f"result-{block}"
+        files.write_result(block_logs(block, 1), result)
+        window.add(result, block, block, 1, endpoint="a")
+        if block != 2:
+            assert not list((tmp_path / LOGS_DIR).glob("*.parquet"))
+    made = [parse_log_file_name(p.name) for p in (tmp_path / LOGS_DIR).glob("*.parquet")]
+    assert made == [(0, 3)] and manifest.covered == [(0, 3)] and manifest.rows == 4
+    assert not [b for b in range(4) if fragment_path(tmp_path, b, b).exists()]
 
 
 # --- the circuit breaker -------------------------------------------------------------------------
