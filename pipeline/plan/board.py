@@ -194,20 +194,23 @@ class TaskBoard:
                 self._plan.learn(task.blocks, rows)
             return True
 
-    def reject(self, task_id: int, liar: str, reason: str, max_attempts: int) -> None:
-        """An accepted task's answer failed its checks: hand the task back, kept from `liar`
-        while another live endpoint can serve it; it fails once its attempts are used up."""
+    def reject(
+        self, task_id: int, liar: str, reason: str, max_attempts: int = 0, attempt: bool = True
+    ) -> None:
+        """An accepted task's answer failed its checks (or, without `attempt`, its endpoint was
+        found lying before they ended): hand the task back, kept from `liar` while another live
+        endpoint can serve it; it fails once its attempts (`max_attempts`) are used up."""
         with self._cond:
             task = self._storing.pop(task_id, None)
             if task is None:
                 return
             task = replace(
                 task,
-                attempts=task.attempts + 1,
+                attempts=task.attempts + attempt,
                 last_error=reason,
                 excluded=self._keep_from(task.excluded, liar),
             )
-            if task.attempts >= max_attempts or not self._live_endpoints:
+            if (attempt and task.attempts >= max_attempts) or not self._live_endpoints:
                 self._failed[task.task_id] = task
             else:
                 self._pending.appendleft(task)

@@ -167,6 +167,12 @@ class Holding:
         """Drop what the endpoint fetched, staged or in a final file of this run or an earlier
         one, and put those ranges back on the board for the others."""
         name = order.endpoint
+        # Its answers still waiting for a verdict too: a check that began before the strike
+        # may pass one (a sampled check), and its verdict would come after this order.
+        for batch in [b for b in self.batches.values() if b.endpoint == name]:
+            del self.batches[batch.task.task_id]
+            Path(batch.path).unlink(missing_ok=True)
+            self.board.reject(batch.task.task_id, name, order.reason, attempt=False)
         this_run = self.staging.drop_from(name) + self.staging.reopen_from(name)
         taken = [(r, False) for r in this_run]
         taken += [(r, True) for r in self.staging.reopen_earlier(name)]

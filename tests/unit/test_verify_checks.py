@@ -653,8 +653,8 @@ class FakeBoard:
     def complete(self, task_id: int, rows: int | None = None) -> None:
         self.calls.append(("complete", task_id, rows))
 
-    def reject(self, task_id, liar, reason, max_attempts) -> None:
-        self.calls.append(("reject", task_id, liar, reason, max_attempts))
+    def reject(self, task_id, liar, reason, max_attempts=0, attempt=True) -> None:
+        self.calls.append(("reject", task_id, liar, reason, max_attempts if attempt else None))
 
     def reopen(self, start, end, liar, reason) -> None:
         self.calls.append(("reopen", start, end, liar, reason))
@@ -699,6 +699,32 @@ def test_distrust_reopens_every_range_the_endpoint_staged(staging):
         ("reopen", 0, 99, "x", "x answered wrongly"),
         ("reopen", 200, 299, "x", "x answered wrongly"),
     ]
+
+
+def test_distrust_drops_the_endpoints_batches_still_waiting_for_their_verdict(staging):
+    # A check that began before the strike may pass the liar's answer: its verdict, coming
+    # after the distrust, must not stage it.
+    held, fake = holding(staging)
+    liars, honest = batch(staging, Task(1, 0, 9), "x"), batch(staging, Task(2, 10, 19), "y")
+    held.hold(liars)
+    held.hold(honest)
+    held.distrust(Distrust("x", "x answered wrongly"))
+    assert ("reject", 1, "x", "x answered wrongly", None) in fake.calls  # not an attempt
+    assert not Path(liars.path).exists()
+    held.settle(Verdict(1, True))
+    held.settle(Verdict(2, True))
+    assert staging.sources == {(10, 19): "y"}
+    assert not fragment_path(staging.out, 0, 9).exists()
+
+
+def test_a_task_handed_back_for_its_endpoints_lie_keeps_its_attempts():
+    board = TaskBoard(ChunkPlan.over(((0, 9),), 10), ["x", "y"])
+    task = board.claim("x#0", 0.0)
+    assert board.accept(task.task_id, 1)
+    board.reject(task.task_id, "x", "x answered wrongly", attempt=False)
+    again = board.claim("y#0", 0.0)
+    assert (again.start, again.end, again.attempts) == (0, 9, 0)
+    assert again.excluded == {"x"} and board.claim("x#0", 0.0) is None
 
 
 # --- the verifier's sources ------------------------------------------------------------------
@@ -829,6 +855,28 @@ def test_a_receipts_audit_reads_a_few_blocks_a_request(mocker):
     auditor._receipts_from(endpoint, list(range(1, 21)))
     assert asked == [list(range(1, 9)), list(range(9, 17)), list(range(17, 21))]
     assert max(map(len, asked)) == RECEIPT_BATCH
+
+
+@pytest.mark.parametrize("strikes", [0, 1])
+def test_with_its_rps_share_booked_only_a_trusted_endpoints_audit_is_skipped(mocker, strikes):
+    ledger = Ledger(["a", "b"], audit_rate=1.0)
+    for _ in range(NEW_AUDITS):
+        ledger.audit_due("a")  # a is trusted now ...
+    for _ in range(strikes):
+        ledger.strike("a")  # ... or, with a strike, suspect
+    other = mocker.Mock(spec=Source, has_receipts=False)
+    other.name = "b"
+    other.room.return_value = 0  # its share of --rps is booked
+    other.ask.side_effect = lambda calls, request: logs_to_table([], 1, False)
+    sources = mocker.Mock(spec=Sources)
+    sources.pick.return_value = other
+    auditor = Auditor(mocker.Mock(), sources, ledger, mocker.Mock(), mocker.Mock(),
+                      random.Random(0))  # fmt: skip
+    answer = table([log(101, 0)])
+    batch = FetchedBatch(Task(7, 100, 104), "a", "unused", answer.num_rows)
+    verdict = auditor.audit(batch, answer)
+    assert other.ask.called == bool(strikes)  # a suspect's answer waits for its audit ...
+    assert verdict.ok != bool(strikes)  # ... which sees the log the other endpoint lacks
 
 
 def test_block_hashes_gives_each_block_with_logs_its_hash_in_any_row_order():
