@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.messages import Event
 
+CLOSE_WAIT_S = 5.0
 # A child's end was closed (it exited or was killed), or what it left is half a message.
 _ENDED = (EOFError, OSError, pickle.UnpicklingError)
 
@@ -94,7 +95,7 @@ class EventPipes:
         self._closing = True
         with contextlib.suppress(OSError):
             self._wake.send_bytes(b"")
-        self._thread.join()
+        self._thread.join(CLOSE_WAIT_S)  # (a daemon: it never holds up the run's end)
         with self._changed:
             for reader in self._open:
                 reader.close()

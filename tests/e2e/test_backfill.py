@@ -225,8 +225,10 @@ def test_block_tags_resolve_against_the_node(tmp_path, node, seeded, proxy, to_b
 )
 def test_every_fault_class_on_one_endpoint_loses_nothing(tmp_path, node, seeded, proxy, kind):
     faulty = proxy(failure_rate=0.5, failure_kinds=(kind,), seed=11)
-    healthy = proxy(latency_ms=(5, 10))
-    end = seeded.first_block + 599
+    # Slow enough, and tasks enough, that the faulty endpoint's worker gets some of them even
+    # when it starts late on a loaded machine (6 tasks of 5-10 ms were gone before it came).
+    healthy = proxy(latency_ms=(30, 50))
+    end = seeded.first_block + 1499
     result = backfill(
         tmp_path,
         [f"faulty={faulty.url}", f"healthy={healthy.url}"],

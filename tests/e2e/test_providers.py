@@ -380,10 +380,11 @@ def test_without_rps_a_throttling_endpoint_is_slowed_down_not_hammered(tmp_path,
     assert_equals_node(result, tmp_path, node, FIRST, LAST, addresses=[NOBODY])
     assert len(stats["get_logs"]) >= 200 and stats["throttled"] > 0
     # Halving brings the rate under the cap in a few throttles, and it climbs back slowly (10% a
-    # step, a step per 10 successes): some 4 bursts into the cap. Without halving, every pause
-    # (1 s: the bucket refills with 20 calls) ends in another burst into it: 9 or more.
+    # step, a step per 10 successes): 6 bursts into the cap in 12 runs of two versions, 7 now
+    # and then on a loaded machine. Without halving, every pause (1 s: the bucket refills with
+    # 20 calls) ends in another burst into it: 9 or more.
     bursts = episodes(stats, "throttled")
-    assert bursts <= 6, (bursts, stats["throttled"], stats["requests"])
+    assert bursts <= 7, (bursts, stats["throttled"], stats["requests"])
 
 
 @pytest.mark.parametrize("concurrency", [1, pytest.param(4, marks=pytest.mark.slow)])
