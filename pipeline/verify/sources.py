@@ -262,7 +262,7 @@ class Sources:
         avoid = set(avoid)
         best, best_key = None, None
         for s in self.all.values():
-            if s.name in avoid or s.name in self.out or not (s.has_receipts or not receipts):
+            if s.name in avoid or s.name in self.out or (receipts and not s.has_receipts):
                 continue
             if not s.knows(upto):
                 continue

@@ -98,18 +98,28 @@ def test_a_window_over_the_row_cap_is_cut_into_several_files(tmp_path, monkeypat
     assert not [b for b in range(len(counts)) if fragment_path(tmp_path, b, b).exists()]
 
 
+def fresh_window(tmp_path) -> tuple[Staging, Manifest]:
+    """Staging for blocks 0-999 in one window, nothing staged yet; and its manifest."""
+    stage_blocks(tmp_path, [])
+    manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
+    return Staging(tmp_path, manifest, todo=((0, 999),), staged=(), file_blocks=1000), manifest
+
+
+def add_block(window: Staging, tmp_path, block: int, rows: int) -> None:
+    """A worker's result of one block with `rows` logs, staged."""
+    result = tmp_path / f"result-{block}"
+    files.write_result(block_logs(block, rows), result)
+    window.add(result, block, block, rows, endpoint="a")
+
+
 def test_a_contiguous_run_that_reaches_the_row_cap_is_compacted_before_its_window_is_done(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(staging, "MAX_FILE_ROWS", 250)
-    stage_blocks(tmp_path, [])
-    manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
-    window = Staging(tmp_path, manifest, todo=((0, 999),), staged=(), file_blocks=1000)
+    window, manifest = fresh_window(tmp_path)
 
     def add(block: int, rows: int) -> None:
-        result = tmp_path / f"result-{block}"
-        files.write_result(block_logs(block, rows), result)
-        window.add(result, block, block, rows, endpoint="a")
+        add_block(window, tmp_path, block, rows)
 
     def final() -> list:
         return sorted((parse_log_file_name(p.name), pq.ParquetFile(p).metadata.num_rows)
@@ -145,13 +155,9 @@ def test_a_run_of_many_small_fragments_is_compacted_before_its_window_is_done(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(staging, "MAX_RUN_FRAGMENTS", 4)
-    stage_blocks(tmp_path, [])
-    manifest = Manifest(1, {"addresses": [], "topics": []}, hex_output=False)
-    window = Staging(tmp_path, manifest, todo=((0, 999),), staged=(), file_blocks=1000)
+    window, manifest = fresh_window(tmp_path)
     for block in (0, 1, 3, 2):  # the fourth joins the three into one run of four
-        result = tmp_path / f"result-{block}"
-        files.write_result(block_logs(block, 1), result)
-        window.add(result, block, block, 1, endpoint="a")
+        add_block(window, tmp_path, block, 1)
         if block != 2:
             assert not list((tmp_path / LOGS_DIR).glob("*.parquet"))
     made = [parse_log_file_name(p.name) for p in (tmp_path / LOGS_DIR).glob("*.parquet")]
