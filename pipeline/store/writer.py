@@ -117,7 +117,19 @@ def _store_until_done(
                         held.distrust(item)
             staging.compact_all()
         except OSError as exc:
+            if _queue_gone(board):  # not the store's fault: the supervisor names the cause
+                return
             events.put(WriterFailed(f"cannot write to {shown}: {scrub(str(exc.strerror or exc))}"))
+
+
+def _queue_gone(board: TaskBoard) -> bool:
+    """Whether the queue process has died (a call to it fails as an OSError too: a reset
+    connection, a socket file removed)."""
+    try:
+        board.closed()
+    except QUEUE_GONE:
+        return True
+    return False
 
 
 def store_batch(batch: FetchedBatch, staging: Staging, board: TaskBoard) -> TaskWritten | None:
