@@ -55,17 +55,14 @@ def init_child(supervisor_pid: int) -> None:
     threading.Thread(target=_watch, args=(supervisor_pid,), daemon=True).start()
 
 
-def lean_memory(arenas: bool = True) -> None:
+def lean_memory() -> None:
     """Have pyarrow (if this process uses it) allocate with glibc's malloc, kept to a few
-    arenas unless `arenas` is False: for a process of this tool (the run's children, the
-    CLI's own)."""
+    arenas: for a process of this tool (the run's children, the CLI's own)."""
     if (pyarrow := sys.modules.get("pyarrow")) is not None:
         # pyarrow's default, mimalloc, keeps a heap per thread: with the verifier's threads,
         # 1M logs peaked at ~470 MB PSS for the tree and 5.4 CPU s, against ~320 MB and 4.4 s
         # this way (measured).
         pyarrow.set_memory_pool(pyarrow.system_memory_pool())
-    if not arenas:
-        return
     # glibc gives each thread that meets contention its own arena (up to 8 per core) and keeps
     # what an answer freed there for reuse: a worker whose fetch threads each parsed a few big
     # answers held ~360 MB instead of ~200 MB (1M logs, measured). Two arenas cost nothing in

@@ -262,9 +262,8 @@ class Sources:
         avoid = set(avoid)
         best, best_key = None, None
         for s in self.all.values():
-            if s.name in avoid or s.name in self.out or (receipts and not s.has_receipts):
-                continue
-            if not s.knows(upto):
+            unusable = s.name in avoid or s.name in self.out or (receipts and not s.has_receipts)
+            if unusable or not s.knows(upto):
                 continue
             key = (not trusted(s.name), *s.health(), s.resting())
             if key == _BEST:  # nothing beats it: the others need not be looked at
