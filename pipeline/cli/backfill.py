@@ -18,7 +18,6 @@ from pipeline.messages import Report
 from pipeline.report.console import make_console
 from pipeline.report.verdict import print_result
 from pipeline.run.api import RunResult, run_backfill
-from pipeline.run.lifecycle import lean_memory
 
 F = Callable[..., Any]
 
@@ -99,10 +98,6 @@ def _run(
     config: BackfillConfig, quiet: bool, verbose: bool, metrics_port: int | None, metrics_host: str
 ) -> RunResult:
     """The backfill, reported to the console and, with a metrics port, to Prometheus."""
-    # This process is the command's own, and the verifier's: glibc's arena per contending
-    # thread kept what the checks' 64 threads freed (1M logs: ~20-40 MB more at its peak, and
-    # no faster; measured).
-    lean_memory()
     with contextlib.ExitStack() as stack:
         reports: list[Report] = [stack.enter_context(make_console(quiet, verbose))]
         if metrics_port is not None:
