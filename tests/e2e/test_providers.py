@@ -16,9 +16,11 @@ from conftest import backfill, get_logs, node_rows, stored_rows
 from helpers import assert_equals_node, assert_readers_see_no_duplicate
 
 from pipeline.config.endpoints import parse_endpoints
+from pipeline.config.settings import build_config
 from pipeline.dev.simulator import PROFILES, FaultProxy, Profile
 from pipeline.fetch.rpc import RpcClient
 from pipeline.messages import Split
+from pipeline.run.preflight import resolve_plan
 
 FIRST, LAST = 1, 1000  # ~20,000 logs of the seeded node
 CHUNK = 200
@@ -485,3 +487,13 @@ def test_an_endpoint_is_reached_through_the_proxy_the_environment_names(
         assert client.chain_id() > 0 and client.block_number() >= 0
         assert proxy.stats()["requests"] == (0 if bypass else 2)
     assert looked_up.call_count == 1
+
+
+def test_the_preflight_asks_its_three_questions_at_once(tmp_path, node, seeded, proxy):
+    # In turn, the chain id, the head and the finalized block (the default end) took three round
+    # trips before the first task: the start-up of every run against a distant provider.
+    far = proxy(latency_ms=(300, 300))
+    plan = resolve_plan(build_config(rpc=[far.url], output=tmp_path, env={}))
+    assert plan.end_reason.startswith("the finalized block")
+    arrived = far.stats()["request_times"]
+    assert len(arrived) == 3 and max(arrived) - min(arrived) < 0.15, arrived
