@@ -161,7 +161,8 @@ def classify_rpc_error(
         kind = ErrorKind.TOO_MANY_RESULTS  # Infura's structured "try this range" without words
     kind = kind or _CODE_RULES.get(code) or _kind_from_status(status)
     kind = kind or _WEAK_CODE_RULES.get(code, ErrorKind.SERVER)
-    shown = f"{message[:300]} ({detail[:200]})" if detail else message[:300]
+    # Hardhat repeats the message as data.message: said once.
+    shown = f"{message[:300]} ({detail[:200]})" if detail not in ("", message) else message[:300]
     shown = f"code {code}: {shown}" if code is not None else shown
     return _error(kind, shown or "(no message)", f"{message} {detail}", headers, data)
 

@@ -28,8 +28,8 @@ from pipeline.verify.trust import Ledger, Standing
 # logs' table (an audit of 10,000 logs in one batch peaked ~35 MB higher).
 RECEIPT_BATCH = 8
 
-# A strike against an endpoint that answered wrongly: (its name, the check, what was wrong).
-Strike = Callable[[str, Check, str], None]
+# A strike against an endpoint that answered wrongly: (its name, what was wrong).
+Strike = Callable[[str, str], None]
 
 
 class Auditor:
@@ -47,12 +47,13 @@ class Auditor:
         self.spec, self.sources, self.ledger, self.events = spec, sources, ledger, events
         self.strike, self._rng = strike, rng
 
-    def audit(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
-        """Fetch the task again from another endpoint and compare; a third source settles."""
+    def audit(self, batch: FetchedBatch, table: pa.Table, found: list[Checked]) -> Verdict:
+        """Fetch the task again from another endpoint and compare; a third source settles.
+        The audit's outcome goes to `found` (the check counts it once it ends)."""
         task, name = batch.task, batch.endpoint
         auditor = self.sources.pick({name}, self.ledger.trusted, upto=task.end)
         if auditor is None:
-            return self._audit_receipts(batch, table)
+            return self._audit_receipts(batch, table, found)
         if not auditor.room(1) and self.ledger.standing(name) is Standing.TRUSTED:
             # Its share of --rps is booked: a sampled audit gives way. A new or suspect
             # endpoint's audit waits for a slot instead: under --rps no header is read, so
@@ -60,8 +61,8 @@ class Auditor:
             return Verdict(task.task_id, True)
         other = self._logs_from(auditor, batch)
         differ = differing_blocks(table, other)
-        self.events.put(Checked(name, Check.AUDIT, bool(differ)))
         if not differ:
+            found.append(Checked(name, Check.AUDIT))
             return Verdict(task.task_id, True)
         judge = self.sources.pick({name, auditor.name}, self.ledger.trusted, upto=task.end)
         blocks = set(differ[:RECEIPT_BLOCKS])
@@ -70,15 +71,20 @@ class Auditor:
         elif auditor.has_receipts:
             third, how = self._receipts_from(auditor, sorted(blocks)), "the block receipts"
         else:
+            found.append(Checked(name, Check.AUDIT, mismatch=True))  # unsettled: fetched again
             return Verdict(task.task_id, False, f"blocks {differ[0]}…: the endpoints disagree")
         answer_right = not differing_blocks(table, third, blocks)
         auditor_right = not differing_blocks(other, third, blocks)
         shown = ", ".join(map(str, differ[:3]))
+        # The mismatch is the endpoint's whose rows the third source does not back.
+        found.append(Checked(name, Check.AUDIT, mismatch=not answer_right))
         if auditor_right and not answer_right:
             detail = f"blocks {shown}: rows differ from {auditor.name} and {how}"
-            return self.wrong(batch, Check.AUDIT, detail)
+            return self.wrong(batch, detail)
         if answer_right and not auditor_right:
-            self.strike(auditor.name, Check.AUDIT, f"blocks {shown}: rows differ from {name}")
+            detail = f"blocks {shown}: rows differ from {name}"
+            found.append(Checked(auditor.name, Check.AUDIT, mismatch=True, detail=detail))
+            self.strike(auditor.name, detail)
             return Verdict(task.task_id, True)
         return Verdict(task.task_id, False, f"blocks {shown}: the endpoints disagree")
 
@@ -88,7 +94,9 @@ class Auditor:
         others = self.sources.pick({name}, self.ledger.trusted, upto=upto)
         return others is not None or self.sources.all[name].has_receipts
 
-    def _audit_receipts(self, batch: FetchedBatch, table: pa.Table) -> Verdict:
+    def _audit_receipts(
+        self, batch: FetchedBatch, table: pa.Table, found: list[Checked]
+    ) -> Verdict:
         """With no other endpoint: compare the answer with the endpoint's receipts, every
         block while it is new or suspect (as many as hold AUDIT_LOGS of the answer's logs, in
         an answer larger than that), some blocks with logs once it is trusted."""
@@ -103,19 +111,26 @@ class Auditor:
         else:  # all of them, waiting for slots if need be (see audit())
             blocks = blocks_within(table, range(task.start, task.end + 1), AUDIT_LOGS, self._rng)
         blocks = sorted(blocks)
-        return self.against_receipts(batch, table, blocks, source, Check.AUDIT)
+        return self.against_receipts(batch, table, blocks, source, Check.AUDIT, found)
 
     def against_receipts(
-        self, batch: FetchedBatch, table: pa.Table, blocks: list[int], source: Source, check: Check
+        self,
+        batch: FetchedBatch,
+        table: pa.Table,
+        blocks: list[int],
+        source: Source,
+        check: Check,
+        found: list[Checked],
     ) -> Verdict:
-        """Compare the answer's logs of `blocks` with the receipts `source` gives of them."""
+        """Compare the answer's logs of `blocks` with the receipts `source` gives of them; the
+        outcome goes to `found`."""
         if not blocks:
             return Verdict(batch.task.task_id, True)
         differ = differing_blocks(table, self._receipts_from(source, blocks), set(blocks))
-        self.events.put(Checked(batch.endpoint, check, bool(differ)))
+        found.append(Checked(batch.endpoint, check, bool(differ)))
         if differ:
             detail = f"blocks {', '.join(map(str, differ[:3]))}: rows differ from the receipts"
-            return self.wrong(batch, check, detail)
+            return self.wrong(batch, detail)
         return Verdict(batch.task.task_id, True)
 
     def _logs_from(self, source: Source, batch: FetchedBatch) -> pa.Table:
@@ -143,11 +158,17 @@ class Auditor:
         except RpcError as err:
             if err.kind is ErrorKind.PERMANENT and source.has_receipts:
                 source.has_receipts = False  # the checks that need receipts ask another
-                self.events.put(Notice(f"{source.name} has no eth_getBlockReceipts: {err}"))
+                self.events.put(
+                    Notice(
+                        f"{source.name} has no eth_getBlockReceipts ({err}): the checks that "
+                        "read receipts ask the other endpoints; with none, its answers are "
+                        "not audited"
+                    )
+                )
             raise
 
-    def wrong(self, batch: FetchedBatch, check: Check, detail: str) -> Verdict:
+    def wrong(self, batch: FetchedBatch, detail: str) -> Verdict:
         """The batch's answer was wrong: a strike for its endpoint; the task is fetched again."""
-        self.strike(batch.endpoint, check, detail)
+        self.strike(batch.endpoint, detail)
         reason = f"{batch.endpoint} answered wrongly: {detail}"
         return Verdict(batch.task.task_id, False, reason, liar=batch.endpoint)

@@ -172,6 +172,15 @@ class Verifier:
         return self._check(batch)
 
     def _check(self, batch: FetchedBatch) -> Verdict:
+        """One try of the checks. What they found is counted once the try ends in a verdict: a
+        try cut short by a failed request is made again whole, and would count twice."""
+        found: list[Checked] = []
+        verdict = self._judge(batch, found)
+        for checked in found:
+            self.events.put(checked)
+        return verdict
+
+    def _judge(self, batch: FetchedBatch, found: list[Checked]) -> Verdict:
         task, name, spec = batch.task, batch.endpoint, self.spec
         table = read_fragment(Path(batch.path))
         hashes = block_hashes(table)
@@ -193,16 +202,16 @@ class Verifier:
         wrong = [b for b, h in hashes.items() if b in headers and headers[b].hash != h]
         confirmed = len(hashes) if shared else sum(b in headers for b in hashes)
         unconfirmed = len(hashes) - confirmed
-        self.events.put(
+        found.append(
             Checked(name, Check.HASH, bool(wrong), confirmed=confirmed, unconfirmed=unconfirmed)
         )
         if wrong:
             return self._dispute(batch, wrong[0], hashes[wrong[0]])
         excluded = self._crunch.submit(bloom_excluded, table, headers, self._rng).result()
-        self.events.put(Checked(name, Check.BLOOM, excluded is not None))
+        found.append(Checked(name, Check.BLOOM, excluded is not None))
         if excluded is not None:
             detail = f"block {excluded}: a log its bloom excludes"
-            return self.auditor.wrong(batch, Check.BLOOM, detail)
+            return self.auditor.wrong(batch, detail)
         doubtful = [
             b
             for b in tail + blank
@@ -214,12 +223,12 @@ class Verifier:
         for blocks, check in ((doubtful, Check.BLOOM), (gapped, Check.AUDIT)):
             if source is not None and blocks:
                 blocks = blocks[: source.room(len(blocks))]
-                verdict = self.auditor.against_receipts(batch, table, blocks, source, check)
+                verdict = self.auditor.against_receipts(batch, table, blocks, source, check, found)
                 if not verdict.ok:
                     return verdict
         if self.ledger.audit_due(name):
             with self._audits:
-                return self.auditor.audit(batch, table)
+                return self.auditor.audit(batch, table, found)
         return Verdict(task.task_id, True)
 
     def _blank_sample(self, task: Task, hashes: Mapping[int, str], tail: list[int]) -> list[int]:
@@ -245,7 +254,7 @@ class Verifier:
             # The header first read was the odd one (a reorg, or its source): fetch again.
             return Verdict(batch.task.task_id, False, f"block {block}: hashes disagree (a reorg?)")
         detail = f"block {block}: blockHash {claimed[:12]}… is not the block's"
-        return self.auditor.wrong(batch, Check.HASH, detail)
+        return self.auditor.wrong(batch, detail)
 
     def _header_source(self, name: str, upto: int) -> Source:
         """Who reads the headers for a check of `name`'s answer: another endpoint that has the
@@ -261,10 +270,9 @@ class Verifier:
             return set(first) | set(then)
         return set(first[:room]) | set(self._rng.sample(then, max(0, room - len(first))))
 
-    def _strike(self, name: str, check: Check, detail: str) -> None:
+    def _strike(self, name: str, detail: str) -> None:
         was = self.ledger.standing(name)
-        standing = self.ledger.strike(name)
-        self.events.put(Checked(name, check, True, detail))
+        standing = self.ledger.strike(name)  # (the check that found it counts the mismatch)
         if standing is Standing.SUSPECT and was is not Standing.SUSPECT:
             self.events.put(EndpointState(name, EndpointStatus.SUSPECT, detail))
             # Everything it staged so far is fetched again from the others.

@@ -58,6 +58,8 @@ def test_under_rps_the_checks_calls_go_to_audits_which_catch_a_liar(
     assert entry(result, "liar")["audit_mismatches"] > 0
     assert entry(result, "liar")["state"] in ("suspect", "out")
     assert entry(result, "honest")["audits"] > 0
+    # Where the liar audited the honest endpoint, the receipts backed the honest answer.
+    assert entry(result, "honest")["audit_mismatches"] == 0
     assert entry(result, "honest")["hashes_confirmed"] == 0  # no header checks under --rps
 
 
@@ -260,3 +262,15 @@ def test_under_rps_an_endpoint_that_cannot_be_audited_keeps_its_header_checks(
     result = backfill(tmp_path, [alone.url], from_block=first, to_block=last, chunk_size=10, rps=40)
     assert_equals_node(result, tmp_path, node, first, last)
     assert result.summary["endpoints"][0]["hashes_confirmed"] > 0
+
+
+def test_alone_without_receipts_each_block_hash_is_counted_once(seeded, node, proxy, tmp_path):
+    # Its first audits meet "method not found" (hardhat's and ganache's nodes have no receipts)
+    # and their checks are tried again whole: what the first try had confirmed counted twice.
+    first, last = seeded.first_block, seeded.last_block
+    alone = proxy(PROFILES["no-receipts"])
+    result = backfill(tmp_path, [alone.url], from_block=first, to_block=last, chunk_size=CHUNK,
+                      verify=True)  # fmt: skip
+    assert_equals_node(result, tmp_path, node, first, last)
+    blocks = {row[0] for row in node_rows(node, first, last)}
+    assert result.summary["endpoints"][0]["hashes_confirmed"] == len(blocks)

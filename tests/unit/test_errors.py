@@ -735,3 +735,11 @@ def test_a_url_quoted_in_an_error_page_does_not_decide_the_class():
     with pytest.raises(RpcError) as caught:
         decode_response(500, {}, body)
     assert caught.value.kind is ErrorKind.SERVER
+
+
+def test_a_message_repeated_in_the_data_is_said_once():
+    # Hardhat's node: {"code": -32004, "message": M, "data": {"message": M, ...}}
+    said = "Method eth_getBlockReceipts is not supported"
+    error = classify_rpc_error({"code": -32004, "message": said, "data": {"message": said}})
+    assert error.kind is ErrorKind.PERMANENT
+    assert str(error).count(said) == 1, str(error)

@@ -874,7 +874,7 @@ def test_with_its_rps_share_booked_only_a_trusted_endpoints_audit_is_skipped(moc
                       random.Random(0))  # fmt: skip
     answer = table([log(101, 0)])
     batch = FetchedBatch(Task(7, 100, 104), "a", "unused", answer.num_rows)
-    verdict = auditor.audit(batch, answer)
+    verdict = auditor.audit(batch, answer, [])
     assert other.ask.called == bool(strikes)  # a suspect's answer waits for its audit ...
     assert verdict.ok != bool(strikes)  # ... which sees the log the other endpoint lacks
 
