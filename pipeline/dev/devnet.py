@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.client import HTTPConnection, HTTPException, RemoteDisconnected
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ def find_anvil(install: bool = True) -> Path:
             return real
         if found := _installed_binary(real.parents[3]):
             return found
-    tools = _tools_dir()
+    tools = tools_dir()
     if found := _installed_binary(tools):
         return found
     if not install:
@@ -55,7 +55,8 @@ def find_anvil(install: bool = True) -> Path:
     return _npm_install(tools)
 
 
-def _tools_dir() -> Path:
+def tools_dir() -> Path:
+    """Where the npm tools are installed: $PIPELINE_TOOLS_DIR, the checkout's .tools, or a cache."""
     if env := os.environ.get("PIPELINE_TOOLS_DIR"):
         return Path(env).expanduser()
     root = Path(__file__).resolve().parents[2]
@@ -72,23 +73,32 @@ def _installed_binary(prefix: Path) -> Path | None:
 
 
 def _npm_install(tools: Path) -> Path:
+    return npm_install(tools, ANVIL_PACKAGE, _installed_binary, " or set ANVIL_BIN")
+
+
+def npm_install(
+    tools: Path, package: str, installed: Callable[[Path], Path | None], otherwise: str = ""
+) -> Path:
+    """Install the npm `package` into `tools` (once: parallel callers wait for the first) and
+    return what `installed` finds there; raises RuntimeError when npm cannot (`otherwise`: what
+    else the user may do, for the message)."""
     if (npm := shutil.which("npm")) is None:
         raise RuntimeError(
-            "anvil not found and npm is missing: install Node.js with npm "
-            "(e.g. apt-get install npm) or set ANVIL_BIN"
+            f"{package} not found and npm is missing: install Node.js with npm "
+            f"(e.g. apt-get install npm){otherwise}"
         )
     tools.mkdir(parents=True, exist_ok=True)
     # Parallel test workers may all get here: one installs, the others wait and reuse it.
     with open(tools / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if found := _installed_binary(tools):
+        if found := installed(tools):
             return found
-        cmd = [npm, "install", "--prefix", str(tools), *_NPM_FLAGS, ANVIL_PACKAGE]
+        cmd = [npm, "install", "--prefix", str(tools), *_NPM_FLAGS, package]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if found := _installed_binary(tools):
+        if found := installed(tools):
             return found
-    why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, no binary"])[-1]
-    raise RuntimeError(f"npm install {ANVIL_PACKAGE} into {tools} failed: {why}")
+    why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, not installed"])[-1]
+    raise RuntimeError(f"npm install {package} into {tools} failed: {why}")
 
 
 class RpcConnection:
@@ -141,7 +151,8 @@ def _result(reply: dict[str, Any], method: str) -> Any:
     return reply.get("result")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -157,7 +168,8 @@ def _port_taken(port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> Any:
+def die_with_parent() -> Any:
+    """A preexec_fn that has the child killed when this process dies (None off Linux)."""
     # PR_SET_PDEATHSIG fires when the spawning *thread* ends, so arm it only from the main
     # thread; libc is loaded before fork because dlopen in the child can deadlock.
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
@@ -183,7 +195,7 @@ class Anvil:
         # Pruned history seeds a million logs in seconds; anvil_reorg needs the history kept.
         self.extra_args = ("--prune-history",) * prune_history + tuple(extra_args)
         self._fixed_port = port is not None
-        self._set_port(port or _free_port())
+        self._set_port(port or free_port())
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -206,7 +218,7 @@ class Anvil:
                     return self
             if self._fixed_port:
                 break
-            self._set_port(_free_port())
+            self._set_port(free_port())
         raise RuntimeError(f"anvil could not listen on 127.0.0.1:{self.port}: port in use")
 
     def _spawn(self, binary: Path) -> None:
@@ -217,7 +229,7 @@ class Anvil:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
 
     def _wait_ready(self, timeout: float) -> bool:

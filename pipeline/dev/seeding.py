@@ -1,15 +1,49 @@
 """Seed a node with real event-emitting transactions: hand-assembled emitter contracts installed
-with anvil_setCode (no Solidity compiler needed), uneven log density and runs of empty blocks."""
+with anvil_setCode (no Solidity compiler needed), uneven log density and runs of empty blocks.
+Hardhat's and ganache's nodes are seeded the same way through their own development calls."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby, pairwise
 
 from pipeline.dev.devnet import RpcConnection
 
-DEV_ACCOUNT = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"  # anvil's first unlocked account
+# The first account of the "test test ... junk" mnemonic: anvil's and hardhat's first unlocked
+# account, and ganache's when started with that mnemonic.
+DEV_ACCOUNT = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+
+Call = tuple[str, list]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a node implementation names the development calls that seeding makes."""
+
+    set_code: str
+    set_balance: str
+    mine: Callable[[int], Call]  # mine n blocks
+    automine_off: Call
+    automine_on: Call
+    automine: str | None = None  # asks whether it mines every transaction (None: it does)
+    impersonate: tuple[str, str] | None = None  # start and stop; sends then skip signing
+
+
+ANVIL = Dialect(
+    "anvil_setCode", "anvil_setBalance", lambda n: ("anvil_mine", [hex(n)]),
+    ("evm_setAutomine", [False]), ("evm_setAutomine", [True]), "anvil_getAutomine",
+    ("anvil_impersonateAccount", "anvil_stopImpersonatingAccount"),
+)  # fmt: skip
+HARDHAT = Dialect(
+    "hardhat_setCode", "hardhat_setBalance", lambda n: ("hardhat_mine", [hex(n)]),
+    ("evm_setAutomine", [False]), ("evm_setAutomine", [True]), "hardhat_getAutomine",
+)  # fmt: skip
+GANACHE = Dialect(
+    "evm_setAccountCode", "evm_setAccountBalance", lambda n: ("evm_mine", [{"blocks": n}]),
+    ("miner_stop", []), ("miner_start", []),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -146,35 +180,39 @@ def _plan(blocks: int, logs: int, rng: random.Random) -> list[list[_Tx]]:
     return plan
 
 
-def seed_logs(url: str, *, blocks: int, logs: int, seed: int = 0) -> SeedReport:
+def seed_logs(
+    url: str, *, blocks: int, logs: int, seed: int = 0, dialect: Dialect = ANVIL
+) -> SeedReport:
     """Install the emitter contracts and mine `blocks` blocks holding about `logs` logs,
-    deterministically from `seed`."""
+    deterministically from `seed`, through the development calls of `dialect`'s node."""
     if blocks < 1 or logs < 0:
         raise ValueError("seed_logs needs blocks >= 1 and logs >= 0")
-    rpc, plan = RpcConnection(url), _plan(blocks, logs, random.Random(seed))
+    rpc, plan, d = RpcConnection(url), _plan(blocks, logs, random.Random(seed)), dialect
     latest = rpc.call("eth_getBlockByNumber", ["latest", False])
     if (need := max(sum(t.gas for t in txs) for txs in plan)) > int(latest["gasLimit"], 16):
-        raise RuntimeError(f"block gas limit too low to seed: start anvil with --gas-limit {need}")
+        raise RuntimeError(f"block gas limit too low to seed: start the node with {need} at least")
     # Explicit gas, price and nonce: anvil then estimates nothing per transaction. The pending
     # block's base fee counts: after anvil_reset it is 1 gwei although the latest block says 0.
     pending = rpc.call("eth_getBlockByNumber", ["pending", False]) or latest
     price = 2 * int(pending.get("baseFeePerGas") or "0x0", 16)
-    setup = [("anvil_setCode", [e.address, "0x" + _emitter_code(e).hex()]) for e in EMITTERS]
+    setup = [(d.set_code, [e.address, "0x" + _emitter_code(e).hex()]) for e in EMITTERS]
     if price:
-        setup.append(("anvil_setBalance", [DEV_ACCOUNT, hex(10**30)]))
+        setup.append((d.set_balance, [DEV_ACCOUNT, hex(10**30)]))
     rpc.batch(setup)
-    first = int(latest["number"], 16) + 1
+    if automine := rpc.call(d.automine) if d.automine else True:
+        rpc.call(*d.automine_off)
+    # Read after the set-up: ganache mines a block for each of its calls while it automines.
+    first = int(rpc.call("eth_blockNumber"), 16) + 1
     nonce0 = int(rpc.call("eth_getTransactionCount", [DEV_ACCOUNT, "pending"]), 16)
-    if automine := rpc.call("anvil_getAutomine"):
-        rpc.call("evm_setAutomine", [False])
-    # Impersonated sends skip ECDSA signing and sender recovery: seeding runs twice as fast.
-    rpc.call("anvil_impersonateAccount", [DEV_ACCOUNT])
+    if d.impersonate:  # impersonated sends skip ECDSA signing and sender recovery: 2x faster
+        rpc.call(d.impersonate[0], [DEV_ACCOUNT])
     try:
-        nonce = _mine(rpc, plan, nonce0, price)
+        nonce = _mine(rpc, plan, nonce0, price, d)
     finally:
-        rpc.call("anvil_stopImpersonatingAccount", [DEV_ACCOUNT])
+        if d.impersonate:
+            rpc.call(d.impersonate[1], [DEV_ACCOUNT])
         if automine:
-            rpc.call("evm_setAutomine", [True])
+            rpc.call(*d.automine_on)
     last = first + blocks - 1
     if int(rpc.call("eth_getTransactionCount", [DEV_ACCOUNT, hex(last)]), 16) != nonce:
         raise RuntimeError("some seeded transactions were not mined in their planned block")
@@ -188,16 +226,16 @@ def seed_logs(url: str, *, blocks: int, logs: int, seed: int = 0) -> SeedReport:
     )
 
 
-def _mine(rpc: RpcConnection, plan: list[list[_Tx]], nonce: int, price: int) -> int:
+def _mine(rpc: RpcConnection, plan: list[list[_Tx]], nonce: int, price: int, d: Dialect) -> int:
     """Send and mine the plan block by block; returns the next nonce."""
     for busy, run in groupby(plan, key=bool):
         if not busy:
-            rpc.call("anvil_mine", [hex(len(list(run)))])  # a whole run of empty blocks at once
+            rpc.call(*d.mine(len(list(run))))  # a whole run of empty blocks at once
             continue
         for txs in run:
             rpc.batch(
                 [("eth_sendTransaction", [t.json(nonce + i, price)]) for i, t in enumerate(txs)]
             )
             nonce += len(txs)
-            rpc.call("anvil_mine", ["0x1"])
+            rpc.call(*d.mine(1))
     return nonce
