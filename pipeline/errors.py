@@ -32,6 +32,7 @@ class ErrorKind(enum.StrEnum):
     SERVER = "server_error"
     MALFORMED = "malformed_response"
     PERMANENT = "permanent"
+    MOVED = "moved"  # HTTP 301/302/303: the URL redirects, and a POST cannot follow
     # An answer another source contradicts: a block hash that is not the block's, a log its
     # block's bloom excludes, rows that another endpoint or the block receipts disagree with.
     INCORRECT = "incorrect_answer"

@@ -16,6 +16,7 @@ import orjson
 import requests
 import urllib3
 
+from pipeline.config.endpoints import redact_url
 from pipeline.errors import ErrorKind, RpcError
 
 # Message rules, first match wins, because codes are ambiguous across providers (-32005 is a
@@ -118,6 +119,7 @@ _STATUS_RULES: Mapping[int, ErrorKind] = {
     504: ErrorKind.TIMEOUT,
     524: ErrorKind.TIMEOUT,  # Cloudflare: the origin did not answer in time
 }
+MOVED_STATUSES = frozenset({301, 302, 303})  # requests would follow them with a GET
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 _SPLIT_KINDS = (ErrorKind.RANGE_TOO_LARGE, ErrorKind.TOO_MANY_RESULTS, ErrorKind.RESPONSE_TOO_BIG)
 
@@ -184,6 +186,10 @@ def decode_response(status: int, headers: Mapping[str, str], body: bytes) -> Any
             return payload["result"]
     if ok:
         raise RpcError(ErrorKind.MALFORMED, f"not a JSON-RPC response: {_snippet(body)}")
+    if status in MOVED_STATUSES:
+        # Redirects that turn a POST into a GET are not followed (rpc.RpcClient): say where to.
+        where = redact_url(headers.get("Location") or "") or "(no Location)"
+        raise RpcError(ErrorKind.MOVED, f"HTTP {status}: the URL redirects to {where}: use that")
     text = _body_text(body)
     kind = _kind_from_message(text) or _kind_from_status(status) or ErrorKind.SERVER
     raise _error(kind, f"HTTP {status}: {text[:200] or '(empty body)'}", text, headers, None)

@@ -13,6 +13,7 @@ REACTIONS: dict[ErrorKind, Reaction] = {
     ErrorKind.RATE_LIMITED: Reaction.THROTTLE,
     ErrorKind.QUOTA: Reaction.RETIRE,
     ErrorKind.UNAUTHORIZED: Reaction.RETIRE,
+    ErrorKind.MOVED: Reaction.RETIRE,
     ErrorKind.TOO_MANY_FILTERS: Reaction.RETIRE,
     ErrorKind.BEYOND_HEAD: Reaction.BEHIND,
     ErrorKind.PRUNED: Reaction.EXCLUDE,

@@ -15,7 +15,8 @@ from pipeline.plan.runplan import Plan, Probe
 PROBE_TIMEOUT_S = 10.0
 PROBE_ATTEMPTS = 4  # one 429 or 502 at start must not end a run before it began
 PROBE_RETRY_S = 0.5
-FINAL = (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED)  # asking again will not change the answer
+# Asking again will not change the answer.
+FINAL = (ErrorKind.QUOTA, ErrorKind.UNAUTHORIZED, ErrorKind.MOVED)
 
 
 # How far below the head a reorg can still reach, for chains whose nodes may not know a

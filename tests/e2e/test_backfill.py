@@ -18,7 +18,7 @@ from conftest import backfill, node_rows, plan_tasks, stored_rows
 from helpers import CLI_TIMEOUT_S, assert_equals_node, wait_for
 
 from pipeline.config.settings import build_config
-from pipeline.errors import RpcError
+from pipeline.errors import NoEndpointError, RpcError
 from pipeline.fetch import answers, nativelogs
 from pipeline.fetch.headers import block_hashes
 from pipeline.fetch.rpc import RpcClient
@@ -411,3 +411,40 @@ def test_a_run_called_from_a_script_keeps_the_scripts_process_lean(tmp_path, nod
     if before == "system":
         pytest.skip("pyarrow allocates with the system allocator here already")
     assert (code, after) == ("0", "system")
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_url_that_redirects_is_followed_only_where_a_post_stays_a_post(
+    tmp_path, node, seeded, status
+):
+    # After a 301, 302 or 303 requests sent a GET, which no JSON-RPC endpoint answers: anvil's
+    # "Connection header did not include 'upgrade'" was reported as an exhausted quota.
+    KEY = "0123456789abcdef0123456789abcdef"  # (anvil answers at / only)
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(status)
+            self.send_header("Location", node.url + ("" if status > 303 else f"/v3/{KEY}"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    first, last = seeded.first_block, seeded.first_block + 99
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            if status in (307, 308):  # the endpoint moved and takes the same POST there
+                result = backfill(tmp_path, [url], from_block=first, to_block=last)
+                assert_equals_node(result, tmp_path, node, first, last)
+                return
+            with pytest.raises(NoEndpointError) as raised:
+                backfill(tmp_path, [url], from_block=first, to_block=last)
+        finally:
+            server.shutdown()
+    message = str(raised.value)
+    assert f"moved: HTTP {status}: the URL redirects to {node.url}/v3/***" in message, message
+    assert KEY not in message  # the key in the new URL is not shown
+    assert not list(tmp_path.iterdir())
