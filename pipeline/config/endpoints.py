@@ -110,7 +110,22 @@ def parse_endpoints(specs: list[str]) -> list[Endpoint]:
     return [Endpoint(n, url, redact_url(url)) for n, (_, url) in zip(names, parsed, strict=False)]
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _validate_url(url: str) -> None:
+    host = urlsplit(f"http://{url}").hostname or ""
+    if "://" not in url and _HOSTNAME.match(host):
+        # A local node is served over http, a provider over https.
+        scheme = "http" if host == "localhost" or _is_ip(host) else "https"
+        shown = redact_url(f"{scheme}://{url}")  # (read without a scheme, host:port is mangled)
+        typed = shown.split("://", 1)[1]
+        raise ConfigError(f"invalid RPC URL {typed!r}: it needs its scheme, as in {shown}")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not _HOSTNAME.match(parts.hostname or ""):
         raise ConfigError(

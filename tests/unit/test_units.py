@@ -132,6 +132,12 @@ def test_flags_win_over_env_and_env_over_defaults():
     [
         ({"rpc": ["ftp://x"]}, "invalid RPC URL"),
         ({"rpc": ["http://"]}, "invalid RPC URL"),
+        # Without a scheme host:port read as scheme "localhost" and path "8545": say what it is.
+        ({"rpc": ["localhost:8545"]}, "'localhost:8545': it needs its scheme, as in http://"),
+        (
+            {"rpc": ["rpc.example/v2/0123456789abcdef0123456789ab"]},
+            "as in https://rpc.example/v2/***",
+        ),
         ({"addresses": ["0x123"]}, "--address"),
         ({"addresses": ["0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266"]}, "checksum"),
         ({"topics": [["0x1234"]]}, "--topic0"),
