@@ -23,6 +23,8 @@ def output_lock(out: Path) -> Iterator[None]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         handle = (out / LOCK_FILE).open("a+")
+    except FileExistsError:
+        raise ConfigError(f"--output {out} is a file: give a folder") from None
     except OSError as exc:
         raise ConfigError(f"cannot use --output {out}: {exc.strerror or exc}") from None
     with handle:

@@ -58,6 +58,16 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, node
     assert not out.exists()
 
 
+def test_an_output_that_is_a_file_exits_2_and_says_so(tmp_path, node, seeded):
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"mine")
+    done = run_cli("backfill", "--rpc", node.url, "--from-block", "1", "--to-block", "10",
+                   "--output", str(out))  # fmt: skip
+    assert_usage_error(done, tmp_path / "unused")
+    assert f"--output {out} is a file: give a folder" in done.stderr
+    assert out.read_bytes() == b"mine"
+
+
 @pytest.mark.slow
 def test_to_block_beyond_head_and_from_after_resolved_end_exit_2(tmp_path, node, seeded):
     out = tmp_path / "out"
