@@ -75,7 +75,7 @@ _MESSAGE_RULES: tuple[tuple[re.Pattern[str], ErrorKind], ...] = tuple(
         ),
         (
             ErrorKind.QUOTA,
-            r"quota|capacity|billing|\bcredits?\b|compute units|upgrade|\bplan\b"
+            r"quota|capacity|billing|\bcredits?\b|compute units|upgrade (your|to|plan)|\bplan\b"
             r"|payment required|usage limit",
         ),
         (

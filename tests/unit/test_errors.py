@@ -743,3 +743,11 @@ def test_a_message_repeated_in_the_data_is_said_once():
     error = classify_rpc_error({"code": -32004, "message": said, "data": {"message": said}})
     assert error.kind is ErrorKind.PERMANENT
     assert str(error).count(said) == 1, str(error)
+
+
+def test_the_word_upgrade_alone_is_not_a_quota():
+    # anvil's answer to a GET (a WebSocket handshake it expected) is no exhausted quota.
+    error = classify_rpc_error({"message": "Connection header did not include 'upgrade'"}, 400)
+    assert error.kind is not ErrorKind.QUOTA
+    plan = classify_rpc_error({"message": "free tier exceeded, upgrade your plan"}, 200)
+    assert plan.kind is ErrorKind.QUOTA
