@@ -110,14 +110,6 @@ def parse_endpoints(specs: list[str]) -> list[Endpoint]:
     return [Endpoint(n, url, redact_url(url)) for n, (_, url) in zip(names, parsed, strict=False)]
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _validate_url(url: str) -> None:
     host = urlsplit(f"http://{url}").hostname or ""
     if "://" not in url and _HOSTNAME.match(host):

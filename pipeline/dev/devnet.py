@@ -181,6 +181,23 @@ def die_with_parent() -> Any:
     return lambda: libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
+def log_tail(log: Any) -> str:
+    """The end of a node's output file, for an error message."""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-2000:].strip() or "(no output)"
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a node's process, killing it after 5 s; nothing if there is none or it ended."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Anvil:
     """One anvil process on a loopback port; a context manager, or call start() and stop()."""
 
@@ -254,19 +271,12 @@ class Anvil:
         raise RuntimeError(f"anvil did not answer on {self.url} within {timeout}s: {tail}")
 
     def _log_tail(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:].strip() or "(no output)"
+        return log_tail(self._log)
 
     def stop(self) -> None:
         """Stop the process (terminate, then kill); safe to call more than once."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

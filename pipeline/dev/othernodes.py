@@ -18,7 +18,9 @@ from pipeline.dev.devnet import (
     RpcConnection,
     die_with_parent,
     free_port,
+    log_tail,
     npm_install,
+    stop_process,
     tools_dir,
 )
 from pipeline.dev.seeding import GANACHE, HARDHAT, Dialect
@@ -27,7 +29,7 @@ from pipeline.dev.seeding import GANACHE, HARDHAT, Dialect
 BLOCK_GAS_LIMIT = 10**12
 MNEMONIC = "test test test test test test test test test test test junk"  # DEV_ACCOUNT first
 HARDHAT_CONFIG = f"""module.exports = {{
-  networks: {{ hardhat: {{ blockGasLimit: {BLOCK_GAS_LIMIT}, allowUnlimitedContractSize: true }} }},
+  networks: {{ hardhat: {{ blockGasLimit: {BLOCK_GAS_LIMIT} }} }},
 }};
 """
 
@@ -39,26 +41,30 @@ class Implementation:
     name: str
     package: str
     script: str  # the command-line entry point, under node_modules
+    flags: tuple[str, ...]  # its arguments; "{port}" stands for the node's port
     dialect: Dialect
 
     def args(self, port: int) -> list[str]:
         """The entry point's arguments for a node on 127.0.0.1:`port`."""
-        if self.name == "hardhat":
-            return ["node", "--hostname", "127.0.0.1", "--port", str(port)]
-        return [
-            "--host", "127.0.0.1", "--port", str(port), "--wallet.mnemonic", MNEMONIC,
-            "--miner.blockGasLimit", hex(BLOCK_GAS_LIMIT), "--logging.quiet",
-        ]  # fmt: skip
+        return [flag.format(port=port) for flag in self.flags]
 
 
 IMPLEMENTATIONS = {
     i.name: i
     for i in (
         # Hardhat 3 needs Node.js 22; its 2.x line runs on Node.js 20 and is maintained.
-        Implementation("hardhat", "hardhat@2.29.1", "hardhat/internal/cli/bootstrap.js", HARDHAT),
-        Implementation("ganache", "ganache@7.9.2", "ganache/dist/node/cli.js", GANACHE),
+        Implementation(
+            "hardhat", "hardhat@2.29.1", "hardhat/internal/cli/bootstrap.js",
+            ("node", "--hostname", "127.0.0.1", "--port", "{port}"), HARDHAT,
+        ),
+        Implementation(
+            "ganache", "ganache@7.9.2", "ganache/dist/node/cli.js",
+            ("--host", "127.0.0.1", "--port", "{port}", "--wallet.mnemonic", MNEMONIC,
+             "--miner.blockGasLimit", hex(BLOCK_GAS_LIMIT), "--logging.quiet"),
+            GANACHE,
+        ),
     )
-}
+}  # fmt: skip
 
 
 class OtherNode:
@@ -99,7 +105,7 @@ class OtherNode:
                 client.call("eth_chainId")
                 return self
             time.sleep(0.1)
-        tail = self._log_tail()
+        tail = log_tail(self._log)
         self.stop()
         raise RuntimeError(f"{self.implementation.name} did not answer on {self.url}: {tail}")
 
@@ -112,20 +118,10 @@ class OtherNode:
 
         return installed(tools) or npm_install(tools, implementation.package, installed)
 
-    def _log_tail(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:].strip() or "(no output)"
-
     def stop(self) -> None:
         """Stop the node (terminate, then kill); safe to call more than once."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if self._log is not None:
             self._log.close()
         if self._folder is not None:
