@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -108,6 +109,17 @@ def parse_endpoints(specs: list[str]) -> list[Endpoint]:
         parsed.append((name, url))
     names = _unique([name or short_name(url) for name, url in parsed])
     return [Endpoint(n, url, redact_url(url)) for n, (_, url) in zip(names, parsed, strict=False)]
+
+
+def same_urls(endpoints: Sequence[Endpoint]) -> list[tuple[str, str]]:
+    """Pairs of endpoint names given one URL (the first name with each later one)."""
+    first: dict[str, str] = {}
+    pairs = []
+    for e in endpoints:
+        if e.url in first:
+            pairs.append((first[e.url], e.name))
+        first.setdefault(e.url, e.name)
+    return pairs
 
 
 def _validate_url(url: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from pipeline.config.endpoints import same_urls
 from pipeline.config.settings import BackfillConfig
 from pipeline.fetch.headers import hashes_from_any
 from pipeline.messages import Event, Notice, Report
@@ -57,6 +58,13 @@ def _run(config: BackfillConfig, report: Report, engine: RunEngine) -> RunResult
     # An object store that cannot be reached is a one-line error before anything runs.
     store = open_checked(config.output, config.staging)
     plan = resolve_plan(config)
+    for name, twin in same_urls(config.endpoints):
+        report(
+            Notice(
+                f"{name} and {twin} are one URL: they share its limits, and checking one's "
+                "answers against the other's proves nothing; give it once"
+            )
+        )
     for probe in plan.silent:
         report(Notice(f"{probe.endpoint.name} did not answer at start ({probe.error}); will retry"))
     for probe in plan.behind:

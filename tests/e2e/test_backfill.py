@@ -448,3 +448,13 @@ def test_a_url_that_redirects_is_followed_only_where_a_post_stays_a_post(
     assert f"moved: HTTP {status}: the URL redirects to {node.url}/v3/***" in message, message
     assert KEY not in message  # the key in the new URL is not shown
     assert not list(tmp_path.iterdir())
+
+
+def test_one_url_given_twice_is_fetched_from_but_noticed(tmp_path, node, seeded):
+    # Two names for one node: its audits would compare it with itself.
+    events, first, last = [], seeded.first_block, seeded.first_block + 99
+    result = backfill(tmp_path, [f"a={node.url}", f"b={node.url}"], report=events.append,
+                      from_block=first, to_block=last)  # fmt: skip
+    assert_equals_node(result, tmp_path, node, first, last)
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert any(n.startswith("a and b are one URL") for n in notices), notices
