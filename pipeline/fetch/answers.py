@@ -9,6 +9,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from pipeline.fetch.convert import logs_to_table
+from pipeline.fetch.inbox import Inbox
 from pipeline.fetch.nativelogs import body_to_table_in_pieces
 from pipeline.fetch.rpc import RawResponse, RpcClient
 from pipeline.fetch.spec import WorkerSpec
@@ -28,11 +29,14 @@ class RangeLogs(NamedTuple):
     parser_fallback: bool
 
 
-def fetch_range(client: RpcClient, task: Task, spec: WorkerSpec) -> RangeLogs:
+def fetch_range(
+    client: RpcClient, task: Task, spec: WorkerSpec, inbox: Inbox | None = None
+) -> RangeLogs:
     """Fetch and convert one task's logs, refusing any answer that is not exactly that range:
-    whatever goes wrong reading it is an RpcError (a malformed answer, unless classified)."""
+    whatever goes wrong reading it is an RpcError (a malformed answer, unless classified).
+    The answer is read into `inbox` (by default the client's)."""
     params = [spec.log_filter.rpc_params(task.start, task.end)]
-    response = client.post("eth_getLogs", params, borrowed=True)
+    response = client.post("eth_getLogs", params, into=inbox or client.inbox)
     with client.reading("the eth_getLogs answer"):
         return _read_logs(client, response, task, spec)
 

@@ -8,7 +8,9 @@ time. A buffer kept by the client is faulted in once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
 
 # Capacity kept between answers. Sized tasks bring ~10,000 logs (1M logs from anvil: answers of
 # 3 MB at the median, 10 MB at the 90th percentile, 30 MB where the density jumps); a bigger
@@ -41,3 +43,24 @@ class Inbox:
             size = end
         self._buffer = buffer if len(buffer) <= self._keep else bytearray()
         return memoryview(buffer)[:size].toreadonly()
+
+
+class InboxPool:
+    """Receive buffers for one endpoint's threads, lent for a request at a time: as many are
+    kept as requests were in flight at once, not one per thread. Its 8 threads each kept the
+    largest answer it had read, though 1-3 were ever in flight (1M logs: ~40 MB more)."""
+
+    def __init__(self) -> None:
+        self._free: list[Inbox] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[Inbox]:
+        """An inbox for the duration of one request and the reading of its answer."""
+        with self._lock:
+            inbox = self._free.pop() if self._free else Inbox()
+        try:
+            yield inbox
+        finally:
+            with self._lock:
+                self._free.append(inbox)  # last in, first out: the warm buffer goes out next

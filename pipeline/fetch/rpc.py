@@ -57,7 +57,7 @@ class BlockHeader:
 @dataclass(frozen=True)
 class RawResponse:
     """An HTTP answer as received: status, headers and the whole body (a view of the client's
-    reused buffer when posted `borrowed`)."""
+    reused buffer when posted `into` one)."""
 
     status: int
     headers: Mapping[str, str]
@@ -83,20 +83,20 @@ class RpcClient:
         self._headers = REQUEST_HEADERS
         self._ids = itertools.count(1)
         self.last_latency_ms = 0.0
-        self._inbox = Inbox()
+        self.inbox = Inbox()  # a reused receive buffer for eth_getLogs answers (see post)
 
     def call(self, method: str, params: list) -> Any:
         """One request's decoded result; the latency of the latest call is in `last_latency_ms`."""
         return self.decode(self.post(method, params))
 
-    def post(self, method: str, params: list, *, borrowed: bool = False) -> RawResponse:
-        """One request's raw answer, for callers that parse the body themselves. `borrowed`:
-        the body is read into this client's reused buffer (fetch.inbox), a read-only
-        memoryview valid until the client's next request."""
+    def post(self, method: str, params: list, *, into: Inbox | None = None) -> RawResponse:
+        """One request's raw answer, for callers that parse the body themselves. `into`: the
+        body is read into that reused buffer (fetch.inbox, such as the client's `inbox`), as a
+        read-only memoryview valid until it is read into again."""
         call = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         body = orjson.dumps(call)
         with self.reading(f"the answer to {method}"):
-            return self._post(body, self._inbox if borrowed else None)
+            return self._post(body, into)
 
     def block_hashes(self, blocks: list[int]) -> dict[int, str]:
         """The hashes of `blocks` from one JSON-RPC batch request; RpcError unless the endpoint

@@ -26,6 +26,7 @@ from pipeline.fetch.answers import fetch_range
 from pipeline.fetch.concurrency import ConcurrencyLimit
 from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.health import CircuitBreaker
+from pipeline.fetch.inbox import InboxPool
 from pipeline.fetch.ratecontrol import Throttle
 from pipeline.fetch.reactions import HEADER_REACTIONS, REACTIONS
 from pipeline.fetch.rpc import BlockHeader, RpcClient
@@ -116,6 +117,7 @@ class EndpointWorker:
             ),
         )
         self.window = RangeWindow(spec.endpoint.max_blocks)
+        self.inboxes = InboxPool()  # the answers' receive buffers, one per request in flight
         self.head = spec.head
         self.head_checked = 0.0 if spec.head is None else time.monotonic()
         self.retired = ""
@@ -236,7 +238,8 @@ class EndpointWorker:
         the writer, or react to the failure."""
         answered = self.concurrency.sending()
         try:
-            fetched = fetch_range(client, task, self.spec)
+            with self.inboxes.lent() as inbox:
+                fetched = fetch_range(client, task, self.spec, inbox)
         except RpcError as err:
             self.react(client, task, err)
             return

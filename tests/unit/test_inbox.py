@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.fetch.inbox import Inbox
+from pipeline.fetch.inbox import Inbox, InboxPool
 
 
 def test_each_answer_is_read_whole_into_the_same_buffer():
@@ -35,3 +35,17 @@ def test_a_buffer_bigger_than_the_kept_capacity_is_freed_with_its_answer():
     big = inbox.fill([b"x" * 40])
     small = inbox.fill([b"y" * 4])
     assert bytes(big) == b"x" * 40 and small.obj is not big.obj and len(small.obj) <= 16
+
+
+def test_a_pool_keeps_as_many_inboxes_as_were_lent_at_once_and_lends_the_warm_one_first():
+    # An endpoint's 8 threads each kept a buffer as large as the largest answer it had read,
+    # though only 1-3 requests were ever in flight at once.
+    pool = InboxPool()
+    with pool.lent() as first, pool.lent() as second:
+        assert first is not second
+        second.fill([b"x" * 100])
+    kept = []
+    for _ in range(5):  # one at a time, as with one request in flight
+        with pool.lent() as inbox:
+            kept.append(inbox)
+    assert all(inbox is first for inbox in kept)  # the last one given back goes out first
