@@ -76,13 +76,14 @@ class Throttle:
         self._successes = 0
         self._recent: deque[float] = deque(maxlen=RECENT_REQUESTS)
 
-    def reserve(self) -> float:
-        """Book the next request slot; return how many seconds to wait before sending it."""
+    def reserve(self, calls: int = 1) -> float:
+        """Book the next request slot for a request of `calls` calls (providers meter each call
+        of a batch); return how many seconds to wait before sending it."""
         with self._lock:
             now = self._clock()
             start = max(now, self._paused_until, self._next_slot)
             if self.rate:
-                self._next_slot = start + 1.0 / self.rate
+                self._next_slot = start + calls / self.rate
             self._recent.append(start)
             return start - now
 

@@ -120,7 +120,7 @@ class BlockTimestamps:
     def __init__(
         self,
         name: str,
-        pace: Callable[[], object],
+        pace: Callable[[int], object],  # waits for --rps before a request of n calls
         record: Recorder,
         notice: Callable[[str], None],
         batches: HeaderBatches | None = None,
@@ -240,7 +240,7 @@ class BlockTimestamps:
     def _request(self, client: RpcClient, task: Task, chunk: list[int]) -> dict[int, BlockHeader]:
         """One header request (a batch, or a plain call for one block); what it brought, which
         is nothing when the endpoint refused the batch (then the next one is smaller)."""
-        self.pace()
+        self.pace(len(chunk))
         try:
             found, refusal = client.block_headers(chunk)
         except RpcError as err:

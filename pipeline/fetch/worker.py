@@ -126,7 +126,7 @@ class EndpointWorker:
         self._lock = threading.Lock()
         self.timestamps = BlockTimestamps(
             self.name,
-            pace=lambda: self._sleep(self.throttle.reserve()),
+            pace=lambda calls: self._sleep(self.throttle.reserve(calls)),
             record=self._record,
             notice=lambda text: self.events.put(Notice(text)),
         )

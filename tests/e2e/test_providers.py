@@ -371,6 +371,19 @@ def test_with_rps_an_endpoint_stays_at_or_under_its_limit(tmp_path, node, seeded
     assert entry["hashes_confirmed"] + entry["hashes_unconfirmed"] == len(blocks)
 
 
+def test_with_rps_a_batch_counts_as_the_calls_it_holds(tmp_path, node, seeded):
+    # Providers meter each call of a batch. Logs without blockTimestamp take theirs from batches
+    # of headers, which the worker paced as one request each: the provider refused the next.
+    last = FIRST + 199  # ~4,000 logs: 8 answers, and about 200 headers in their batches
+    profile = replace(PROFILES["no-block-timestamp"], rps_cap=40)
+    with FaultProxy(node.url, profile) as proxy:
+        result = run(tmp_path, [proxy.url], rps=40, chunk_size=25, to_block=last)
+        stats = proxy.stats()
+    assert_equals_node(result, tmp_path, node, FIRST, last)
+    assert sum(stats["block_timestamps"].values()) > 0  # the logs came without theirs
+    assert stats["throttled"] == 0
+
+
 @pytest.mark.slow
 def test_without_rps_a_throttling_endpoint_is_slowed_down_not_hammered(tmp_path, node, seeded):
     # 200 requests of 5 blocks for an address without logs: answers so cheap that the client,

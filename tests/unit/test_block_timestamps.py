@@ -104,7 +104,7 @@ class Recorded:
 
 def stamps(batches: HeaderBatches | None = None) -> tuple[BlockTimestamps, Recorded]:
     seen = Recorded()
-    filler = BlockTimestamps("node", lambda: None, seen.record, seen.notices.append, batches)
+    filler = BlockTimestamps("node", lambda calls: None, seen.record, seen.notices.append, batches)
     return filler, seen
 
 

@@ -28,6 +28,13 @@ def test_throttle_spaces_requests_at_the_configured_rate():
     assert waits == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
 
 
+def test_a_batch_takes_as_many_slots_as_it_holds_calls():
+    clock = Clock()
+    throttle = Throttle(rps=4, clock=clock)
+    waits = [throttle.reserve(), throttle.reserve(calls=6), throttle.reserve()]
+    assert waits == pytest.approx([0, 0.25, 1.75])  # the batch of 6 metered as 6 calls
+
+
 def test_unpaced_throttle_never_waits_until_throttled():
     throttle = Throttle(clock=Clock())
     assert [throttle.reserve() for _ in range(3)] == [0, 0, 0]
