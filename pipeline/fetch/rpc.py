@@ -260,8 +260,8 @@ def _batch_headers(
     found: dict[int, BlockHeader] = {}
     errors = []
     for answer in answers:
-        at = answer.get("id") if isinstance(answer, dict) else None
-        if type(at) is not int or not 0 <= at < len(blocks) or blocks[at] in found:
+        at = batch_index(answer, len(blocks))
+        if at is None or blocks[at] in found:
             continue
         if answer.get("error") is not None:
             errors.append(classify_rpc_error(answer["error"], response.status, response.headers))
@@ -287,6 +287,15 @@ class _PostSession(requests.Session):
         if resp.status_code in MOVED_STATUSES:
             return None
         return super().get_redirect_target(resp)
+
+
+def batch_index(answer: Any, calls: int) -> int | None:
+    """Which of a batch's `calls` (ids 0..calls-1) an answer is for; None if it names none.
+    Some gateways echo an id as a string ("7" for 7): the call is still plain."""
+    at = answer.get("id") if isinstance(answer, dict) else None
+    if isinstance(at, str) and at.isdecimal() and len(at) < 10:
+        at = int(at)
+    return at if type(at) is int and 0 <= at < calls else None
 
 
 def _session(url: str) -> requests.Session:

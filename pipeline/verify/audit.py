@@ -16,7 +16,7 @@ from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.classify import classify_rpc_error, decode_response
 from pipeline.fetch.convert import logs_to_table
 from pipeline.fetch.nativelogs import body_to_table
-from pipeline.fetch.rpc import RpcClient
+from pipeline.fetch.rpc import RpcClient, batch_index
 from pipeline.fetch.validate import check_not_removed, matching
 from pipeline.plan.chunks import TARGET_LOGS
 
@@ -132,7 +132,7 @@ def _batch_logs(client: RpcClient, blocks: list[int]) -> list[dict]:
         if not isinstance(answers, list):
             decode_response(response.status, response.headers, response.body)  # raises its error
             raise RpcError(ErrorKind.MALFORMED, "a batch of receipts was answered with one result")
-        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        by_id = {batch_index(a, len(blocks)): a for a in answers}
         logs = []
         for at, block in enumerate(blocks):
             answer = by_id.get(at)

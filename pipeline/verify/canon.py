@@ -178,6 +178,9 @@ class Canon:
                 source.throttled(refusal, len(chunk))
             elif found:
                 source.batches.partial(len(found))
+            elif len(chunk) > 1:  # a batch answered with nothing usable: smaller, then singly
+                source.batches.refused(len(chunk))
+                blocks = chunk + blocks
             else:
                 source.rest()  # it refuses: another one asks next
         self._remember(got)

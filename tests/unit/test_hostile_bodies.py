@@ -287,3 +287,15 @@ def test_hostile_numbers_in_an_error_message_still_classify_it(message):
     finally:
         client.close()
     assert raised.value.kind is ErrorKind.RANGE_TOO_LARGE  # not a crash, nor a malformed answer
+
+
+def test_a_batch_answered_with_its_ids_as_strings_is_read():
+    # Some gateways echo the id 7 as "7": the answers are still the calls'.
+    headers = [{"jsonrpc": "2.0", "id": str(i), "result": {"number": hex(b), "hash": "0x" + "ab" * 32,
+                "timestamp": "0x1"}} for i, b in enumerate((5, 6))]  # fmt: skip
+    client = Answering(orjson.dumps(headers[::-1]))
+    try:
+        found, refusal = client.block_headers([5, 6])
+    finally:
+        client.close()
+    assert refusal is None and sorted(found) == [5, 6]

@@ -838,6 +838,34 @@ def test_headers_wanted_together_go_out_in_one_batch_and_a_closed_canon_refuses_
         canon.get({999}, avoid="a")
 
 
+def test_headers_a_batch_brings_none_of_are_asked_for_in_smaller_batches_then_singly(mocker):
+    # A gateway that garbles batch answers (ids it does not echo) answers single calls: the
+    # checks got "3 of 3 calls not answered" and asked the same batch again until they failed.
+    sources = Sources(
+        [Endpoint(n, f"http://127.0.0.1:{i + 1}", "x") for i, n in enumerate("ab")],
+        timeout=1.0,
+        on_request=lambda name, calls, error: None,
+    )
+    asked: list[int] = []
+
+    class Client:
+        def block_headers(self, blocks):
+            asked.append(len(blocks))
+            if len(blocks) > 1:
+                unanswered = RpcError(ErrorKind.MALFORMED, f"{len(blocks)} calls not answered")
+                return {}, unanswered
+            return {b: header(b) for b in blocks}, None
+
+    for each in sources.all.values():
+        mocker.patch.object(each, "ask", side_effect=lambda calls, request: request(Client()))
+    canon = Canon(sources, trusted=lambda name: True)
+    try:
+        assert canon.get({1, 2, 3, 4}, avoid="a") == {b: header(b) for b in (1, 2, 3, 4)}
+    finally:
+        canon.close()
+    assert asked[0] == 4 and asked[-4:] == [1, 1, 1, 1]
+
+
 def test_a_receipts_audit_reads_a_few_blocks_a_request(mocker):
     # A block's receipts as Python objects take ~20x its logs' table: 8 blocks a request keep
     # an audit of a dense answer small, though the endpoint takes batches of 200.
