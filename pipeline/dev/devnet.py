@@ -255,7 +255,7 @@ class Anvil:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (code := self._proc.poll()) is not None:
-                tail = self._log_tail()
+                tail = log_tail(self._log)
                 self.stop()
                 if "in use" in tail:
                     return False
@@ -266,12 +266,9 @@ class Anvil:
                 if self._proc.poll() is None:
                     return True
             time.sleep(0.05)
-        tail = self._log_tail()
+        tail = log_tail(self._log)
         self.stop()
         raise RuntimeError(f"anvil did not answer on {self.url} within {timeout}s: {tail}")
-
-    def _log_tail(self) -> str:
-        return log_tail(self._log)
 
     def stop(self) -> None:
         """Stop the process (terminate, then kill); safe to call more than once."""

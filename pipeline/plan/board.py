@@ -194,23 +194,23 @@ class TaskBoard:
                 self._plan.learn(task.blocks, rows)
             return True
 
-    def reject(
-        self, task_id: int, liar: str, reason: str, max_attempts: int = 0, attempt: bool = True
-    ) -> None:
-        """An accepted task's answer failed its checks (or, without `attempt`, its endpoint was
-        found lying before they ended): hand the task back, kept from `liar` while another live
-        endpoint can serve it; it fails once its attempts (`max_attempts`) are used up."""
+    def reject(self, task_id: int, liar: str, reason: str, max_attempts: int | None) -> None:
+        """An accepted task's answer failed its checks: hand the task back, kept from `liar`
+        while another live endpoint can serve it; it fails once its `max_attempts` are used up.
+        None: its endpoint was found lying before the checks ended, which costs it no attempt."""
         with self._cond:
             task = self._storing.pop(task_id, None)
             if task is None:
                 return
+            counted = max_attempts is not None
             task = replace(
                 task,
-                attempts=task.attempts + attempt,
+                attempts=task.attempts + counted,
                 last_error=reason,
                 excluded=self._keep_from(task.excluded, liar),
             )
-            if (attempt and task.attempts >= max_attempts) or not self._live_endpoints:
+            used_up = counted and task.attempts >= max_attempts
+            if used_up or not self._live_endpoints:
                 self._failed[task.task_id] = task
             else:
                 self._pending.appendleft(task)

@@ -184,7 +184,7 @@ class Holding:
         for batch in [b for b in self.batches.values() if b.endpoint == name]:
             del self.batches[batch.task.task_id]
             Path(batch.path).unlink(missing_ok=True)
-            self.board.reject(batch.task.task_id, name, order.reason, attempt=False)
+            self.board.reject(batch.task.task_id, name, order.reason, max_attempts=None)
         this_run = self.staging.drop_from(name) + self.staging.reopen_from(name)
         taken = [(r, False) for r in this_run]
         taken += [(r, True) for r in self.staging.reopen_earlier(name)]

@@ -721,7 +721,7 @@ def test_a_task_handed_back_for_its_endpoints_lie_keeps_its_attempts():
     board = TaskBoard(ChunkPlan.over(((0, 9),), 10), ["x", "y"])
     task = board.claim("x#0", 0.0)
     assert board.accept(task.task_id, 1)
-    board.reject(task.task_id, "x", "x answered wrongly", attempt=False)
+    board.reject(task.task_id, "x", "x answered wrongly", max_attempts=None)
     again = board.claim("y#0", 0.0)
     assert (again.start, again.end, again.attempts) == (0, 9, 0)
     assert again.excluded == {"x"} and board.claim("x#0", 0.0) is None
