@@ -16,6 +16,7 @@ from conftest import backfill, get_logs, node_rows, stored_rows
 from helpers import assert_equals_node, assert_readers_see_no_duplicate
 
 from pipeline.config.endpoints import parse_endpoints
+from pipeline.config.options import DEFAULT_STALL_TIMEOUT_S
 from pipeline.config.settings import build_config
 from pipeline.dev.simulator import PROFILES, FaultProxy, Profile
 from pipeline.fetch.rpc import RpcClient
@@ -253,6 +254,9 @@ def test_every_profile_names_the_counter_that_shows_its_fault():
 @pytest.mark.parametrize("name", ALONE)
 def test_alone_each_provider_profile_gives_exactly_the_nodes_logs(tmp_path, node, seeded, name):
     first, last, options = fault_run(name, node)
+    # The default stall timeout: alone, 4 faults in a row (20% of answers truncated, 30% failing)
+    # back off 1+2+4+8 s, the tests' 15 s (it ended one run of a full suite).
+    options.setdefault("stall_timeout", DEFAULT_STALL_TIMEOUT_S)
     with FaultProxy(node.url, PROFILES[name]) as proxy:
         result = run(tmp_path, [f"{name}={proxy.url}"], timeout=3.0, **options)
         stats = proxy.stats()
