@@ -32,3 +32,11 @@ class Plan:
     heads: dict[str, int] = field(default_factory=dict)  # endpoint name -> its latest block
     behind: tuple[Probe, ...] = ()  # answered, but their head is before the end block
     end_reason: str = ""
+    # The last block no reorg can reach as the run starts: the finalized block where it was
+    # asked, else the head minus the chain's reorg depth (None: not known).
+    settled: int | None = None
+
+    @property
+    def ends_settled(self) -> bool:
+        """True when the run ends where no reorg can reach: its end needs no remembering."""
+        return self.settled is not None and self.to_block <= self.settled

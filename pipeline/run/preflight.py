@@ -103,7 +103,17 @@ def resolve_plan(config: BackfillConfig) -> Plan:
         {p.endpoint.name: p.head for p in answered},
         tuple(p for p in answered if p.head < end),
         reason,
+        _settled_block(tag, answered, chain_id),
     )
+
+
+def _settled_block(tag: str, answered: list[Probe], chain_id: int) -> int:
+    """The last block no reorg can reach: the finalized block where the endpoints were asked
+    for it, else the head minus the chain's reorg depth (what the default end falls back to)."""
+    finalized = [p.tag_block for p in answered if p.tag_block is not None]
+    if tag == "finalized" and finalized:
+        return max(finalized)
+    return max(p.head for p in answered) - REORG_DEPTH.get(chain_id, DEFAULT_REORG_DEPTH)
 
 
 def _end_block(

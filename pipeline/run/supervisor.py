@@ -484,16 +484,19 @@ class Supervisor:
             start, end = self.plan.from_block, self.plan.to_block
             schema = log_schema(self.config.hex_output)
             commit_window(out, manifest, self.resume.events, start, end, 0, schema=schema)
-        if complete and self.tip:
+        if complete and (self.tip or self.plan.ends_settled):
+            # A settled end is remembered by nothing: no reorg can reach it, and the last
+            # run's end was checked as this one started.
             manifest.tip = self.tip
         save_manifest(out, manifest)
         self.files, self.stored_rows = len(manifest.files), manifest.rows
         self.event_totals = manifest.event_totals()
 
     def _fetch_tip_hashes(self) -> Future | None:
-        """Start fetching the hashes at the end of a complete run; None if it is not complete."""
+        """Start fetching the hashes at the end of a complete run; None if it is not complete, or
+        ends where no reorg can reach."""
         failed, unfetched = self.board.unfinished()
-        if self.fatal or self.signal or failed or unfetched:
+        if self.fatal or self.signal or failed or unfetched or self.plan.ends_settled:
             return None
         run = (self.plan.from_block, self.plan.to_block)
         blocks = tip_blocks(merge_ranges([*self.resume.manifest.covered, run]), run[1])

@@ -168,6 +168,8 @@ def test_sigkill_during_the_end_hash_check_then_resume_fetches_nothing_again(
     slow = proxy(latency_ms=(40, 60))
     # Without the verifier: its header batches during the run would look like the end's check.
     wide_tasks = ("--chunk-size", "100", "--no-verify")
+    # Blocks a reorg can still reach: only then is the end remembered by its hashes.
+    blocks = {"first": seeded.last_block - (LAST - FIRST), "last": seeded.last_block}
     hits: list[bool] = []
     for attempt in range(MOMENT_ATTEMPTS):
         out = tmp_path / f"attempt-{attempt}"
@@ -186,16 +188,16 @@ def test_sigkill_during_the_end_hash_check_then_resume_fetches_nothing_again(
             hashes = stats["methods"].get("eth_getBlockByNumber", 0)
             return every_block and hashes > hashes_before + 1
 
-        run = start(out, slow.url, *wide_tasks)
+        run = start(out, slow.url, *wide_tasks, **blocks)
         hits.append(kill_when(run, hash_check, "the end's hash check", whole_group))
         if hits[-1]:
             break
-        assert_equals_node(None, out, node, FIRST, LAST)
+        assert_equals_node(None, out, node, blocks["first"], blocks["last"])
     print(f"hash-check kills ({whole_group=}): {hits} (one per run: caught checking?)")
     assert hits[-1], "no run was caught while checking the end's hashes"
     assert_readers_see_no_duplicate(out)
     served = len(slow.stats()["get_logs"])
-    resume_to_the_end(out, slow.url, node, *wide_tasks)
+    resume_to_the_end(out, slow.url, node, *wide_tasks, **blocks)
     assert len(slow.stats()["get_logs"]) == served, "every task was stored before the hash check"
     manifest = orjson.loads((out / MANIFEST_FILE).read_bytes())
     assert len(manifest["tip"]) == TIP_BLOCKS, "the resumed run recorded the end's hashes"
@@ -290,6 +292,19 @@ def test_a_reorg_at_the_last_end_is_detected_and_repaired_on_the_next_run(tmp_pa
     second = backfill(tmp_path, [small_node.url], notices.append, from_block=0, to_block=head)
     assert second.exit_code == 0, second.message
     assert any("reorg" in getattr(e, "text", "") for e in notices)
+    assert stored_rows(tmp_path) == node_rows(small_node, 0, head)
+
+
+def test_a_run_that_ends_where_no_reorg_reaches_remembers_no_tip(tmp_path, small_node):
+    head = int(small_node.rpc("eth_blockNumber", []), 16)
+    first = backfill(tmp_path, [small_node.url], from_block=0, to_block="latest")
+    assert first.exit_code == 0, first.message
+    assert len(orjson.loads((tmp_path / MANIFEST_FILE).read_bytes())["tip"]) == TIP_BLOCKS
+    small_node.rpc("anvil_mine", [hex(64)])  # anvil's finalized block is 64 below its head
+    # The default end is the finalized block, the last one stored: nothing left to remember.
+    second = backfill(tmp_path, [small_node.url], from_block=0)
+    assert second.exit_code == 0 and second.summary["to_block"] == head, second.message
+    assert orjson.loads((tmp_path / MANIFEST_FILE).read_bytes())["tip"] == {}
     assert stored_rows(tmp_path) == node_rows(small_node, 0, head)
 
 
