@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from bench.measure import Measurement, machine_line, run_measured
 from bench.report import add_ratio_to, format_table
 from pipeline.dev.devnet import Anvil, find_anvil
-from pipeline.dev.seeding import seed_logs
+from pipeline.dev.seeding import SeedReport, mine_empty, seed_logs
 from pipeline.dev.simulator import FaultProxy, Outcome, Profile, Reply, RpcRequest
 from pipeline.dev.verify import COMMON_COLUMNS, compare, node_logs, stored_logs
 from pipeline.store.layout import LOGS_DIR
@@ -34,6 +34,10 @@ from pipeline.store.layout import LOGS_DIR
 CPU_SAMPLE_S = 0.02  # memory can spike within a second when logs arrive at 200k/s
 LATENCY_SAMPLE_S = 0.1  # latency-bound runs: a gentler sampler steals less CPU from the run
 SEED = 11
+# Empty blocks mined after the seeded ones: anvil's finalized block is 64 below its head, so the
+# seeded range is then history, as a backfill's range is (its default end is the finalized
+# block). Near the head an answer must prove its blocks, and the end is remembered by its hashes.
+HISTORY_GAP = 64
 # A folder holding another version of the `pipeline` package: its runs stand in for this one's.
 OTHER_VERSION = "BENCH_PIPELINE"
 
@@ -59,6 +63,11 @@ FLAGS: dict[str, dict[str, dict[str, Any]]] = {
         "tuned": {
             "action": "store_true",
             "help": "also run all three with a hand-set --concurrency per provider",
+        },
+        "at-head": {
+            "action": "store_true",
+            "help": "end the range at the node's head, not at its finalized block: near the "
+            "head each answer proves its blocks (header calls), and the end's hashes are kept",
         },
     },
     "fixed": {
@@ -227,6 +236,14 @@ NO_CRYO = "cryo: not installed, skipped (pip install cryo to include it)"
 NO_VERIFY = "--no-verify"  # the answers' checks off: what they cost, beside the default run
 
 
+def seed_history(url: str, blocks: int, logs: int, at_head: bool = False) -> SeedReport:
+    """Seed the node, then (unless `at_head`) mine HISTORY_GAP empty blocks after the range."""
+    seeded = seed_logs(url, blocks=blocks, logs=logs, seed=SEED)
+    if not at_head:
+        mine_empty(url, HISTORY_GAP)
+    return seeded
+
+
 # --- cpu ------------------------------------------------------------------------------------
 
 
@@ -234,7 +251,7 @@ def run_cpu(args: argparse.Namespace, work: Path) -> str:
     """CPU-bound: a seeded anvil with no latency; fetch-only ceiling, this tool, cryo."""
     logs, blocks, chunk = args.cpu_logs, args.cpu_blocks, args.cpu_chunk_size
     with Anvil(find_anvil()) as node:
-        seeded = seed_logs(node.url, blocks=blocks, logs=logs, seed=SEED)
+        seeded = seed_history(node.url, blocks, logs)
         start, end = seeded.first_block, seeded.last_block
         expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
         marker = work / "fetch-only.count"
@@ -328,7 +345,7 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
     providers = PROVIDER_SETS[args.provider_providers]
     logs, blocks, chunk = args.provider_logs, args.provider_blocks, args.provider_chunk_size
     with Anvil(find_anvil()) as node:
-        seeded = seed_logs(node.url, blocks=blocks, logs=logs, seed=SEED)
+        seeded = seed_history(node.url, blocks, logs, args.provider_at_head)
         start, end = seeded.first_block, seeded.last_block
         expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
 
@@ -378,7 +395,8 @@ def run_provider(args: argparse.Namespace, work: Path) -> str:
     notes += _efficiency(alone, together, results[-1] if has_cryo() else None)
     head = [
         f"== provider ({args.provider_providers}): {seeded.logs:,} logs over {blocks:,} blocks, "
-        f"{chunk} blocks per request (~{seeded.logs * chunk / blocks:.0f} logs on average)",
+        f"{chunk} blocks per request (~{seeded.logs * chunk / blocks:.0f} logs on average), "
+        + ("ending at the head" if args.provider_at_head else "ending at the finalized block"),
         machine_line(),
         "providers (simulated, in front of anvil; over the cap: HTTP 429, Retry-After: 1): "
         + "; ".join(p.describe() for p in providers),
@@ -419,7 +437,7 @@ def run_fixed(args: argparse.Namespace, work: Path) -> str:
     """Start-up (process start to the first eth_getLogs) and shut-down (last answer to exit) of
     a one-endpoint run over a small range, seen at a proxy in front of anvil."""
     with Anvil(find_anvil()) as node:
-        seeded = seed_logs(node.url, blocks=200, logs=2_000, seed=SEED)
+        seeded = seed_history(node.url, 200, 2_000)
         start, end = seeded.first_block, seeded.last_block
         expected = node_logs(node.url, start, end, columns=COMMON_COLUMNS)
         results = []

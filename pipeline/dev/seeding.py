@@ -226,6 +226,11 @@ def seed_logs(
     )
 
 
+def mine_empty(url: str, blocks: int, dialect: Dialect = ANVIL) -> None:
+    """Mine `blocks` empty blocks: what was seeded before then lies that far below the head."""
+    RpcConnection(url).call(*dialect.mine(blocks))
+
+
 def _mine(rpc: RpcConnection, plan: list[list[_Tx]], nonce: int, price: int, d: Dialect) -> int:
     """Send and mine the plan block by block; returns the next nonce."""
     for busy, run in groupby(plan, key=bool):
