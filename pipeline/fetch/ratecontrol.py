@@ -111,6 +111,20 @@ class Throttle:
                 self._next_slot = now + (self._next_slot - now) * factor
             return factor
 
+    def restore(self) -> float:
+        """Back to the ceiling (unpaced without one): what lowered the rate has gone. Slots
+        booked ahead come closer by as much as the rate rose; returns that factor (1: unchanged,
+        0: unpaced now)."""
+        with self._lock:
+            was, self.rate, self._successes = self.rate, self.ceiling, 0
+            if not was or (self.rate is not None and self.rate <= was):
+                return 1.0
+            factor = was / self.rate if self.rate else 0.0
+            now = self._clock()
+            if self._next_slot > now:
+                self._next_slot = now + (self._next_slot - now) * factor
+            return factor
+
     def backlog(self) -> float:
         """Seconds from now to the next free slot: how far ahead requests are booked (or
         paused)."""

@@ -22,8 +22,9 @@ from pipeline.fetch.timestamps import HeaderBatches
 # --rps. Checks are sampled to fit (Source.room).
 VERIFY_SHARE = 0.1
 MAX_BACKLOG_S = 2.0  # calls booked this far ahead of now fill an --rps endpoint's share
-# Calls a second the checks keep to on an endpoint that throttled (them or its worker), rising
-# again with success: a burst of header calls must not cost the worker its requests.
+# Calls a second the checks keep to on an endpoint that throttled (them or its worker) while its
+# worker may send, rising again with success: a burst of header calls must not cost the worker
+# its requests.
 THROTTLED_RATE = 1.0
 REST_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 _BEST = (False, False, 0, 0.0)  # a pick key: trusted, awake, no failure, no rest left
@@ -62,6 +63,7 @@ class Source:
         self.resting_until = 0.0
         self.has_receipts = True  # until it says eth_getBlockReceipts is not there
         self.head: int | None = None  # the newest block it is known to have (None: unknown)
+        self._yielding = True  # its worker may send: the checks give way to it
         self._booked: deque[float] = deque()  # call slots room() booked, for ask() to spend
         # How often share() brought the booked slots sooner, and by what factor the last time.
         self._speedup = (0, 1.0)
@@ -72,10 +74,21 @@ class Source:
         """Pace within `fraction` of the endpoint's --rps from now on (a rate lowered by its
         throttling stays low, and rises with success up to that); slots booked at a lower
         pace come sooner."""
-        if not self.endpoint.rps:
-            return
-        factor = self.throttle.cap(self.endpoint.rps * fraction)
-        if factor < 1:  # what room() booked at the old pace comes sooner too
+        if self.endpoint.rps:
+            self._sooner(self.throttle.cap(self.endpoint.rps * fraction))
+
+    def give_way(self, worker_busy: bool) -> None:
+        """Whether its worker may still send. While it may, a throttle sends the checks down to
+        THROTTLED_RATE; once it is done, the rate a throttle lowered goes back up to the ceiling
+        (--rps or none), and a throttle halves the rate the checks reach, as a worker's."""
+        with self._lock:
+            self._yielding = worker_busy
+        if not worker_busy:
+            self._sooner(self.throttle.restore())
+
+    def _sooner(self, factor: float) -> None:
+        """The rate rose by 1/factor: what room() booked at the old pace comes sooner too."""
+        if factor < 1:
             now = time.monotonic()
             with self._lock:
                 self._booked = deque(min(t, now + (t - now) * factor) for t in self._booked)
@@ -191,9 +204,15 @@ class Source:
 
     def throttled(self, err: RpcError, calls: int) -> None:
         """It said "too many requests" to `calls` calls: from now on paced at THROTTLED_RATE
-        (rising again with success; the checks sample to fit), in smaller batches (providers
-        meter each call), after a rest or the pause it asked for."""
-        self.throttle.limit(THROTTLED_RATE)
+        while its worker may send, else at half the rate reached (rising again with success;
+        the checks sample to fit), in smaller batches (providers meter each call), after a
+        rest or the pause it asked for."""
+        with self._lock:
+            yielding = self._yielding
+        if yielding:
+            self.throttle.limit(THROTTLED_RATE)
+        else:
+            self.throttle.on_throttled(err.retry_after)
         if calls > 1:
             self.batches.refused(calls, certain=False)
         self.rest()

@@ -123,9 +123,11 @@ class Verifier:
 
     def fetching(self, busy: bool) -> None:
         """Whether any task is waiting or being fetched: if not, the checks left may use each
-        endpoint's whole --rps (its worker has nothing to send), and ask for headers at once."""
+        endpoint's whole --rps (its worker has nothing to send) at the rate it allows, and ask
+        for headers at once."""
         for source in self.sources.all.values():
             source.share(VERIFY_SHARE if busy else 1.0)
+            source.give_way(busy)
         self.canon.fetching(busy)
 
     def close(self) -> None:

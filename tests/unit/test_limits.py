@@ -35,6 +35,21 @@ def test_a_batch_takes_as_many_slots_as_it_holds_calls():
     assert waits == pytest.approx([0, 0.25, 1.75])  # the batch of 6 metered as 6 calls
 
 
+def test_restoring_a_throttled_rate_goes_back_to_the_ceiling_and_brings_slots_closer():
+    clock = Clock()
+    paced = Throttle(rps=10, clock=clock)
+    paced.limit(1.0)
+    assert [paced.reserve() for _ in range(3)] == pytest.approx([0, 1, 2])
+    assert paced.restore() == pytest.approx(0.1) and paced.rate == 10
+    assert paced.reserve() == pytest.approx(0.3)  # 3 s ahead at 1 a second: 0.3 s at 10
+    unpaced = Throttle(clock=clock)
+    unpaced.limit(1.0)
+    unpaced.reserve()
+    unpaced.reserve()
+    assert unpaced.restore() == 0 and unpaced.rate is None and unpaced.reserve() == 0
+    assert Throttle(rps=10, clock=clock).restore() == 1  # nothing lowered it: unchanged
+
+
 def test_unpaced_throttle_never_waits_until_throttled():
     throttle = Throttle(clock=Clock())
     assert [throttle.reserve() for _ in range(3)] == [0, 0, 0]

@@ -40,7 +40,7 @@ from pipeline.verify.bloom import BLOOM_BYTES, bloom_bits, bloom_of, may_contain
 from pipeline.verify.bloomcheck import bloom_excluded
 from pipeline.verify.canon import Canon
 from pipeline.verify.headproof import HEAD_MARGIN, block_hashes, proof_blocks, prove
-from pipeline.verify.sources import Source, Sources
+from pipeline.verify.sources import THROTTLED_RATE, Source, Sources
 from pipeline.verify.trust import NEW_AUDITS, STRIKES_OUT, Ledger, Standing
 
 ADDR = "0x" + "ab" * 20
@@ -48,6 +48,8 @@ OTHER_ADDR = "0x" + "cd" * 20
 TOPIC = "0x" + "11" * 32  # topic0 of the logs the filter wants
 OTHER_TOPIC = "0x" + "22" * 32
 FILTER = LogFilter(addresses=(ADDR,), topics=((TOPIC,), (), (), ()))
+
+TOO_MANY = RpcError(ErrorKind.RATE_LIMITED, "too many requests")
 
 
 def raw(value: str) -> bytes:
@@ -770,19 +772,36 @@ def test_on_an_endpoint_with_rps_the_checks_book_only_their_share_two_seconds_ah
     assert source(rps=None).room(5000) == 5000  # without --rps nothing is sampled
 
 
-def test_once_nothing_is_fetched_the_checks_may_use_the_whole_rps_but_not_a_throttled_one():
+def test_once_nothing_is_fetched_the_checks_may_use_the_whole_rps_even_after_a_throttle():
     paced = source(rps=100)
     assert paced.throttle.rate == 10  # a tenth while the worker fetches
     paced.share(1.0)  # its worker has nothing left to send
     assert paced.throttle.rate == 100 and paced.room(500) == 200
     paced.share(0.1)  # a task came back
     assert paced.throttle.rate == 10
-    paced.throttled(RpcError(ErrorKind.RATE_LIMITED, "too many requests"), 1)
+    paced.throttled(TOO_MANY, 1)
+    assert paced.throttle.rate == THROTTLED_RATE  # the checks give way to the worker
     paced.share(1.0)
-    assert paced.throttle.rate == 1.0  # it rises again with success, up to the whole --rps
+    assert paced.throttle.rate == THROTTLED_RATE  # the worker may still send: a share stays low
+    paced.give_way(False)  # it will not: the endpoint is the checks' alone
+    assert paced.throttle.rate == 100
+    paced.throttled(TOO_MANY, 1)
+    assert paced.throttle.rate == 50  # halved, as a worker's, not down to THROTTLED_RATE
     unpaced = source(rps=None)
+    unpaced.throttled(TOO_MANY, 1)
+    assert unpaced.throttle.rate == THROTTLED_RATE
     unpaced.share(1.0)
-    assert unpaced.throttle.rate is None
+    unpaced.give_way(False)
+    assert unpaced.throttle.rate is None and unpaced.room(5000) == 5000
+
+
+def test_slots_booked_at_a_throttled_rate_are_free_once_the_worker_is_done():
+    unpaced = source(rps=None)
+    unpaced.throttled(TOO_MANY, 1)
+    assert unpaced.room(2) == 2  # booked at THROTTLED_RATE: now and in 1 s
+    assert unpaced.throttle.backlog() > 1.9
+    unpaced.give_way(False)
+    assert unpaced.throttle.backlog() == 0 and unpaced._slots(2) == 0
 
 
 def test_slots_booked_at_the_checks_share_come_sooner_once_they_may_use_the_whole_rps():
