@@ -6,6 +6,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
 
@@ -13,6 +14,7 @@ from pipeline.config.endpoints import same_urls
 from pipeline.config.settings import BackfillConfig
 from pipeline.fetch.headers import hashes_from_any
 from pipeline.messages import Event, Notice, Report
+from pipeline.plan.runplan import Plan
 from pipeline.run.engine import RunEngine, open_engine
 from pipeline.run.lifecycle import lean_memory
 from pipeline.run.preflight import resolve_plan
@@ -37,8 +39,11 @@ def _ignore(event: Event) -> None:
     """The report of a caller that does not listen."""
 
 
-def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
+def run_backfill(
+    config: BackfillConfig, report: Report = _ignore, preflight: Future[Plan] | None = None
+) -> RunResult:
     """Fetch every log of the configured range into config.output; RPC faults never raise.
+    `preflight`: preflight.start_preflight(config), started earlier (default: asked now).
 
     Raises ConfigError for bad input and NoEndpointError when no endpoint answers; in both cases
     nothing has been written. The calling process is made lean (lifecycle.lean_memory): the
@@ -48,16 +53,18 @@ def run_backfill(config: BackfillConfig, report: Report = _ignore) -> RunResult:
     lean_memory()
     engine = open_engine(config)  # first: a missing Ray or a bad cluster address writes nothing
     try:
-        return _run(config, report, engine)
+        return _run(config, report, engine, preflight)
     finally:
         engine.close()
 
 
-def _run(config: BackfillConfig, report: Report, engine: RunEngine) -> RunResult:
+def _run(
+    config: BackfillConfig, report: Report, engine: RunEngine, preflight: Future[Plan] | None
+) -> RunResult:
     """run_backfill's work, on `engine`'s supervisor."""
     # An object store that cannot be reached is a one-line error before anything runs.
     store = open_checked(config.output, config.staging)
-    plan = resolve_plan(config)
+    plan = resolve_plan(config) if preflight is None else preflight.result()
     for name, twin in same_urls(config.endpoints):
         report(
             Notice(

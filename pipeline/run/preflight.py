@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from pipeline.config.endpoints import Endpoint
 from pipeline.config.settings import BackfillConfig
@@ -69,6 +69,15 @@ def _ask(endpoint: Endpoint, timeout: float, ask: Callable[[RpcClient], int]) ->
         return err
     finally:
         client.close()
+
+
+def start_preflight(config: BackfillConfig) -> Future[Plan]:
+    """resolve_plan(config) in the background: its round trips (a TLS handshake and a request
+    to each endpoint) overlap whatever the caller does meanwhile, such as importing pyarrow."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="preflight")
+    future = pool.submit(resolve_plan, config)
+    pool.shutdown(wait=False)
+    return future
 
 
 def resolve_plan(config: BackfillConfig) -> Plan:

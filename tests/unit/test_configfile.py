@@ -106,7 +106,7 @@ def test_bad_endpoint_limits_are_refused(settings, fragment):
 
 
 def test_flags_on_the_command_line_win_over_the_file(tmp_path, mocker):
-    run = mocker.patch.object(backfill, "run_backfill", side_effect=SystemExit(0))
+    run = mocker.patch.object(backfill, "start_preflight", side_effect=SystemExit(0))
     path = write(tmp_path, CONFIG)
     with pytest.raises(SystemExit):
         cli.main(["backfill", "--config", str(path), "--chunk-size", "50", "--rps", "3"])

@@ -105,3 +105,16 @@ def test_importing_the_cli_and_the_library_api_loads_no_dev_tooling():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_command_line_can_ask_the_endpoints_before_it_loads_pyarrow():
+    # The preflight's round trips overlap the ~0.3 s of importing pyarrow and numpy, which
+    # only the run itself needs.
+    code = (
+        "import sys, pipeline.cli, pipeline.run.preflight\n"
+        "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -117,7 +117,7 @@ def test_options_kept_out_of_the_file_are_unknown_keys(tmp_path, key):
 def test_a_flag_on_the_command_line_beats_the_file_and_the_rest_of_the_file_applies(
     tmp_path, mocker
 ):
-    run = mocker.patch.object(backfill, "run_backfill", side_effect=SystemExit(0))
+    run = mocker.patch.object(backfill, "start_preflight", side_effect=SystemExit(0))
     path = write_config(
         tmp_path,
         f'rpc = "{RPC[0]}"\naddress = "0x{"aa" * 20}"\nhex = true\ntimeout = 4\nquiet = true\n',
