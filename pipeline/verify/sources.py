@@ -82,8 +82,8 @@ class Source:
         THROTTLED_RATE; once it is done, the rate a throttle lowered goes back up to the ceiling
         (--rps or none), and a throttle halves the rate the checks reach, as a worker's."""
         with self._lock:
-            self._yielding = worker_busy
-        if not worker_busy:
+            done, self._yielding = self._yielding and not worker_busy, worker_busy
+        if done:  # once, as the worker stops: a throttle of the checks' own then stays
             self._sooner(self.throttle.restore())
 
     def _sooner(self, factor: float) -> None:
