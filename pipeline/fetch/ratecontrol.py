@@ -149,9 +149,10 @@ class Throttle:
             if self.ceiling is not None:
                 self.rate = min(self.rate, self.ceiling)
 
-    def on_throttled(self, retry_after: float | None) -> float:
-        """The provider said "too many requests": halve the rate (once per pause) and pause all
-        requests, as long as it asked or by the backoff; return the pause."""
+    def on_throttled(self, retry_after: float | None, floor: float = MIN_RPS) -> float:
+        """The provider said "too many requests": halve the rate (once per pause, not below
+        `floor`) and pause all requests, as long as it asked or by the backoff; return the
+        pause."""
         with self._lock:
             self._successes = 0
             # The requests in flight when the first refusal came are refused together: one
@@ -159,7 +160,7 @@ class Throttle:
             if self._clock() >= self._paused_until:
                 measured = self._measured_rate()
                 current = self.rate if self.rate is not None else measured
-                self.rate = max(MIN_RPS, (current or MIN_RPS) * RATE_DECREASE)
+                self.rate = max(floor, (current or floor) * RATE_DECREASE)
             if retry_after is not None:
                 pause = self.backoff.retry_delay(retry_after)
             else:

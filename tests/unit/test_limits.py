@@ -64,6 +64,15 @@ def test_throttling_halves_the_rate_and_pauses_as_long_as_asked():
     assert throttle.reserve() == pytest.approx(pause)
 
 
+def test_throttling_halves_the_rate_down_to_a_floor_at_most():
+    clock = Clock()
+    throttle = Throttle(rps=3, clock=clock, rng=random.Random(1))
+    throttled_apart(throttle, clock, 1, floor=1.0)
+    assert throttle.rate == 1.5
+    throttled_apart(throttle, clock, 3, floor=1.0)
+    assert throttle.rate == 1.0
+
+
 def test_a_zero_retry_after_still_pauses_a_little_and_huge_ones_are_clamped():
     throttle = Throttle(clock=Clock(), rng=random.Random(2))
     assert throttle.on_throttled(retry_after=0) >= RETRY_AFTER_FLOOR_S
@@ -80,10 +89,10 @@ def test_an_unpaced_endpoint_that_throttles_gets_half_its_measured_rate():
     assert throttle.rate == pytest.approx(10, rel=0.01)
 
 
-def throttled_apart(throttle: Throttle, clock: Clock, times: int) -> None:
+def throttled_apart(throttle: Throttle, clock: Clock, times: int, floor: float = MIN_RPS) -> None:
     """`times` refusals, each after the pause the one before it asked for."""
     for _ in range(times):
-        clock.now += throttle.on_throttled(retry_after=0) + 0.01
+        clock.now += throttle.on_throttled(retry_after=0, floor=floor) + 0.01
 
 
 def test_rate_recovers_additively_after_sustained_success_up_to_the_ceiling():

@@ -789,6 +789,10 @@ def test_once_nothing_is_fetched_the_checks_may_use_the_whole_rps_even_after_a_t
     assert paced.throttle.rate == 50  # halved, as a worker's, not down to THROTTLED_RATE
     paced.give_way(False)  # the supervisor says so again at its next look
     assert paced.throttle.rate == 50  # what the checks' own throttle taught them stays
+    for _ in range(10):  # 429s whatever the pace: halved, but never below THROTTLED_RATE
+        paced.throttle._paused_until = 0  # each after the pause the last one asked for
+        paced.throttled(TOO_MANY, 1)
+    assert paced.throttle.rate == THROTTLED_RATE
     unpaced = source(rps=None)
     unpaced.throttled(TOO_MANY, 1)
     assert unpaced.throttle.rate == THROTTLED_RATE
