@@ -17,7 +17,12 @@ from pipeline.verify.sources import HEADER_BATCH, Source, Sources
 FLUSH_S = 1.0  # how long a wanted header may wait for others to share its batch request
 QUIET_S = 0.2  # ... unless no other check asked for this long: answers have stopped coming
 QUIET_END_S = 0.02  # ... shorter once nothing is being fetched: no answer is coming any more
-MAX_TRIES = 8  # requests a wanted header may miss before its answer's check gives up
+# Rounds in a row without a single header before the checks waiting give up. A round that
+# brought some is progress for all of them: their blocks are asked together in block order, and
+# a failed request ends the round for the wants not reached yet (an endpoint failing a fifth of
+# its requests, asked one header a request, answered ~4 a round: only the first want gained,
+# the others gave up after 8 rounds, and their answers were fetched again).
+MAX_TRIES = 8
 CACHE_HEADERS = 50_000
 
 
@@ -186,7 +191,7 @@ class Canon:
         self._remember(got)
         for want in wants:
             want.found |= {b: got[b] for b in want.blocks if b in got}
-            want.tries += 1
+            want.tries = 0 if got and want.tries < MAX_TRIES else want.tries + 1
             want.error = error or want.error
             if len(want.found) == len(want.blocks):
                 want.future.set_result(want.found)
