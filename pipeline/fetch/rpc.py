@@ -123,12 +123,12 @@ class RpcClient:
             {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(b), False]}
             for i, b in enumerate(blocks)
         ]
-        with self.reading("the batch of block headers"):
+        with self.reading("the block headers"):
             return _batch_headers(self.post_batch(calls), blocks)
 
     def post_batch(self, calls: list[dict]) -> RawResponse:
         """One JSON-RPC batch request's raw answer (callers read the array themselves)."""
-        with self.reading("the answer to a batch"):
+        with self.reading("the answer to several calls"):
             return self._post(orjson.dumps(calls))
 
     def decode(self, response: RawResponse) -> Any:

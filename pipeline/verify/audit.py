@@ -127,7 +127,7 @@ def _batch_logs(client: RpcClient, blocks: list[int]) -> list[dict]:
         for i, b in enumerate(blocks)
     ]
     response = client.post_batch(calls)
-    with client.reading("the batch of block receipts"):
+    with client.reading("the receipts of several blocks"):
         answers = orjson.loads(response.body) if response.status == HTTPStatus.OK else None
         if not isinstance(answers, list):
             decode_response(response.status, response.headers, response.body)  # raises its error

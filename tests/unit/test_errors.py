@@ -751,3 +751,24 @@ def test_the_word_upgrade_alone_is_not_a_quota():
     assert error.kind is not ErrorKind.QUOTA
     plan = classify_rpc_error({"message": "free tier exceeded, upgrade your plan"}, 200)
     assert plan.kind is ErrorKind.QUOTA
+
+
+@pytest.mark.parametrize("read", ["receipts", "headers"])
+def test_an_answer_to_a_batch_cut_off_is_not_a_refusal_for_the_batchs_size(mocker, read):
+    # Our own words for what was being read ("the batch of block receipts") made any unreadable
+    # answer look like a limit on batches: the checks halved their batches and set a ceiling, down
+    # to one call a request, against an endpoint that cuts off a fifth of its answers at random.
+    from pipeline.config.endpoints import Endpoint
+    from pipeline.config.settings import LogFilter
+    from pipeline.fetch.rpc import RawResponse, RpcClient
+    from pipeline.verify.audit import receipts_table
+
+    client = RpcClient(Endpoint("e", "http://127.0.0.1:1", "e"), 1.0)
+    cut = RawResponse(200, {"content-type": "application/json"}, b'[{"jsonrpc":"2.0","id":0,"re')
+    mocker.patch.object(client, "_post", return_value=cut)
+    with pytest.raises(RpcError) as caught:
+        if read == "receipts":
+            receipts_table(client, [1, 2, 3], LogFilter(), 1, False)
+        else:
+            client.block_headers([1, 2, 3])
+    assert caught.value.kind is ErrorKind.MALFORMED and not caught.value.about_batch
