@@ -103,13 +103,7 @@ class Throttle:
             elif self.rate is not None:
                 self.rate = min(self.rate, ceiling)
             self.ceiling = ceiling
-            if not was or not self.rate or self.rate <= was:
-                return 1.0
-            factor = was / self.rate
-            now = self._clock()
-            if self._next_slot > now:
-                self._next_slot = now + (self._next_slot - now) * factor
-            return factor
+            return self._rose_from(was)
 
     def restore(self) -> float:
         """Back to the ceiling (unpaced without one): what lowered the rate has gone. Slots
@@ -117,13 +111,18 @@ class Throttle:
         0: unpaced now)."""
         with self._lock:
             was, self.rate, self._successes = self.rate, self.ceiling, 0
-            if not was or (self.rate is not None and self.rate <= was):
-                return 1.0
-            factor = was / self.rate if self.rate else 0.0
-            now = self._clock()
-            if self._next_slot > now:
-                self._next_slot = now + (self._next_slot - now) * factor
-            return factor
+            return self._rose_from(was)
+
+    def _rose_from(self, was: float | None) -> float:
+        """The rate went from `was` to what it is: slots booked ahead come closer by as much as
+        it rose. Returns that factor (1: it did not rise, 0: unpaced now). Holds the lock."""
+        if not was or (self.rate is not None and self.rate <= was):
+            return 1.0
+        factor = was / self.rate if self.rate else 0.0
+        now = self._clock()
+        if self._next_slot > now:
+            self._next_slot = now + (self._next_slot - now) * factor
+        return factor
 
     def backlog(self) -> float:
         """Seconds from now to the next free slot: how far ahead requests are booked (or

@@ -191,7 +191,8 @@ class Canon:
         self._remember(got)
         for want in wants:
             want.found |= {b: got[b] for b in want.blocks if b in got}
-            want.tries = 0 if got and want.tries < MAX_TRIES else want.tries + 1
+            if want.tries < MAX_TRIES:  # already at it: its share is booked, it gives up now
+                want.tries = 0 if got else want.tries + 1
             want.error = error or want.error
             if len(want.found) == len(want.blocks):
                 want.future.set_result(want.found)

@@ -16,8 +16,12 @@ import time
 import pytest
 import requests
 
+from pipeline.config.endpoints import Endpoint
+from pipeline.config.settings import LogFilter
 from pipeline.errors import ErrorKind, RpcError
 from pipeline.fetch.classify import classify_rpc_error, decode_response
+from pipeline.fetch.rpc import RawResponse, RpcClient
+from pipeline.verify.audit import receipts_table
 
 K = ErrorKind
 
@@ -758,11 +762,6 @@ def test_an_answer_to_a_batch_cut_off_is_not_a_refusal_for_the_batchs_size(mocke
     # Our own words for what was being read ("the batch of block receipts") made any unreadable
     # answer look like a limit on batches: the checks halved their batches and set a ceiling, down
     # to one call a request, against an endpoint that cuts off a fifth of its answers at random.
-    from pipeline.config.endpoints import Endpoint
-    from pipeline.config.settings import LogFilter
-    from pipeline.fetch.rpc import RawResponse, RpcClient
-    from pipeline.verify.audit import receipts_table
-
     client = RpcClient(Endpoint("e", "http://127.0.0.1:1", "e"), 1.0)
     cut = RawResponse(200, {"content-type": "application/json"}, b'[{"jsonrpc":"2.0","id":0,"re')
     mocker.patch.object(client, "_post", return_value=cut)
